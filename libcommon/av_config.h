@@ -1,0 +1,195 @@
+/* availd.yaml as typed structs. Every daemon and availctl load the same file
+ * through av_config_load; a bad file is refused with "path:line:col: why". */
+#ifndef AV_CONFIG_H
+#define AV_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AV_CONFIG_ERR_MAX   512
+#define AV_LOG_TARGETS_MAX  4
+#define AV_CIDRS_MAX        64
+#define AV_INCLUDE_DEPTH    4
+
+typedef struct {
+    int family;          /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    uint8_t prefix;      /* bits */
+} av_cidr_t;
+
+typedef struct {
+    av_cidr_t items[AV_CIDRS_MAX];
+    uint32_t count;
+} av_cidr_list_t;
+
+typedef enum {
+    AV_LOG_STDERR = 1,
+    AV_LOG_SYSLOG,
+    AV_LOG_JOURNALD,
+    AV_LOG_FILE,
+} av_log_kind_t;
+
+typedef struct {
+    av_log_kind_t kind;
+    char *path;          /* AV_LOG_FILE */
+} av_log_target_t;
+
+/* Process settings: kept from the old daemon where they still make sense.
+ * The top-level `process:` block gives defaults; a daemon's own block
+ * overrides them key by key. */
+typedef struct {
+    av_log_target_t log[AV_LOG_TARGETS_MAX];
+    uint32_t n_log;
+    uint32_t log_level;      /* 0 err .. 4 debug */
+    char *daemon_name;       /* syslog ident and process title */
+    char *pid_file;
+    bool daemonize;
+    char *user;
+    char *group;
+    av_cidr_list_t cidr_allow;
+    av_cidr_list_t cidr_deny;
+    uint64_t max_requests;   /* recycle after N checks; 0 = never */
+    uint32_t drain_ms;       /* bound on a graceful stop */
+    char *control;           /* control endpoint; default from endpoints.control */
+    uint64_t set;            /* bit per key present in the file */
+} av_process_cfg_t;
+
+typedef struct {
+    char *intake_pull;       /* PULL: fire-and-forget checks */
+    char *intake_router;     /* ROUTER: request-reply */
+    char *intake_results;    /* PUB: answers, topic = requester's id */
+    char *intake_gateway;    /* tcp://host:port whois-protocol line gateway; may be empty */
+    char *dispatcher;        /* ROUTER the intakes connect to */
+    char *dispatcher_workers;/* ROUTER the queriers connect to */
+    char *cache_puts;        /* PULL: answers to store */
+    char *errors_events;     /* PULL: error events from every daemon */
+    char *errors_publish;    /* PUB: topic LEVEL.DAEMON.REGISTRY */
+    char *control;           /* template; %s = daemon instance name */
+} av_endpoints_cfg_t;
+
+typedef struct {
+    av_process_cfg_t process;
+    uint32_t deadline_ms;        /* default budget of a check */
+    uint32_t max_inflight;       /* requests accepted and not answered */
+    uint32_t gateway_clients;    /* open TCP gateway connections */
+    uint32_t gateway_timeout_ms; /* a gateway client must send its line within */
+    char *journal;               /* LMDB journal path */
+    uint32_t journal_map_mb;
+    uint32_t resend_ms;          /* resend a request whose answer is overdue */
+} av_intake_cfg_t;
+
+typedef struct {
+    av_process_cfg_t process;
+    uint32_t heartbeat_ms;
+    uint32_t heartbeat_misses;   /* silent for this many intervals = dead */
+    uint32_t max_inflight;       /* distinct names in flight, all registries */
+    uint32_t max_inflight_per_registry;
+    uint32_t max_attempts;       /* dispatches of one name before `unknown` */
+    uint32_t overdue_margin_ms;  /* added to a registry's timeout */
+} av_dispatcher_cfg_t;
+
+typedef struct {
+    av_process_cfg_t process;
+    uint32_t heartbeat_ms;
+    uint32_t heartbeat_misses;
+} av_querier_cfg_t;
+
+typedef struct {
+    av_process_cfg_t process;
+    char *path;                  /* LMDB environment (answers + timing) */
+    uint32_t map_size_mb;
+    uint64_t max_entries;
+    uint32_t sweep_interval_s;
+    uint32_t batch_max;          /* puts per write transaction */
+} av_cache_cfg_t;
+
+typedef struct {
+    av_process_cfg_t process;
+    char *path;                  /* LMDB global error database */
+    uint32_t map_size_mb;
+    uint64_t retention_count;
+    uint32_t retention_s;
+    uint32_t batch_max;          /* events per write transaction */
+} av_errors_cfg_t;
+
+typedef enum {
+    AV_PROTO_WHOIS = 1,
+    AV_PROTO_DAS,
+    AV_PROTO_RDAP,
+} av_registry_proto_t;
+
+typedef enum {
+    AV_PAT_AVAILABLE = 0,
+    AV_PAT_REGISTERED,
+    AV_PAT_RESERVED,
+    AV_PAT_RATE_LIMITED,
+    AV_PAT_KINDS
+} av_pattern_kind_t;
+
+typedef struct {
+    char **items;
+    uint32_t count;
+} av_strlist_t;
+
+typedef struct {
+    char *name;
+    av_strlist_t tlds;           /* lower case, no leading dot */
+    av_registry_proto_t protocol;
+    char *host;
+    uint32_t port;
+    char *base_url;
+    char *query;                 /* template, one %s */
+    av_strlist_t patterns[AV_PAT_KINDS];
+    bool posix_patterns;         /* POSIX ERE instead of PCRE2 */
+    uint32_t rate_queries;       /* rate limit: queries per rate_period_s */
+    uint32_t rate_period_s;
+    uint32_t rate_burst;
+    uint32_t concurrency;
+    uint32_t timeout_ms;
+    uint32_t max_reply_bytes;
+    uint32_t backoff_s;          /* pause after a rate-limit reply */
+    uint32_t ttl_s[5];           /* by av_status_t */
+    uint32_t raw_bytes;          /* excerpt kept with an answer; 0 = none */
+    uint32_t line; uint32_t column; /* where it was defined, for messages */
+} av_registry_cfg_t;
+
+typedef struct {
+    char *path;                  /* the file loaded */
+    char *runtime_dir;           /* relative ipc:// endpoints live here */
+    char *state_dir;             /* relative database paths live here */
+    av_endpoints_cfg_t endpoints;
+    av_process_cfg_t process;    /* defaults for every daemon */
+    av_intake_cfg_t intake;
+    av_dispatcher_cfg_t dispatcher;
+    av_querier_cfg_t querier;
+    av_cache_cfg_t cache;
+    av_errors_cfg_t errors;
+    av_registry_cfg_t *registries;
+    uint32_t n_registries;
+} av_config_t;
+
+/* Loads and validates path. On success returns 0 and *out owns a config;
+ * on error returns -1 and err holds "path:line:col: what is wrong". */
+int av_config_load(const char *path, av_config_t **out, char *err, size_t errlen);
+void av_config_free(av_config_t **self_p);
+
+/* The process settings of one daemon ("intake", "querier"...), with the
+ * top-level defaults folded in. NULL for an unknown name. */
+const av_process_cfg_t *av_config_process(const av_config_t *self, const char *daemon);
+const av_registry_cfg_t *av_config_registry(const av_config_t *self, const char *name);
+
+bool av_cidr_parse(const char *text, av_cidr_t *out);
+bool av_cidr_match(const av_cidr_t *cidr, const struct sockaddr *addr);
+/* Allowed when no deny matches and (allow is empty or an allow matches). */
+bool av_cidr_allowed(const av_cidr_list_t *allow, const av_cidr_list_t *deny,
+                     const struct sockaddr *addr);
+
+/* The control endpoint of a daemon instance ("errors", "querier-verisign"). */
+int av_control_endpoint(const av_config_t *cfg, const char *ident, char *out, size_t size);
+
+/* Checks a ZeroMQ endpoint of ours: ipc://PATH or tcp://HOST:PORT. */
+bool av_endpoint_valid(const char *endpoint, char *why, size_t whylen);
+
+#endif

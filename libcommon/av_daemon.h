@@ -1,0 +1,127 @@
+/* The skeleton every availd daemon runs in (after Postfix's *_server_main):
+ * the daemon supplies its job as hooks; config, logging, signals, the event
+ * loop, privileges, pid file, systemd notification, the control endpoint,
+ * counters and error reporting live here once. */
+#ifndef AV_DAEMON_H
+#define AV_DAEMON_H
+
+#include "av_config.h"
+#include "av_log.h"
+#include "av_proto.h"
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#define AV_COUNTERS_MAX 64
+#define AV_GAUGES_MAX   32
+#define AV_COMMANDS_MAX 16
+#define AV_WATCHES_MAX  16
+
+/* Exit status for a refused configuration (sysexits' EX_CONFIG), so a
+ * service manager can tell it from a crash and not restart in a loop. */
+#define AV_EXIT_CONFIG 78
+
+typedef struct av_daemon av_daemon_t;
+
+typedef struct {
+    const char *name;        /* "errors", "querier"... the config section */
+    const char *summary;     /* one line for --help */
+    /* An instance name is required (the querier's --registry NAME). */
+    bool instance_required;
+    const char *instance_option; /* "registry" */
+    /* Open sockets and build state; called before privileges are dropped. */
+    int (*init)(av_daemon_t *d);
+    /* SIGHUP or `availctl reload`: `next` has been loaded and validated;
+     * adopt it (return 0) or refuse it (<0, after saying why), in which case
+     * the old one stays. After 0 the old config is freed: keep no pointer
+     * into it. May be NULL: every setting then needs a restart. */
+    int (*on_reload)(av_daemon_t *d, const av_config_t *next);
+    /* SIGTERM: stop taking work, finish or hand back what is in flight.
+     * Return 1 when nothing is left, 0 to keep running until the daemon
+     * calls av_daemon_drained or process.drain_ms passes. */
+    int (*on_stop)(av_daemon_t *d);
+    /* After the loop: release everything. */
+    void (*fini)(av_daemon_t *d);
+} av_daemon_hooks_t;
+
+int av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks);
+
+/* Accessors. */
+const av_config_t *av_daemon_config(const av_daemon_t *d);
+const av_process_cfg_t *av_daemon_process(const av_daemon_t *d);
+const char *av_daemon_name(const av_daemon_t *d);      /* "querier" */
+const char *av_daemon_instance(const av_daemon_t *d);  /* "verisign", or NULL */
+const char *av_daemon_ident(const av_daemon_t *d);     /* "querier-verisign" */
+sd_event *av_daemon_loop(const av_daemon_t *d);
+void *av_daemon_state(const av_daemon_t *d);
+void av_daemon_set_state(av_daemon_t *d, void *state);
+bool av_daemon_stopping(const av_daemon_t *d);
+
+/* Named counters, reported by `status`; the pointer stays valid. */
+uint64_t *av_daemon_counter(av_daemon_t *d, const char *name);
+/* Named values computed when asked (queue depths, in-flight). */
+typedef uint64_t (*av_gauge_fn)(av_daemon_t *d);
+int av_daemon_gauge(av_daemon_t *d, const char *name, av_gauge_fn fn);
+
+/* Extra control commands. The handler packs a whole reply (use
+ * av_pack_ctl_reply_begin) and returns 0, or returns <0 with err set, and
+ * the skeleton answers {ok: false, error: err}. */
+typedef int (*av_command_fn)(av_daemon_t *d, const msgpack_object *request, msgpack_packer *reply, char *err,
+                             size_t errlen);
+int av_daemon_command(av_daemon_t *d, const char *cmd, av_command_fn fn);
+
+/* Calls fn whenever sock has a message to read; fn reads one message. */
+typedef void (*av_zsock_fn)(av_daemon_t *d, zsock_t *sock);
+int av_daemon_watch(av_daemon_t *d, zsock_t *sock, av_zsock_fn fn);
+void av_daemon_unwatch(av_daemon_t *d, zsock_t *sock);
+
+/* Timers on the daemon's loop. An `every` timer keeps firing until its
+ * source is unref'd with sd_event_source_disable_unref. */
+typedef void (*av_timer_fn)(av_daemon_t *d, void *arg);
+sd_event_source *av_daemon_every(av_daemon_t *d, uint64_t interval_ms, av_timer_fn fn, void *arg);
+
+/* Graceful stop is complete (see on_stop). */
+void av_daemon_drained(av_daemon_t *d);
+/* Ask the daemon to stop as if it got SIGTERM (max_requests recycling). */
+void av_daemon_request_stop(av_daemon_t *d);
+
+/* sd_notify STATUS= line, also shown by `availctl status`. */
+void av_daemon_status_text(av_daemon_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Logs and sends an error event to availd-errors without ever blocking:
+ * when the queue is full or availd-errors is down the event is dropped and
+ * counted (counter `events_dropped`). registry may be NULL. */
+void av_report(av_daemon_t *d, int level, const char *registry, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Sockets with availd's defaults: bounded queues, a linger that lets a
+ * graceful stop flush, ROUTER_MANDATORY on routers, ipc files owned by the
+ * daemon's user. The endpoint is logged on failure. */
+zsock_t *av_daemon_bind(av_daemon_t *d, int type, const char *endpoint);
+zsock_t *av_daemon_connect(av_daemon_t *d, int type, const char *endpoint);
+/* chown a file the daemon created while root to its configured user. */
+void av_daemon_own(av_daemon_t *d, const char *path);
+
+
+/* Envelope handling for ROUTER sockets: route frames kept as they came. */
+typedef struct {
+    zframe_t *identity;
+    bool delimiter;          /* REQ peers put an empty frame before the body */
+} av_envelope_t;
+/* Reads one message from a ROUTER: fills env and returns the body frame
+ * (caller destroys), or NULL when the message has no body. */
+zframe_t *av_router_recv(zsock_t *router, av_envelope_t *env);
+/* Sends body (copied) along env; returns 0 or -1 (peer gone, queue full). */
+int av_router_send(zsock_t *router, const av_envelope_t *env, const void *body, size_t size);
+void av_envelope_clear(av_envelope_t *env);
+
+/* Sends one frame without blocking; -1 when it would block. */
+int av_zsock_send_nowait(zsock_t *sock, const void *body, size_t size);
+
+uint64_t av_now_ms(void);   /* wall clock, unix ms */
+uint64_t av_mono_us(void);  /* monotonic */
+uint64_t av_mono_ms(void);
+
+#endif

@@ -1,0 +1,85 @@
+/* The daemon skeleton's insides, shared by its files (lifecycle, control,
+ * reporting, sockets) and by nothing else. */
+#ifndef AV_DAEMON_INTERNAL_H
+#define AV_DAEMON_INTERNAL_H
+
+#include "av_daemon.h"
+
+#include <sys/types.h>
+
+#define AV_NAME_LEN 48
+
+typedef struct {
+    char name[AV_NAME_LEN];
+    uint64_t value;
+} av_counter_t;
+
+typedef struct {
+    char name[AV_NAME_LEN];
+    av_gauge_fn fn;
+} av_gauge_t;
+
+typedef struct {
+    char name[AV_NAME_LEN];
+    av_command_fn fn;
+} av_command_t;
+
+typedef struct {
+    zsock_t *sock;
+    av_zsock_fn fn;
+    sd_event_source *io;
+    bool dead;
+} av_watch_t;
+
+struct av_daemon {
+    const av_daemon_hooks_t *hooks;
+    av_config_t *cfg;
+    char *config_path;
+    char instance[AV_NAME_LEN + 16];
+    char ident[2 * AV_NAME_LEN + 16];
+    sd_event *loop;
+    void *state;
+    bool stopping;
+    bool initialised;
+    sd_event_source *drain_timer;
+    uint64_t started_mono_us;
+    uint64_t started_ms;
+    char status_text[256];
+
+    av_counter_t counters[AV_COUNTERS_MAX];
+    uint32_t n_counters;
+    av_gauge_t gauges[AV_GAUGES_MAX];
+    uint32_t n_gauges;
+    av_command_t commands[AV_COMMANDS_MAX];
+    uint32_t n_commands;
+
+    av_watch_t *watches[AV_WATCHES_MAX];
+    uint32_t n_watches;
+    sd_event_source *post;
+    sd_event_source *defer;
+
+    zsock_t *control;
+
+    zsock_t *reporter;
+    uint64_t *events_sent;
+    uint64_t *events_dropped;
+    double report_tokens;
+    uint64_t report_refill_us;
+
+    bool drop_privileges;
+    uid_t uid;
+    gid_t gid;
+    int pid_fd;
+    int ready_fd;            /* daemonize: tells the waiting parent we are up */
+    uint64_t *reloads;
+    uint64_t *reloads_refused;
+};
+
+int av_control_open(av_daemon_t *d);
+void av_control_close(av_daemon_t *d);
+int av_reporter_open(av_daemon_t *d);
+void av_reporter_close(av_daemon_t *d);
+int av_daemon_reload(av_daemon_t *d, char *err, size_t errlen);
+void av_watches_close(av_daemon_t *d);
+
+#endif

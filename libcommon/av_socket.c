@@ -1,0 +1,110 @@
+/* ZeroMQ sockets with availd's defaults, and ROUTER envelope handling. */
+#include "av_daemon_internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Queue bound per socket and peer, in messages. Past it a send would block,
+ * so every send on the hot path is non-blocking and a full queue is an
+ * `overloaded` answer or a dropped event, never a stall. */
+#define AV_HWM 100000
+
+static zsock_t *
+new_socket(av_daemon_t *d, int type)
+{
+    zsock_t *s = zsock_new(type);
+    if (!s)
+        return NULL;
+    zsock_set_sndhwm(s, AV_HWM);
+    zsock_set_rcvhwm(s, AV_HWM);
+    /* Long enough for a graceful stop to flush what was sent, bounded so a
+     * missing peer cannot hold the process. */
+    zsock_set_linger(s, (int)(d ? av_daemon_process(d)->drain_ms : 1000));
+    if (type == ZMQ_ROUTER)
+        zsock_set_router_mandatory(s, 1);
+    return s;
+}
+
+zsock_t *
+av_daemon_bind(av_daemon_t *d, int type, const char *endpoint)
+{
+    zsock_t *s = new_socket(d, type);
+    if (!s) {
+        av_log_err("cannot create a socket for %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        return NULL;
+    }
+    if (zsock_bind(s, "%s", endpoint) < 0) {
+        av_log_err("cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        zsock_destroy(&s);
+        return NULL;
+    }
+    if (d && strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@') {
+        /* Peers running as the daemons' user must be able to connect. */
+        chmod(endpoint + 6, 0660);
+        av_daemon_own(d, endpoint + 6);
+    }
+    return s;
+}
+
+zsock_t *
+av_daemon_connect(av_daemon_t *d, int type, const char *endpoint)
+{
+    zsock_t *s = new_socket(d, type);
+    if (!s) {
+        av_log_err("cannot create a socket for %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        return NULL;
+    }
+    if (zsock_connect(s, "%s", endpoint) < 0) {
+        av_log_err("cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        zsock_destroy(&s);
+        return NULL;
+    }
+    return s;
+}
+
+zframe_t *
+av_router_recv(zsock_t *router, av_envelope_t *env)
+{
+    env->identity = NULL;
+    env->delimiter = false;
+    zmsg_t *msg = zmsg_recv(router);
+    if (!msg)
+        return NULL;
+    env->identity = zmsg_pop(msg);
+    zframe_t *body = zmsg_pop(msg);
+    if (body && zframe_size(body) == 0 && zmsg_size(msg) > 0) {
+        zframe_destroy(&body);
+        env->delimiter = true;
+        body = zmsg_pop(msg);
+    }
+    zmsg_destroy(&msg);
+    return body;
+}
+
+int
+av_router_send(zsock_t *router, const av_envelope_t *env, const void *body, size_t size)
+{
+    void *s = zsock_resolve(router);
+    if (!env->identity)
+        return -1;
+    if (zmq_send(s, zframe_data(env->identity), zframe_size(env->identity), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1; /* ROUTER_MANDATORY: peer gone or its queue full */
+    if (env->delimiter && zmq_send(s, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    return zmq_send(s, body, size, ZMQ_DONTWAIT) < 0 ? -1 : 0;
+}
+
+void
+av_envelope_clear(av_envelope_t *env)
+{
+    zframe_destroy(&env->identity);
+    env->delimiter = false;
+}
+
+int
+av_zsock_send_nowait(zsock_t *sock, const void *body, size_t size)
+{
+    return zmq_send(zsock_resolve(sock), body, size, ZMQ_DONTWAIT) < 0 ? -1 : 0;
+}
+

@@ -1,0 +1,24 @@
+/* availctl config check [FILE]: the daemons' own validation. */
+#include "availctl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int
+cmd_config(ctl_t *ctl, int argc, char **argv)
+{
+    if (argc < 1 || strcmp(argv[0], "check") != 0 || argc > 2) {
+        fprintf(stderr, "usage: availctl config check [FILE]\n");
+        return EXIT_USAGE;
+    }
+    const char *path = argc == 2 ? argv[1] : ctl->config_path;
+    av_config_t *cfg = NULL;
+    char err[AV_CONFIG_ERR_MAX];
+    if (av_config_load(path, &cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_NEGATIVE;
+    }
+    printf("%s: configuration OK (%u registries)\n", path, cfg->n_registries);
+    av_config_free(&cfg);
+    return EXIT_OK;
+}

@@ -1,0 +1,82 @@
+/* availctl status [DAEMON...]: every daemon's state from its control
+ * endpoint. Exit 1 when any asked-about daemon is down. */
+#include "availctl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void
+print_human(const char *ident, const msgpack_object *body)
+{
+    char version[32], state[16], status[128], uptime[32];
+    snprintf(uptime, sizeof uptime, "%llus", (unsigned long long)ctl_uint(body, "uptime_s"));
+    ctl_str(body, "version", version, sizeof version);
+    ctl_str(body, "state", state, sizeof state);
+    ctl_str(body, "status", status, sizeof status);
+    printf("%-24s %-8s pid %-7llu up %-9s v%-7s %s\n", ident, state, (unsigned long long)ctl_uint(body, "pid"),
+           uptime, version, status);
+    const char *groups[] = { "counters", "gauges" };
+    for (int g = 0; g < 2; g++) {
+        const msgpack_object *m = av_obj_get(body, groups[g]);
+        if (!m || m->type != MSGPACK_OBJECT_MAP || m->via.map.size == 0)
+            continue;
+        printf("%-24s", "");
+        for (uint32_t i = 0; i < m->via.map.size; i++) {
+            const msgpack_object_kv *kv = &m->via.map.ptr[i];
+            if (kv->key.type == MSGPACK_OBJECT_STR && kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                printf(" %.*s=%llu", (int)kv->key.via.str.size, kv->key.via.str.ptr,
+                       (unsigned long long)kv->val.via.u64);
+        }
+        printf("\n");
+    }
+}
+
+static int
+status_one(ctl_t *ctl, const char *ident, const msgpack_sbuffer *req)
+{
+    av_msg_t reply;
+    zframe_t *frame;
+    char err[512];
+    av_msg_init(&reply);
+    int rc = ctl_request(ctl, ident, req, &reply, &frame, err, sizeof err);
+    if (rc < 0) {
+        if (ctl->json)
+            ctl_print_json(json_pack("{s:s, s:s, s:s}", "ident", ident, "state", "down", "error", err));
+        else
+            printf("%-24s %-8s %s\n", ident, "down", err);
+    } else if (ctl->json) {
+        ctl_print_json(ctl_to_json(reply.u.ctl_reply.body));
+    } else {
+        print_human(ident, reply.u.ctl_reply.body);
+    }
+    av_msg_release(&reply);
+    zframe_destroy(&frame);
+    return rc;
+}
+
+int
+cmd_status(ctl_t *ctl, int argc, char **argv)
+{
+    const av_config_t *cfg = ctl_config(ctl);
+    if (!cfg)
+        return EXIT_USAGE;
+    msgpack_sbuffer req;
+    msgpack_sbuffer_init(&req);
+    av_encode_ctl(&req, "status");
+    int down = 0;
+    if (argc > 0) {
+        for (int i = 0; i < argc; i++)
+            down += status_one(ctl, argv[i], &req) < 0;
+    } else {
+        const char *fixed[] = { "intake", "dispatcher", "cache", "errors" };
+        for (int i = 0; i < 4; i++)
+            down += status_one(ctl, fixed[i], &req) < 0;
+        for (uint32_t i = 0; i < cfg->n_registries; i++) {
+            char ident[128];
+            snprintf(ident, sizeof ident, "querier-%s", cfg->registries[i].name);
+            down += status_one(ctl, ident, &req) < 0;
+        }
+    }
+    msgpack_sbuffer_destroy(&req);
+    return down ? EXIT_NEGATIVE : EXIT_OK;
+}

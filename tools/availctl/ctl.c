@@ -1,0 +1,158 @@
+/* What availctl's commands share: the config, control requests, JSON. */
+#include "availctl.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const av_config_t *
+ctl_config(ctl_t *ctl)
+{
+    char err[AV_CONFIG_ERR_MAX];
+    if (!ctl->cfg && av_config_load(ctl->config_path, &ctl->cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "availctl: %s\n", err);
+        return NULL;
+    }
+    return ctl->cfg;
+}
+
+int
+ctl_request(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, av_msg_t *reply, zframe_t **frame,
+            char *err, size_t errlen)
+{
+    char endpoint[512];
+    *frame = NULL;
+    if (av_control_endpoint(ctl->cfg, ident, endpoint, sizeof endpoint) < 0) {
+        snprintf(err, errlen, "control endpoint of %s too long", ident);
+        return -1;
+    }
+    struct stat st;
+    if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@' && stat(endpoint + 6, &st) < 0) {
+        snprintf(err, errlen, "not running (no %s)", endpoint + 6);
+        return -1;
+    }
+    zsock_t *s = zsock_new(ZMQ_DEALER);
+    if (!s) {
+        snprintf(err, errlen, "cannot create a socket");
+        return -1;
+    }
+    zsock_set_linger(s, 0);
+    int rc = -1;
+    if (zsock_connect(s, "%s", endpoint) < 0) {
+        snprintf(err, errlen, "cannot connect to %s", endpoint);
+        goto out;
+    }
+    zframe_t *req = zframe_new(request->data, request->size);
+    if (zframe_send(&req, s, 0) < 0) {
+        snprintf(err, errlen, "cannot send to %s", endpoint);
+        goto out;
+    }
+    zpoller_t *poller = zpoller_new(s, NULL);
+    void *ready = zpoller_wait(poller, ctl->timeout_ms);
+    zpoller_destroy(&poller);
+    if (!ready) {
+        snprintf(err, errlen, "no answer from %s within %d ms", endpoint, ctl->timeout_ms);
+        goto out;
+    }
+    *frame = zframe_recv(s);
+    if (!*frame) {
+        snprintf(err, errlen, "receive from %s failed", endpoint);
+        goto out;
+    }
+    int derr = av_msg_decode(reply, zframe_data(*frame), zframe_size(*frame));
+    if (derr != 0 || reply->type != AV_MSG_CTL_REPLY) {
+        char why[128];
+        snprintf(err, errlen, "bad reply from %s: %s", ident,
+                 derr ? av_msg_strerror(reply, derr, why, sizeof why) : "not a ctl_reply");
+        zframe_destroy(frame);
+        goto out;
+    }
+    if (!reply->u.ctl_reply.ok) {
+        snprintf(err, errlen, "%.*s", (int)reply->u.ctl_reply.error.len, reply->u.ctl_reply.error.ptr);
+        zframe_destroy(frame);
+        goto out;
+    }
+    rc = 0;
+out:
+    zsock_destroy(&s);
+    return rc;
+}
+
+/* Registry replies are not always UTF-8; JSON strings must be. */
+static json_t *
+text_to_json(const char *p, size_t n)
+{
+    json_t *j = json_stringn(p, n);
+    if (j)
+        return j;
+    char *copy = malloc(n ? n : 1);
+    if (!copy)
+        return json_null();
+    for (size_t i = 0; i < n; i++)
+        copy[i] = (unsigned char)p[i] < 0x80 && p[i] ? p[i] : '?';
+    j = json_stringn(copy, n);
+    free(copy);
+    return j ? j : json_null();
+}
+
+json_t *
+ctl_to_json(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return json_null();
+    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer((json_int_t)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR: return text_to_json(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN: return text_to_json(o->via.bin.ptr, o->via.bin.size);
+    case MSGPACK_OBJECT_ARRAY: {
+        json_t *a = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            json_array_append_new(a, ctl_to_json(&o->via.array.ptr[i]));
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        json_t *m = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            if (kv->key.type != MSGPACK_OBJECT_STR)
+                continue;
+            char key[256];
+            snprintf(key, sizeof key, "%.*s", (int)kv->key.via.str.size, kv->key.via.str.ptr);
+            json_object_set_new(m, key, ctl_to_json(&kv->val));
+        }
+        return m;
+    }
+    default: return json_null();
+    }
+}
+
+void
+ctl_print_json(json_t *j)
+{
+    /* Registry text may be any bytes; JSON output must stay valid. */
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+    if (s) {
+        puts(s);
+        free(s);
+    }
+    json_decref(j);
+}
+
+void
+ctl_str(const msgpack_object *map, const char *key, char *out, size_t size)
+{
+    av_str_t s = { "", 0 };
+    av_obj_get_str(map, key, &s);
+    av_str_copy(out, size, s);
+}
+
+uint64_t
+ctl_uint(const msgpack_object *map, const char *key)
+{
+    uint64_t v = 0;
+    av_obj_get_uint(map, key, &v);
+    return v;
+}
