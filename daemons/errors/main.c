@@ -41,7 +41,7 @@
 
 #define RECENT_DEFAULT 50
 #define RECENT_MAX 10000
-#define EXPIRE_INTERVAL_MS 10000
+#define EXPIRE_INTERVAL_MAX_MS 10000
 #define SYNC_INTERVAL_MS 1000
 
 typedef struct {
@@ -345,7 +345,11 @@ errors_init(av_daemon_t *d)
     if (sd_event_add_defer(av_daemon_loop(d), &e->flush, on_flush, e) < 0)
         return -1;
     sd_event_source_set_enabled(e->flush, SD_EVENT_OFF);
-    e->expire_timer = av_daemon_every(d, EXPIRE_INTERVAL_MS, on_expire, NULL);
+    /* Sweep often enough that an event outlives its bound by at most a
+     * quarter of it (and by at most 10 s). */
+    uint64_t sweep_ms = (uint64_t)cfg->errors.retention_s * 1000 / 4;
+    sweep_ms = sweep_ms < 100 ? 100 : sweep_ms > EXPIRE_INTERVAL_MAX_MS ? EXPIRE_INTERVAL_MAX_MS : sweep_ms;
+    e->expire_timer = av_daemon_every(d, sweep_ms, on_expire, NULL);
     e->sync_timer = av_daemon_every(d, SYNC_INTERVAL_MS, on_sync, NULL);
     if (!e->expire_timer || !e->sync_timer)
         return -1;

@@ -42,5 +42,6 @@ uint64_t ctl_uint(const msgpack_object *map, const char *key);
 int cmd_config(ctl_t *ctl, int argc, char **argv);
 int cmd_status(ctl_t *ctl, int argc, char **argv);
 int cmd_errors(ctl_t *ctl, int argc, char **argv);
+int cmd_run(ctl_t *ctl, int argc, char **argv);
 
 #endif

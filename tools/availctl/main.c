@@ -11,6 +11,7 @@
  *   errors [--follow] [--daemon D] [--registry R] [--level L] [--limit N]
  *          [--counts] [--json]
  *                           recent error events, then new ones as they come
+ *   run [--no-restart]      the whole constellation in the foreground
  *
  * EXIT STATUS
  *   0 success; 1 the answer is negative (bad config, a daemon down);
@@ -36,7 +37,9 @@ usage(FILE *out)
             "  status [DAEMON...]      state of every daemon (or those named: intake,\n"
             "                          dispatcher, cache, errors, querier-REGISTRY); exit 1 if one is down\n"
             "  errors [--follow] [--daemon D] [--registry R] [--level L] [--limit N] [--counts] [--json]\n"
-            "                          recent error events; --follow keeps printing new ones\n\n"
+            "                          recent error events; --follow keeps printing new ones\n"
+            "  run [--no-restart]      start every daemon in the foreground, restart those that die,\n"
+            "                          stop them all on Ctrl-C\n\n"
             "  -c FILE   configuration (default $AVAILD_CONFIG or %s)\n"
             "  --json    JSON output, one object per line\n"
             "Exit status: 0 ok, 1 negative answer, 2 usage or connection error.\n",
@@ -78,6 +81,8 @@ main(int argc, char **argv)
         rc = cmd_config(&ctl, sub_argc, sub_argv);
     else if (strcmp(cmd, "status") == 0)
         rc = cmd_status(&ctl, sub_argc, sub_argv);
+    else if (strcmp(cmd, "run") == 0)
+        rc = cmd_run(&ctl, sub_argc, sub_argv);
     else if (strcmp(cmd, "errors") == 0)
         rc = cmd_errors(&ctl, sub_argc + 1, sub_argv - 1); /* getopt wants argv[0] */
     else {

@@ -1,0 +1,304 @@
+"""Starts availd's real binaries on loopback for integration tests.
+
+A test gets a `Cluster`: a temporary directory with a config file, and
+methods to start, stop, kill and restart daemons. Every daemon runs in the
+foreground with NOTIFY_SOCKET pointing at a socket of ours, so "started"
+means the daemon said READY=1, not that some time passed. Every wait is
+bounded; nothing here talks to anything but 127.0.0.1 and ipc://.
+"""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import msgpack
+import yaml
+import zmq
+
+BUILD_DIR = os.environ.get(
+    "AVAILD_BUILD_DIR",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build"))
+SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+BINARIES = {
+    "errors": "daemons/availd-errors",
+    "intake": "daemons/availd-intake",
+    "dispatcher": "daemons/availd-dispatcher",
+    "querier": "daemons/availd-querier",
+    "cache": "daemons/availd-cache",
+    "availctl": "tools/availctl/availctl",
+    "test-registry": "tests/registry/availd-test-registry",
+}
+
+
+def binary(name):
+    path = os.path.join(BUILD_DIR, BINARIES[name])
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: build first (cmake --build build)")
+    return path
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
+    """Polls predicate until it returns a true value; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Notify:
+    """A NOTIFY_SOCKET of our own: collects sd_notify datagrams. A thread
+    reads it all the time, as systemd does: a full socket would block the
+    daemon's sd_notify."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.1)
+        self.messages = []
+        self.lock = threading.Lock()
+        self.running = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while self.running:
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.messages.extend(data.decode(errors="replace").splitlines())
+
+    def seen(self, text):
+        with self.lock:
+            return any(m == text or m.startswith(text) for m in self.messages)
+
+    def wait_for(self, text, timeout=10.0):
+        wait_until(lambda: self.seen(text), timeout, what=f"sd_notify {text}")
+
+    def close(self):
+        self.running = False
+        self.thread.join(1)
+        self.sock.close()
+
+
+class Daemon:
+    def __init__(self, cluster, kind, instance=None, extra_args=(), env=None):
+        self.cluster = cluster
+        self.kind = kind
+        self.instance = instance
+        self.ident = f"{kind}-{instance}" if instance else kind
+        self.extra_args = list(extra_args)
+        self.env = env or {}
+        self.proc = None
+        self.notify = None
+        self.log_path = os.path.join(cluster.dir, f"{self.ident}.log")
+        self.starts = 0
+
+    def start(self, wait_ready=True, timeout=15.0):
+        self.starts += 1
+        self.cluster.notify_seq += 1
+        notify_path = os.path.join(self.cluster.dir, f"notify-{self.cluster.notify_seq}")
+        self.notify = Notify(notify_path)
+        args = [binary(self.kind), "-f", "-c", self.cluster.config_path]
+        if self.instance:
+            args += ["--registry", self.instance]
+        args += self.extra_args
+        env = dict(os.environ)
+        env["NOTIFY_SOCKET"] = notify_path
+        env.update(self.env)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
+        log.close()
+        if wait_ready:
+            deadline = time.monotonic() + timeout
+            while not self.notify.seen("READY=1"):
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"{self.ident} exited with {self.proc.returncode} before READY:\n"
+                                         + self.log())
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{self.ident} not ready within {timeout}s:\n" + self.log())
+                time.sleep(0.01)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=15.0):
+        """SIGTERM and wait; returns the exit status."""
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"{self.ident} did not stop within {timeout}s:\n" + self.log())
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self, hard=False):
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        if self.notify:
+            self.notify.close()
+        return self.start()
+
+
+class Cluster:
+    """A temporary availd installation: one config file, its directories,
+    the daemons started from it, and sockets to talk to them."""
+
+    def __init__(self, config=None, tmp=None):
+        # Short paths: ipc:// socket paths must fit in 107 bytes.
+        self.dir = tmp or tempfile.mkdtemp(prefix="av-", dir="/tmp")
+        os.makedirs(self.dir, exist_ok=True)
+        self.run_dir = os.path.join(self.dir, "run")
+        self.state_dir = os.path.join(self.dir, "state")
+        self.config_path = os.path.join(self.dir, "availd.yaml")
+        self.ctx = zmq.Context.instance()
+        self.daemons = []
+        self.sockets = []
+        self.notify_seq = 0
+        self.config = self.base_config()
+        if config:
+            deep_update(self.config, config)
+        self.write_config()
+
+    def base_config(self):
+        return {
+            "runtime_dir": self.run_dir,
+            "state_dir": self.state_dir,
+            "endpoints": {"intake_gateway": f"tcp://127.0.0.1:{free_port()}"},
+            "process": {"log_level": 3, "drain_ms": 3000},
+            "registries": {},
+        }
+
+    def write_config(self, text=None):
+        with open(self.config_path, "w") as f:
+            if text is not None:
+                f.write(text)
+            else:
+                yaml.safe_dump(self.config, f, sort_keys=False)
+
+    def endpoint(self, name):
+        ep = self.config.get("endpoints", {}).get(name)
+        defaults = {
+            "intake_pull": "intake-pull.sock", "intake_router": "intake.sock",
+            "intake_results": "intake-results.sock", "dispatcher": "dispatcher.sock",
+            "dispatcher_workers": "dispatcher-workers.sock", "cache_puts": "cache.sock",
+            "errors_events": "errors.sock", "errors_publish": "errors-pub.sock",
+        }
+        if ep is None:
+            ep = "ipc://" + defaults[name]
+        if ep.startswith("ipc://") and not ep.startswith("ipc:///"):
+            ep = f"ipc://{self.run_dir}/{ep[6:]}"
+        return ep
+
+    def daemon(self, kind, instance=None, **kw):
+        d = Daemon(self, kind, instance, **kw)
+        self.daemons.append(d)
+        return d
+
+    def start(self, kind, instance=None, **kw):
+        return self.daemon(kind, instance, **kw).start()
+
+    def socket(self, kind, endpoint, connect=True):
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        if connect:
+            s.connect(endpoint)
+        else:
+            s.bind(endpoint)
+        self.sockets.append(s)
+        return s
+
+    def control(self, ident, cmd, timeout=5.0, **args):
+        """One control request; returns the decoded reply map."""
+        s = self.socket(zmq.DEALER, f"ipc://{self.run_dir}/control-{ident}.sock")
+        s.send(msgpack.packb(dict({"t": "ctl", "v": 1, "cmd": cmd}, **args)))
+        if not s.poll(int(timeout * 1000)):
+            raise AssertionError(f"{ident} did not answer {cmd} within {timeout}s")
+        reply = msgpack.unpackb(s.recv(), raw=False)
+        s.close()
+        self.sockets.remove(s)
+        return reply
+
+    def status(self, ident):
+        reply = self.control(ident, "status")
+        assert reply["ok"], reply
+        return reply
+
+    def availctl(self, *args, timeout=30, check=None):
+        r = subprocess.run([binary("availctl"), "-c", self.config_path, *args],
+                           capture_output=True, text=True, timeout=timeout)
+        if check is not None:
+            assert r.returncode == check, f"availctl {args} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r
+
+    def close(self):
+        for s in self.sockets:
+            s.close(0)
+        self.sockets.clear()
+        for d in reversed(self.daemons):
+            if d.alive():
+                try:
+                    d.stop(timeout=10)
+                except AssertionError:
+                    pass
+            if d.notify:
+                d.notify.close()
+
+
+def deep_update(base, extra):
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base

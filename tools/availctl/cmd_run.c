@@ -1,0 +1,410 @@
+/* availctl run: the whole constellation in the foreground, for a developer's
+ * machine, CI and benchmarks (production uses the systemd units). Starts
+ * errors, cache, dispatcher, one querier per registry and intake, each only
+ * once the one before said READY=1 on a notify socket of ours; restarts a
+ * daemon that dies with a growing delay; on SIGINT/SIGTERM stops them in
+ * reverse order and reaps every child. */
+#include "availctl.h"
+
+#include "av_daemon.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef AVAILD_SBIN_DIR
+#define AVAILD_SBIN_DIR "/usr/sbin"
+#endif
+
+extern char **environ;
+
+#define RESTART_DELAY_MIN_MS 500
+#define RESTART_DELAY_MAX_MS 30000
+#define STOP_TIMEOUT_MS 15000
+#define READY_TIMEOUT_MS 15000
+
+typedef struct runner runner_t;
+
+typedef struct {
+    runner_t *run;
+    char kind[32];
+    char instance[AV_REGISTRY_MAX + 1];
+    char ident[AV_REGISTRY_MAX + 40];
+    char binary[PATH_MAX];
+    char notify_path[PATH_MAX];
+    int notify_fd;
+    pid_t pid;
+    bool ready;
+    uint32_t restart_delay_ms;
+    uint32_t restarts;
+    sd_event_source *child_source;
+    sd_event_source *notify_source;
+    sd_event_source *restart_timer;
+} child_t;
+
+struct runner {
+    ctl_t *ctl;
+    sd_event *loop;
+    child_t *children;
+    size_t n_children;
+    size_t next_to_start;  /* start in order, one after the other is READY */
+    bool stopping;
+    uint64_t started_us;
+    bool restart;
+};
+
+static int start_child(child_t *c);
+
+static void
+start_next(runner_t *r)
+{
+    while (!r->stopping && r->next_to_start < r->n_children) {
+        child_t *c = &r->children[r->next_to_start++];
+        if (start_child(c) == 0)
+            return; /* its READY=1 starts the next */
+    }
+    if (!r->stopping && r->next_to_start == r->n_children) {
+        r->next_to_start++;
+        fprintf(stderr, "availctl run: %zu daemons up in %.1f ms (Ctrl-C stops them)\n", r->n_children,
+                (double)(av_mono_us() - r->started_us) / 1000.0);
+    }
+}
+
+static int
+on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+    (void)s;
+    (void)revents;
+    child_t *c = userdata;
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof buf - 1, MSG_DONTWAIT)) > 0) {
+        buf[n] = '\0';
+        if (!c->ready && (strstr(buf, "READY=1\n") == buf || strstr(buf, "\nREADY=1") ||
+                          strcmp(buf, "READY=1") == 0 || strncmp(buf, "READY=1", 7) == 0)) {
+            c->ready = true;
+            c->restart_delay_ms = RESTART_DELAY_MIN_MS;
+            start_next(c->run);
+        }
+    }
+    return 0;
+}
+
+static int on_child(sd_event_source *s, const siginfo_t *si, void *userdata);
+
+static int
+on_restart(sd_event_source *s, uint64_t usec, void *userdata)
+{
+    (void)s;
+    (void)usec;
+    child_t *c = userdata;
+    c->restart_timer = sd_event_source_disable_unref(c->restart_timer);
+    if (!c->run->stopping)
+        start_child(c);
+    return 0;
+}
+
+static int
+start_child(child_t *c)
+{
+    runner_t *r = c->run;
+    char *argv[8];
+    int argc = 0;
+    argv[argc++] = c->binary;
+    argv[argc++] = "-f";
+    argv[argc++] = "-c";
+    argv[argc++] = (char *)r->ctl->config_path;
+    if (c->instance[0]) {
+        argv[argc++] = "--registry";
+        argv[argc++] = c->instance;
+    }
+    argv[argc] = NULL;
+
+    /* The child's environment: ours, with NOTIFY_SOCKET pointing at us. */
+    size_t n_env = 0;
+    while (environ[n_env])
+        n_env++;
+    char **env = calloc(n_env + 2, sizeof *env);
+    char notify[PATH_MAX + 16];
+    if (!env)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++)
+        if (strncmp(environ[i], "NOTIFY_SOCKET=", 14) != 0 && strncmp(environ[i], "WATCHDOG_", 9) != 0 &&
+            strncmp(environ[i], "LISTEN_", 7) != 0)
+            env[k++] = environ[i];
+    snprintf(notify, sizeof notify, "NOTIFY_SOCKET=%s", c->notify_path);
+    env[k++] = notify;
+    env[k] = NULL;
+
+    /* Children get the default signal mask and dispositions, not ours, and a
+     * process group of their own: Ctrl-C reaches availctl only, which then
+     * stops them in order. */
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    int rc = posix_spawn(&c->pid, c->binary, NULL, &attr, argv, env);
+    posix_spawnattr_destroy(&attr);
+    free(env);
+    if (rc != 0) {
+        fprintf(stderr, "availctl run: cannot start %s: %s\n", c->binary, strerror(rc));
+        return -1;
+    }
+    c->ready = false;
+    sd_event_source_disable_unref(c->child_source);
+    c->child_source = NULL;
+    sd_event_add_child(r->loop, &c->child_source, c->pid, WEXITED, on_child, c);
+    return 0;
+}
+
+static bool
+all_exited(runner_t *r)
+{
+    for (size_t i = 0; i < r->n_children; i++)
+        if (r->children[i].pid > 0)
+            return false;
+    return true;
+}
+
+static void stop_next(runner_t *r);
+
+static int
+on_child(sd_event_source *s, const siginfo_t *si, void *userdata)
+{
+    (void)s;
+    child_t *c = userdata;
+    runner_t *r = c->run;
+    bool was_ready = c->ready;
+    c->pid = 0;
+    c->ready = false;
+    if (r->stopping) {
+        stop_next(r);
+        return 0;
+    }
+    if (si->si_code == CLD_EXITED)
+        fprintf(stderr, "availctl run: %s exited with status %d\n", c->ident, si->si_status);
+    else
+        fprintf(stderr, "availctl run: %s killed by signal %d\n", c->ident, si->si_status);
+    if (!r->restart || (si->si_code == CLD_EXITED && si->si_status == AV_EXIT_CONFIG)) {
+        fprintf(stderr, "availctl run: not restarting %s; stopping the others\n", c->ident);
+        r->stopping = true;
+        stop_next(r);
+        return 0;
+    }
+    c->restarts++;
+    fprintf(stderr, "availctl run: restarting %s in %u ms\n", c->ident, c->restart_delay_ms);
+    sd_event_add_time_relative(r->loop, &c->restart_timer, CLOCK_MONOTONIC, (uint64_t)c->restart_delay_ms * 1000,
+                               1000, on_restart, c);
+    c->restart_delay_ms = c->restart_delay_ms * 2 > RESTART_DELAY_MAX_MS ? RESTART_DELAY_MAX_MS
+                                                                         : c->restart_delay_ms * 2;
+    (void)was_ready; /* if it never got ready, its READY after the restart starts the next */
+    return 0;
+}
+
+static int
+on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+    (void)s;
+    (void)usec;
+    runner_t *r = userdata;
+    for (size_t i = 0; i < r->n_children; i++)
+        if (r->children[i].pid > 0) {
+            fprintf(stderr, "availctl run: %s did not stop in time: SIGKILL\n", r->children[i].ident);
+            kill(r->children[i].pid, SIGKILL);
+        }
+    return 0;
+}
+
+/* Stops the last running child; its exit stops the one before. Intake goes
+ * first, so no new work comes in while the others drain. */
+static void
+stop_next(runner_t *r)
+{
+    for (size_t i = r->n_children; i-- > 0;) {
+        child_t *c = &r->children[i];
+        if (c->restart_timer)
+            c->restart_timer = sd_event_source_disable_unref(c->restart_timer);
+        if (c->pid > 0) {
+            kill(c->pid, SIGTERM);
+            return;
+        }
+    }
+    if (all_exited(r))
+        sd_event_exit(r->loop, 0);
+}
+
+static int
+on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+    (void)s;
+    runner_t *r = userdata;
+    if (si->ssi_signo == SIGHUP) {
+        for (size_t i = 0; i < r->n_children; i++)
+            if (r->children[i].pid > 0)
+                kill(r->children[i].pid, SIGHUP);
+        return 0;
+    }
+    if (r->stopping)
+        return 0;
+    fprintf(stderr, "availctl run: stopping\n");
+    r->stopping = true;
+    sd_event_add_time_relative(r->loop, NULL, CLOCK_MONOTONIC, (uint64_t)STOP_TIMEOUT_MS * 1000, 1000,
+                               on_stop_timeout, r);
+    stop_next(r);
+    return 0;
+}
+
+static int
+find_binary(const char *name, char *out, size_t size)
+{
+    char self[PATH_MAX];
+    struct stat st;
+    const char *dir = getenv("AVAILD_SBIN_DIR");
+    if (dir) {
+        snprintf(out, size, "%s/availd-%s", dir, name);
+        return stat(out, &st) == 0 ? 0 : -1;
+    }
+    /* In a build tree availctl is build/tools/availctl/availctl and the
+     * daemons are build/daemons/availd-NAME. */
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(out, size, "%s/../../daemons/availd-%s", self, name);
+            if (stat(out, &st) == 0)
+                return 0;
+            snprintf(out, size, "%s/../sbin/availd-%s", self, name);
+            if (stat(out, &st) == 0)
+                return 0;
+        }
+    }
+    snprintf(out, size, "%s/availd-%s", AVAILD_SBIN_DIR, name);
+    return stat(out, &st) == 0 ? 0 : -1;
+}
+
+static int
+add_child(runner_t *r, const char *kind, const char *instance)
+{
+    child_t *c = &r->children[r->n_children];
+    memset(c, 0, sizeof *c);
+    c->run = r;
+    c->notify_fd = -1;
+    c->restart_delay_ms = RESTART_DELAY_MIN_MS;
+    snprintf(c->kind, sizeof c->kind, "%s", kind);
+    snprintf(c->instance, sizeof c->instance, "%s", instance ? instance : "");
+    snprintf(c->ident, sizeof c->ident, "%s%s%s", kind, instance ? "-" : "", instance ? instance : "");
+    if (find_binary(kind, c->binary, sizeof c->binary) < 0) {
+        fprintf(stderr, "availctl run: availd-%s not found (set AVAILD_SBIN_DIR); skipping %s\n", kind, c->ident);
+        return 0;
+    }
+    snprintf(c->notify_path, sizeof c->notify_path, "%s/run-notify-%s", r->ctl->cfg->runtime_dir, c->ident);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(c->notify_path) >= sizeof sa.sun_path) {
+        fprintf(stderr, "availctl run: %s: path too long\n", c->notify_path);
+        return -1;
+    }
+    strcpy(sa.sun_path, c->notify_path);
+    unlink(c->notify_path);
+    c->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (c->notify_fd < 0 || bind(c->notify_fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        fprintf(stderr, "availctl run: cannot bind %s: %s\n", c->notify_path, strerror(errno));
+        return -1;
+    }
+    sd_event_add_io(r->loop, &c->notify_source, c->notify_fd, EPOLLIN, on_notify, c);
+    r->n_children++;
+    return 0;
+}
+
+static int
+mkdirs(const char *path)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *s = buf + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        mkdir(buf, 0750);
+        *s = '/';
+    }
+    return mkdir(buf, 0750) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+int
+cmd_run(ctl_t *ctl, int argc, char **argv)
+{
+    runner_t r = { .ctl = ctl, .restart = true };
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--no-restart") == 0)
+            r.restart = false;
+        else {
+            fprintf(stderr, "usage: availctl run [--no-restart]\n");
+            return EXIT_USAGE;
+        }
+    }
+    const av_config_t *cfg = ctl_config(ctl);
+    if (!cfg)
+        return EXIT_NEGATIVE;
+    if (mkdirs(cfg->runtime_dir) < 0) {
+        fprintf(stderr, "availctl run: cannot create %s: %s\n", cfg->runtime_dir, strerror(errno));
+        return EXIT_USAGE;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    if (sd_event_new(&r.loop) < 0)
+        return EXIT_USAGE;
+    sd_event_add_signal(r.loop, NULL, SIGINT, on_signal, &r);
+    sd_event_add_signal(r.loop, NULL, SIGTERM, on_signal, &r);
+    sd_event_add_signal(r.loop, NULL, SIGHUP, on_signal, &r);
+    r.children = calloc(4 + cfg->n_registries, sizeof *r.children);
+    int rc = r.children ? 0 : -1;
+    rc = rc ? rc : add_child(&r, "errors", NULL);
+    rc = rc ? rc : add_child(&r, "cache", NULL);
+    rc = rc ? rc : add_child(&r, "dispatcher", NULL);
+    for (uint32_t i = 0; rc == 0 && i < cfg->n_registries; i++)
+        rc = add_child(&r, "querier", cfg->registries[i].name);
+    rc = rc ? rc : add_child(&r, "intake", NULL);
+    if (rc == 0) {
+        r.started_us = av_mono_us();
+        start_next(&r);
+        rc = sd_event_loop(r.loop);
+    }
+    for (size_t i = 0; i < r.n_children; i++) {
+        child_t *c = &r.children[i];
+        if (c->pid > 0) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, NULL, 0);
+        }
+        sd_event_source_disable_unref(c->child_source);
+        sd_event_source_disable_unref(c->notify_source);
+        sd_event_source_disable_unref(c->restart_timer);
+        if (c->notify_fd >= 0) {
+            close(c->notify_fd);
+            unlink(c->notify_path);
+        }
+    }
+    free(r.children);
+    sd_event_unref(r.loop);
+    return rc < 0 ? EXIT_USAGE : EXIT_OK;
+}
