@@ -434,7 +434,7 @@ static const field_t cache_fields[] = {
     U32("map_size_mb", av_cache_cfg_t, map_size_mb, 1, 1 << 20),
     U64("max_entries", av_cache_cfg_t, max_entries, 1, UINT64_MAX),
     U32("sweep_interval_s", av_cache_cfg_t, sweep_interval_s, 1, 86400),
-    U32("batch_max", av_cache_cfg_t, batch_max, 1, 100000),
+    U32("batch_max", av_cache_cfg_t, batch_max, 1, 16384),
 };
 static const table_t cache_table = { "cache", cache_fields, NFIELDS(cache_fields), -1 };
 
@@ -443,7 +443,7 @@ static const field_t errors_fields[] = {
     U32("map_size_mb", av_errors_cfg_t, map_size_mb, 1, 1 << 20),
     U64("retention_count", av_errors_cfg_t, retention_count, 1, UINT64_MAX),
     U32("retention_s", av_errors_cfg_t, retention_s, 1, UINT32_MAX),
-    U32("batch_max", av_errors_cfg_t, batch_max, 1, 100000),
+    U32("batch_max", av_errors_cfg_t, batch_max, 1, 16384),
 };
 static const table_t errors_table = { "errors", errors_fields, NFIELDS(errors_fields), -1 };
 

@@ -33,8 +33,9 @@ pack_status(av_daemon_t *d, msgpack_packer *pk)
 }
 
 static void
-on_control(av_daemon_t *d, zsock_t *sock)
+on_control(av_daemon_t *d, zsock_t *sock, void *arg)
 {
+    (void)arg;
     av_envelope_t env;
     zframe_t *body = av_router_recv(sock, &env);
     msgpack_sbuffer sbuf;
@@ -96,7 +97,7 @@ av_control_open(av_daemon_t *d)
         return -1;
     /* A reply to an availctl that gave up waiting is dropped, not queued. */
     zsock_set_linger(d->control, 0);
-    return av_daemon_watch(d, d->control, on_control);
+    return av_daemon_watch(d, d->control, on_control, NULL);
 }
 
 void

@@ -189,7 +189,7 @@ drain_watch(av_daemon_t *d, av_watch_t *w)
     for (int n = 0; n < WATCH_BATCH; n++) {
         if (w->dead || !(zsock_events(w->sock) & ZMQ_POLLIN))
             return false;
-        w->fn(d, w->sock);
+        w->fn(d, w->sock, w->arg);
     }
     return !w->dead && (zsock_events(w->sock) & ZMQ_POLLIN);
 }
@@ -224,7 +224,7 @@ on_post(sd_event_source *s, void *userdata)
 }
 
 int
-av_daemon_watch(av_daemon_t *d, zsock_t *sock, av_zsock_fn fn)
+av_daemon_watch(av_daemon_t *d, zsock_t *sock, av_zsock_fn fn, void *arg)
 {
     if (d->n_watches == AV_WATCHES_MAX)
         return -1;
@@ -233,6 +233,7 @@ av_daemon_watch(av_daemon_t *d, zsock_t *sock, av_zsock_fn fn)
         return -1;
     w->sock = sock;
     w->fn = fn;
+    w->arg = arg;
     if (sd_event_add_io(d->loop, &w->io, zsock_fd(sock), EPOLLIN, on_watch_io, d) < 0) {
         free(w);
         return -1;

@@ -73,8 +73,8 @@ typedef int (*av_command_fn)(av_daemon_t *d, const msgpack_object *request, msgp
 int av_daemon_command(av_daemon_t *d, const char *cmd, av_command_fn fn);
 
 /* Calls fn whenever sock has a message to read; fn reads one message. */
-typedef void (*av_zsock_fn)(av_daemon_t *d, zsock_t *sock);
-int av_daemon_watch(av_daemon_t *d, zsock_t *sock, av_zsock_fn fn);
+typedef void (*av_zsock_fn)(av_daemon_t *d, zsock_t *sock, void *arg);
+int av_daemon_watch(av_daemon_t *d, zsock_t *sock, av_zsock_fn fn, void *arg);
 void av_daemon_unwatch(av_daemon_t *d, zsock_t *sock);
 
 /* Timers on the daemon's loop. An `every` timer keeps firing until its

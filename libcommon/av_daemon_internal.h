@@ -27,6 +27,7 @@ typedef struct {
 typedef struct {
     zsock_t *sock;
     av_zsock_fn fn;
+    void *arg;
     sd_event_source *io;
     bool dead;
 } av_watch_t;

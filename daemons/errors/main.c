@@ -33,6 +33,7 @@
  *   errors.map_size_mb, errors.retention_count, errors.retention_s,
  *   errors.batch_max, and the process settings.
  */
+#include "av_batch.h"
 #include "av_daemon.h"
 #include "errors_db.h"
 
@@ -45,25 +46,14 @@
 #define SYNC_INTERVAL_MS 1000
 
 typedef struct {
-    zframe_t *frame;  /* the event's strings point into it */
-    av_msg_t msg;
-} pending_t;
-
-typedef struct {
     errors_db_t *db;
     zsock_t *events;
     zsock_t *publish;
-    pending_t *pending;
-    av_error_t **batch;  /* the pending events, as errors_db_append takes them */
-    uint32_t n_pending;
-    uint32_t batch_max;
-    sd_event_source *flush;
+    av_batch_t *batch;
     sd_event_source *expire_timer;
     sd_event_source *sync_timer;
-    uint64_t *received;
     uint64_t *stored;
     uint64_t *published;
-    uint64_t *malformed;
     uint64_t *store_failed;
     uint64_t *expired;
 } errors_t;
@@ -99,68 +89,26 @@ publish(errors_t *e, uint64_t seq, uint64_t received_ms, const av_error_t *ev)
     msgpack_sbuffer_destroy(&sbuf);
 }
 
+/* A batch of events read in one loop turn: one transaction, then publish
+ * what was stored. */
 static void
-flush_pending(errors_t *e)
+store_batch(av_daemon_t *d, av_msg_t *const *msgs, uint32_t n)
 {
-    av_error_t **events = e->batch;
+    errors_t *e = av_daemon_state(d);
+    av_error_t *events[n];
     uint64_t now = av_now_ms(), first_seq = 0;
-    if (e->n_pending == 0)
-        return;
-    for (uint32_t i = 0; i < e->n_pending; i++) {
-        events[i] = &e->pending[i].msg.u.error;
+    for (uint32_t i = 0; i < n; i++) {
+        events[i] = &msgs[i]->u.error;
         if (events[i]->at_ms == 0)
             events[i]->at_ms = now;
     }
-    if (errors_db_append(e->db, events, e->n_pending, now, &first_seq) == 0) {
-        *e->stored += e->n_pending;
-        for (uint32_t i = 0; i < e->n_pending; i++)
-            publish(e, first_seq + i, now, events[i]);
-    } else {
-        *e->store_failed += e->n_pending;
-    }
-    for (uint32_t i = 0; i < e->n_pending; i++) {
-        av_msg_release(&e->pending[i].msg);
-        zframe_destroy(&e->pending[i].frame);
-    }
-    e->n_pending = 0;
-}
-
-static int
-on_flush(sd_event_source *s, void *userdata)
-{
-    (void)s;
-    flush_pending(userdata);
-    return 0;
-}
-
-static void
-on_event(av_daemon_t *d, zsock_t *sock)
-{
-    errors_t *e = av_daemon_state(d);
-    zmsg_t *msg = zmsg_recv(sock);
-    if (!msg)
-        return;
-    (*e->received)++;
-    /* One frame: the event. Anything else is not ours. */
-    zframe_t *frame = zmsg_size(msg) == 1 ? zmsg_pop(msg) : NULL;
-    zmsg_destroy(&msg);
-    pending_t *p = &e->pending[e->n_pending];
-    av_msg_init(&p->msg);
-    int rc = frame ? av_msg_decode(&p->msg, zframe_data(frame), zframe_size(frame)) : AV_PROTO_E_NOT_MSGPACK;
-    if (rc != 0 || p->msg.type != AV_MSG_ERROR) {
-        char why[128];
-        (*e->malformed)++;
-        av_log_debug("malformed event dropped: %s",
-                     rc ? av_msg_strerror(&p->msg, rc, why, sizeof why) : "not an error event");
-        av_msg_release(&p->msg);
-        zframe_destroy(&frame);
+    if (errors_db_append(e->db, events, n, now, &first_seq) < 0) {
+        *e->store_failed += n;
         return;
     }
-    p->frame = frame;
-    if (++e->n_pending == e->batch_max)
-        flush_pending(e);
-    else
-        sd_event_source_set_enabled(e->flush, SD_EVENT_ONESHOT);
+    *e->stored += n;
+    for (uint32_t i = 0; i < n; i++)
+        publish(e, first_seq + i, now, events[i]);
 }
 
 static void
@@ -248,7 +196,7 @@ cmd_recent(av_daemon_t *d, const msgpack_object *req, msgpack_packer *pk, char *
     uint32_t limit;
     if (read_filter(req, &filter, &limit, err, errlen) < 0)
         return -1;
-    flush_pending(e); /* a query sees every event received so far */
+    av_batch_flush(e->batch); /* a query sees every event received so far */
     collected_t c = { calloc(limit, sizeof(msgpack_sbuffer)), 0, limit };
     if (!c.items) {
         snprintf(err, errlen, "out of memory");
@@ -294,7 +242,7 @@ cmd_counts(av_daemon_t *d, const msgpack_object *req, msgpack_packer *pk, char *
     (void)req;
     errors_t *e = av_daemon_state(d);
     counts_t c = { .count = 0 };
-    flush_pending(e);
+    av_batch_flush(e->batch);
     msgpack_sbuffer_init(&c.body);
     msgpack_packer_init(&c.pk, &c.body, msgpack_sbuffer_write);
     int rc = errors_db_counts(e->db, collect_count, &c);
@@ -327,24 +275,18 @@ errors_init(av_daemon_t *d)
     if (!e)
         return -1;
     av_daemon_set_state(d, e);
-    e->received = av_daemon_counter(d, "received");
     e->stored = av_daemon_counter(d, "stored");
     e->published = av_daemon_counter(d, "published");
-    e->malformed = av_daemon_counter(d, "malformed");
     e->store_failed = av_daemon_counter(d, "store_failed");
     e->expired = av_daemon_counter(d, "expired");
-    e->batch_max = cfg->errors.batch_max;
-    if (!(e->pending = calloc(e->batch_max, sizeof *e->pending)) ||
-        !(e->batch = calloc(e->batch_max, sizeof *e->batch)))
-        return -1;
     if (!(e->db = errors_db_open(d, &cfg->errors)))
         return -1;
     if (!(e->events = av_daemon_bind(d, ZMQ_PULL, cfg->endpoints.errors_events)) ||
         !(e->publish = av_daemon_bind(d, ZMQ_PUB, cfg->endpoints.errors_publish)))
         return -1;
-    if (sd_event_add_defer(av_daemon_loop(d), &e->flush, on_flush, e) < 0)
+    /* Malformed events are counted, not reported: reporting goes here. */
+    if (!(e->batch = av_batch_new(d, e->events, AV_MSG_ERROR, cfg->errors.batch_max, false, store_batch)))
         return -1;
-    sd_event_source_set_enabled(e->flush, SD_EVENT_OFF);
     /* Sweep often enough that an event outlives its bound by at most a
      * quarter of it (and by at most 10 s). */
     uint64_t sweep_ms = (uint64_t)cfg->errors.retention_s * 1000 / 4;
@@ -353,8 +295,8 @@ errors_init(av_daemon_t *d)
     e->sync_timer = av_daemon_every(d, SYNC_INTERVAL_MS, on_sync, NULL);
     if (!e->expire_timer || !e->sync_timer)
         return -1;
-    if (av_daemon_watch(d, e->events, on_event) < 0 || av_daemon_command(d, "recent", cmd_recent) < 0 ||
-        av_daemon_command(d, "counts", cmd_counts) < 0 || av_daemon_gauge(d, "events_held", gauge_held) < 0)
+    if (av_daemon_command(d, "recent", cmd_recent) < 0 || av_daemon_command(d, "counts", cmd_counts) < 0 ||
+        av_daemon_gauge(d, "events_held", gauge_held) < 0)
         return -1;
     on_expire(d, NULL);
     av_daemon_status_text(d, "recording");
@@ -379,10 +321,7 @@ errors_stop(av_daemon_t *d)
 {
     errors_t *e = av_daemon_state(d);
     /* Take in what is already queued (bounded), then stop listening. */
-    for (uint32_t n = 0; n < 10 * e->batch_max && (zsock_events(e->events) & ZMQ_POLLIN); n++)
-        on_event(d, e->events);
-    flush_pending(e);
-    av_daemon_unwatch(d, e->events);
+    av_batch_finish(e->batch, 10 * av_daemon_config(d)->errors.batch_max);
     return 1;
 }
 
@@ -392,18 +331,12 @@ errors_fini(av_daemon_t *d)
     errors_t *e = av_daemon_state(d);
     if (!e)
         return;
-    if (e->db)
-        flush_pending(e);
-    sd_event_source_disable_unref(e->flush);
+    av_batch_destroy(&e->batch);
     sd_event_source_disable_unref(e->expire_timer);
     sd_event_source_disable_unref(e->sync_timer);
-    if (e->events)
-        av_daemon_unwatch(d, e->events);
     zsock_destroy(&e->events);
     zsock_destroy(&e->publish);
     errors_db_close(&e->db);
-    free(e->pending);
-    free(e->batch);
     free(e);
     av_daemon_set_state(d, NULL);
 }
