@@ -496,6 +496,7 @@ static const field_t registry_fields[] = {
     { "pattern_syntax", K_SYNTAX, OFF(av_registry_cfg_t, posix_patterns), 0, 0, false, NULL, NULL },
     { "rate_limit", K_SECTION, 0, 0, 0, false, &rate_table, NULL },
     U32("concurrency", av_registry_cfg_t, concurrency, 1, 100000),
+    U32("queue", av_registry_cfg_t, queue, 0, 1000000),
     U32("timeout_ms", av_registry_cfg_t, timeout_ms, 10, 600000),
     U32("max_reply_bytes", av_registry_cfg_t, max_reply_bytes, 64, 16 << 20),
     U32("backoff_s", av_registry_cfg_t, backoff_s, 0, 86400),
@@ -509,6 +510,7 @@ registry_defaults(av_registry_cfg_t *r)
 {
     memset(r, 0, sizeof *r);
     r->concurrency = 16;
+    r->queue = 1000;
     r->timeout_ms = 10000;
     r->max_reply_bytes = 65536;
     r->backoff_s = 60;

@@ -146,7 +146,8 @@ typedef struct {
     uint32_t rate_queries;       /* rate limit: queries per rate_period_s */
     uint32_t rate_period_s;
     uint32_t rate_burst;
-    uint32_t concurrency;
+    uint32_t concurrency;        /* queries in flight to the registry */
+    uint32_t queue;              /* checks a querier holds waiting for a slot or a token */
     uint32_t timeout_ms;
     uint32_t max_reply_bytes;
     uint32_t backoff_s;          /* pause after a rate-limit reply */

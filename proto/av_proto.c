@@ -20,7 +20,7 @@ static const char *const type_names[] = {
     [AV_MSG_READY] = "ready",         [AV_MSG_HEARTBEAT] = "heartbeat",
     [AV_MSG_BYE] = "bye",             [AV_MSG_ERROR] = "error",
     [AV_MSG_PUT] = "put",             [AV_MSG_CTL] = "ctl",
-    [AV_MSG_CTL_REPLY] = "ctl_reply",
+    [AV_MSG_CTL_REPLY] = "ctl_reply", [AV_MSG_ANSWERS] = "answers",
 };
 #define N_TYPES (sizeof(type_names) / sizeof(type_names[0]))
 
@@ -40,6 +40,41 @@ av_str_copy(char *dst, size_t size, av_str_t s)
     if (n)
         memcpy(dst, s.ptr, n);
     dst[n] = '\0';
+}
+
+size_t
+av_utf8_sanitize(char *dst, size_t size, const char *src, size_t len)
+{
+    size_t o = 0, i = 0;
+    if (size == 0)
+        return 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)src[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        bool ok = n > 0 && i + n <= len && !(n == 2 && c < 0xc2) && !(n == 4 && c > 0xf4);
+        for (size_t k = 1; ok && k < n; k++)
+            ok = ((unsigned char)src[i + k] & 0xc0) == 0x80;
+        if (ok && n == 3) {
+            unsigned char c1 = (unsigned char)src[i + 1];
+            ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0); /* overlong, surrogates */
+        }
+        if (ok && n == 4) {
+            unsigned char c1 = (unsigned char)src[i + 1];
+            ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
+        }
+        if (!ok)
+            n = 1;
+        if (o + n >= size)
+            break;
+        if (ok && !(n == 1 && c == 0))
+            memcpy(dst + o, src + i, n);
+        else
+            dst[o] = '?';
+        o += n;
+        i += n;
+    }
+    dst[o] = '\0';
+    return o;
 }
 
 static int
@@ -362,6 +397,7 @@ answer_pair(decoder_t *d, av_answer_t *a, const msgpack_object *k, const msgpack
         ok = get_u64(d, v, "rid", &a->rid);
     } else if (key_is(k, "idx")) {
         ok = get_u32(d, v, "idx", &a->idx);
+        a->has_idx = ok;
     } else {
         return 0;
     }
@@ -399,6 +435,8 @@ check_pair(decoder_t *d, const msgpack_object *k, const msgpack_object *v)
     }
     if (key_is(k, "fresh"))
         return get_bool(d, v, "fresh", &c->fresh);
+    if (key_is(k, "raw"))
+        return get_bool(d, v, "raw", &c->raw);
     if (key_is(k, "deadline_ms"))
         return get_u32(d, v, "deadline_ms", &c->deadline_ms);
     if (key_is(k, "rid"))
@@ -442,6 +480,18 @@ ready_pair(decoder_t *d, const msgpack_object *k, const msgpack_object *v)
         return get_u32(d, v, "credit", &r->credit);
     if (key_is(k, "pid"))
         return get_u32(d, v, "pid", &r->pid);
+    if (key_is(k, "ids")) {
+        if (v->type != MSGPACK_OBJECT_ARRAY)
+            return fail(d, AV_PROTO_E_TYPE, "ids");
+        if (v->via.array.size > AV_HANDBACK_MAX)
+            return fail(d, AV_PROTO_E_TOO_LONG, "ids");
+        for (uint32_t i = 0; i < v->via.array.size; i++)
+            if (v->via.array.ptr[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+                return fail(d, AV_PROTO_E_TYPE, "ids");
+        r->ids = v;
+        r->n_ids = v->via.array.size;
+        return true;
+    }
     return true;
 }
 
@@ -505,6 +555,60 @@ ctl_reply_pair(decoder_t *d, const msgpack_object *k, const msgpack_object *v)
 }
 
 static bool
+answers_pair(decoder_t *d, const msgpack_object *k, const msgpack_object *v)
+{
+    av_answers_t *a = &d->msg->u.answers;
+    if (key_is(k, "id")) {
+        d->seen |= SEEN_ID;
+        return get_str(d, v, "id", AV_ID_MAX, &a->id);
+    }
+    if (key_is(k, "answers")) {
+        d->seen |= SEEN_NAMES;
+        if (v->type != MSGPACK_OBJECT_ARRAY)
+            return fail(d, AV_PROTO_E_TYPE, "answers");
+        if (v->via.array.size > AV_BATCH_MAX)
+            return fail(d, AV_PROTO_E_TOO_LONG, "answers");
+        for (uint32_t i = 0; i < v->via.array.size; i++) {
+            av_answer_t one;
+            const msgpack_object *m = &v->via.array.ptr[i];
+            if (m->type != MSGPACK_OBJECT_MAP)
+                return fail(d, AV_PROTO_E_TYPE, "answers");
+            unsigned seen = d->seen;
+            d->seen = 0;
+            memset(&one, 0, sizeof one);
+            for (uint32_t j = 0; j < m->via.map.size; j++)
+                if (answer_pair(d, &one, &m->via.map.ptr[j].key, &m->via.map.ptr[j].val) < 0)
+                    return false;
+            if (!(d->seen & SEEN_NAME) || !(d->seen & SEEN_STATUS))
+                return fail(d, AV_PROTO_E_MISSING, "answers");
+            d->seen = seen;
+        }
+        a->list = v;
+        a->count = v->via.array.size;
+        return true;
+    }
+    return true;
+}
+
+int
+av_answers_at(const av_answers_t *answers, uint32_t i, av_answer_t *out)
+{
+    decoder_t d = { 0 };
+    av_msg_t scratch;
+    memset(out, 0, sizeof *out);
+    out->status = AV_STATUS_UNKNOWN;
+    if (!answers->list || i >= answers->count)
+        return AV_PROTO_E_VALUE;
+    memset(&scratch, 0, sizeof scratch);
+    d.msg = &scratch;
+    const msgpack_object *m = &answers->list->via.array.ptr[i];
+    for (uint32_t j = 0; j < m->via.map.size; j++)
+        if (answer_pair(&d, out, &m->via.map.ptr[j].key, &m->via.map.ptr[j].val) < 0)
+            return d.err;
+    return 0;
+}
+
+static bool
 require(decoder_t *d, unsigned have, unsigned want, const char *key)
 {
     if ((have & want) == want)
@@ -516,24 +620,34 @@ void
 av_msg_init(av_msg_t *self)
 {
     memset(self, 0, sizeof *self);
-    msgpack_unpacked_init(&self->unpacked);
 }
 
 void
 av_msg_release(av_msg_t *self)
 {
-    msgpack_unpacked_destroy(&self->unpacked);
+    if (self->zone_ready)
+        msgpack_zone_destroy(&self->zone);
     memset(self, 0, sizeof *self);
-    msgpack_unpacked_init(&self->unpacked);
+}
+
+/* Forgets the previous message but keeps the zone's memory. */
+static void
+reset(av_msg_t *self)
+{
+    msgpack_zone zone = self->zone;
+    bool ready = self->zone_ready;
+    memset(self, 0, sizeof *self);
+    self->zone = zone;
+    self->zone_ready = ready;
+    if (ready)
+        msgpack_zone_clear(&self->zone);
 }
 
 int
 av_msg_decode(av_msg_t *self, const void *data, size_t size)
 {
     decoder_t d = { .msg = self, .err = 0 };
-    msgpack_unpacked_destroy(&self->unpacked);
-    memset(self, 0, sizeof *self);
-    msgpack_unpacked_init(&self->unpacked);
+    reset(self);
 
     if (size > AV_MSG_MAX_BYTES)
         return AV_PROTO_E_TOO_BIG;
@@ -542,13 +656,18 @@ av_msg_decode(av_msg_t *self, const void *data, size_t size)
     int rc = scan_bounded(data, size);
     if (rc)
         return rc;
+    if (!self->zone_ready) {
+        if (!msgpack_zone_init(&self->zone, 2048))
+            return AV_PROTO_E_NOMEM;
+        self->zone_ready = true;
+    }
     size_t off = 0;
-    msgpack_unpack_return ur = msgpack_unpack_next(&self->unpacked, data, size, &off);
+    msgpack_unpack_return ur = msgpack_unpack(data, size, &off, &self->zone, &self->root);
     if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
         return AV_PROTO_E_NOMEM;
     if (ur != MSGPACK_UNPACK_SUCCESS || off != size)
         return AV_PROTO_E_NOT_MSGPACK;
-    const msgpack_object *root = &self->unpacked.data;
+    const msgpack_object *root = &self->root;
     if (root->type != MSGPACK_OBJECT_MAP)
         return AV_PROTO_E_NOT_MAP;
 
@@ -624,6 +743,10 @@ av_msg_decode(av_msg_t *self, const void *data, size_t size)
         self->u.ctl_reply.body = root;
         if (each_pair(&d, root, ctl_reply_pair))
             require(&d, d.seen, SEEN_OK, "ok");
+        break;
+    case AV_MSG_ANSWERS:
+        if (each_pair(&d, root, answers_pair))
+            require(&d, d.seen, SEEN_ID, "id") && require(&d, d.seen, SEEN_NAMES, "answers");
         break;
     }
     return d.err;
@@ -714,7 +837,7 @@ av_encode_check(msgpack_sbuffer *sbuf, const av_check_t *c)
     size_t before = sbuf->size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
-    uint32_t pairs = 2 + (c->fresh ? 1 : 0) + (c->deadline_ms ? 1 : 0) + (c->rid ? 2 : 0);
+    uint32_t pairs = 2 + (c->fresh ? 1 : 0) + (c->raw ? 1 : 0) + (c->deadline_ms ? 1 : 0) + (c->rid ? 2 : 0);
     pack_header(&pk, AV_MSG_CHECK, pairs);
     av_pack_kv_strn(&pk, "id", c->id);
     if (c->n_names) {
@@ -727,6 +850,8 @@ av_encode_check(msgpack_sbuffer *sbuf, const av_check_t *c)
     }
     if (c->fresh)
         av_pack_kv_bool(&pk, "fresh", true);
+    if (c->raw)
+        av_pack_kv_bool(&pk, "raw", true);
     if (c->deadline_ms)
         av_pack_kv_uint(&pk, "deadline_ms", c->deadline_ms);
     if (c->rid) {
@@ -740,8 +865,8 @@ static uint32_t
 answer_pairs(const av_answer_t *a)
 {
     return 5 + (a->query.len ? 1 : 0) + (a->reason.len ? 1 : 0) + (a->registry.len ? 1 : 0) +
-           (a->latency_us ? 1 : 0) + (a->raw.len ? 1 : 0) + (a->matched.len ? 1 : 0) +
-           (a->rid ? 2 : 0);
+           (a->latency_us ? 1 : 0) + (a->raw.len ? 1 : 0) + (a->matched.len ? 1 : 0) + (a->rid ? 1 : 0) +
+           (a->rid || a->has_idx ? 1 : 0);
 }
 
 static void
@@ -764,10 +889,10 @@ pack_answer_pairs(msgpack_packer *pk, const av_answer_t *a)
         av_pack_kv_strn(pk, "raw", a->raw);
     if (a->matched.len)
         av_pack_kv_strn(pk, "matched", a->matched);
-    if (a->rid) {
+    if (a->rid)
         av_pack_kv_uint(pk, "rid", a->rid);
+    if (a->rid || a->has_idx)
         av_pack_kv_uint(pk, "idx", a->idx);
-    }
 }
 
 int
@@ -779,6 +904,22 @@ av_encode_answer(msgpack_sbuffer *sbuf, const av_answer_t *a)
     pack_header(&pk, AV_MSG_ANSWER, answer_pairs(a));
     pack_answer_pairs(&pk, a);
     return finish(sbuf, before);
+}
+
+void
+av_pack_answers_begin(msgpack_packer *pk, av_str_t id, uint32_t count)
+{
+    pack_header(pk, AV_MSG_ANSWERS, 2);
+    av_pack_kv_strn(pk, "id", id);
+    av_pack_str(pk, "answers");
+    msgpack_pack_array(pk, count);
+}
+
+void
+av_pack_answer_map(msgpack_packer *pk, const av_answer_t *a)
+{
+    msgpack_pack_map(pk, answer_pairs(a));
+    pack_answer_pairs(pk, a);
 }
 
 int
@@ -805,6 +946,27 @@ av_encode_ready(msgpack_sbuffer *sbuf, av_msg_type_t type, const av_ready_t *r)
     av_pack_kv_uint(&pk, "credit", r->credit);
     av_pack_kv_uint(&pk, "pid", r->pid);
     return finish(sbuf, before);
+}
+
+int
+av_encode_bye(msgpack_sbuffer *sbuf, av_str_t registry, const uint64_t *ids, uint32_t n)
+{
+    size_t before = sbuf->size;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
+    pack_header(&pk, AV_MSG_BYE, 2);
+    av_pack_kv_strn(&pk, "registry", registry);
+    av_pack_str(&pk, "ids");
+    msgpack_pack_array(&pk, n);
+    for (uint32_t i = 0; i < n; i++)
+        msgpack_pack_uint64(&pk, ids[i]);
+    return finish(sbuf, before);
+}
+
+uint64_t
+av_bye_id_at(const av_ready_t *bye, uint32_t i)
+{
+    return bye->ids && i < bye->n_ids ? bye->ids->via.array.ptr[i].via.u64 : 0;
 }
 
 int

@@ -37,6 +37,7 @@ typedef enum {
     AV_MSG_PUT,         /* dispatcher -> cache: an answer to store, a timing sample */
     AV_MSG_CTL,         /* availctl -> a daemon's control endpoint */
     AV_MSG_CTL_REPLY,   /* the daemon's reply */
+    AV_MSG_ANSWERS,     /* intake -> request-reply frontend: every answer of a batch */
 } av_msg_type_t;
 
 typedef enum {
@@ -111,6 +112,7 @@ typedef struct {
     const msgpack_object *names; /* ... a batch (array of strings) */
     uint32_t n_names;     /* 0 when `name` is used */
     bool fresh;           /* bypass the cache */
+    bool raw;             /* wants the registry's raw reply excerpt */
     uint32_t deadline_ms; /* 0: the daemon's default */
     /* Internal correlation, set by intake and the dispatcher. */
     uint64_t rid;
@@ -130,15 +132,21 @@ typedef struct {
     av_str_t raw;         /* optional excerpt of the registry's reply */
     uint64_t rid;
     uint32_t idx;
+    bool has_idx;         /* send idx even without rid (batch answers to frontends) */
     /* Pattern that decided (for audit); optional. */
     av_str_t matched;
 } av_answer_t;
 
 typedef struct {
     av_str_t registry;
-    uint32_t credit;
+    uint32_t credit;      /* ready/heartbeat: checks it can take now */
     uint32_t pid;
+    /* bye: the checks (dispatcher task numbers, `rid`) it hands back */
+    const msgpack_object *ids;
+    uint32_t n_ids;
 } av_ready_t;             /* also the heartbeat and bye bodies */
+
+#define AV_HANDBACK_MAX 100000 /* ids in one bye */
 
 typedef struct {
     av_str_t daemon;
@@ -157,6 +165,12 @@ typedef struct {
 } av_put_t;
 
 typedef struct {
+    av_str_t id;
+    const msgpack_object *list; /* array of answer maps (without t and v) */
+    uint32_t count;
+} av_answers_t;
+
+typedef struct {
     av_str_t cmd;
     const msgpack_object *body; /* the whole request map, for arguments */
 } av_ctl_t;
@@ -168,9 +182,13 @@ typedef struct {
 } av_ctl_reply_t;
 
 /* A decoded message. Owns the msgpack zone its objects live in; the strings
- * point into the buffer passed to av_msg_decode, which must outlive it. */
+ * point into the buffer passed to av_msg_decode, which must outlive it. A
+ * daemon may decode message after message into one av_msg_t: the zone's
+ * memory is reused, no allocation per message. */
 typedef struct {
-    msgpack_unpacked unpacked;
+    msgpack_zone zone;
+    bool zone_ready;
+    msgpack_object root;
     av_msg_type_t type;
     uint32_t v;
     const char *bad_key;  /* the key a decoding error is about, or NULL */
@@ -182,28 +200,46 @@ typedef struct {
         av_put_t put;
         av_ctl_t ctl;
         av_ctl_reply_t ctl_reply;
+        av_answers_t answers;
     } u;
 } av_msg_t;
 
 void av_msg_init(av_msg_t *self);
-/* Decode one message. Returns 0 or an av_proto_err_t; on error bad_key names
- * the key at fault where there is one. Call av_msg_release either way. */
+/* Decode one message (replacing what self held). Returns 0 or an
+ * av_proto_err_t; on error bad_key names the key at fault where there is
+ * one. Call av_msg_release when done with self. */
 int av_msg_decode(av_msg_t *self, const void *data, size_t size);
 void av_msg_release(av_msg_t *self);
 /* "missing key 'name'", "not msgpack"... into buf; returns buf. */
 const char *av_msg_strerror(const av_msg_t *self, int err, char *buf, size_t size);
 const char *av_proto_strerror(int err);
 
+/* Copies src into dst (size bytes) as valid UTF-8: a byte that starts no
+ * valid sequence becomes '?'. Registry replies are often Latin-1, and a
+ * frontend's msgpack library may refuse a str that is not UTF-8. Returns the
+ * length written (NUL-terminated, truncated to size-1 at a character
+ * boundary). */
+size_t av_utf8_sanitize(char *dst, size_t size, const char *src, size_t len);
+
 /* The name at position i of a check, whether single or batch. */
 av_str_t av_check_name_at(const av_check_t *check, uint32_t i);
 uint32_t av_check_count(const av_check_t *check);
+
+/* Answer i of an `answers` message (validated when it was decoded). */
+int av_answers_at(const av_answers_t *answers, uint32_t i, av_answer_t *out);
 
 /* Encoders append one message to sbuf. Return 0 or AV_PROTO_E_NOMEM. */
 int av_encode_check(msgpack_sbuffer *sbuf, const av_check_t *check);
 int av_encode_answer(msgpack_sbuffer *sbuf, const av_answer_t *answer);
 int av_encode_ready(msgpack_sbuffer *sbuf, av_msg_type_t type, const av_ready_t *ready);
+/* A bye handing back n task numbers. */
+int av_encode_bye(msgpack_sbuffer *sbuf, av_str_t registry, const uint64_t *ids, uint32_t n);
+uint64_t av_bye_id_at(const av_ready_t *bye, uint32_t i);
 int av_encode_error(msgpack_sbuffer *sbuf, const av_error_t *error);
 int av_encode_put(msgpack_sbuffer *sbuf, const av_put_t *put);
+/* An `answers` message: begin with the count, then pack each answer. */
+void av_pack_answers_begin(msgpack_packer *pk, av_str_t id, uint32_t count);
+void av_pack_answer_map(msgpack_packer *pk, const av_answer_t *answer);
 /* A control request with no arguments beyond cmd; for arguments, use
  * av_pack_ctl_begin and pack the extra pairs yourself. */
 int av_encode_ctl(msgpack_sbuffer *sbuf, const char *cmd);

@@ -179,17 +179,16 @@ follow(ctl_t *ctl, filter_t *f, uint32_t limit, uint64_t exit_after)
         zmsg_t *msg = zmsg_recv(sub);
         zframe_t *topic = msg ? zmsg_pop(msg) : NULL;
         zframe_t *body = msg ? zmsg_pop(msg) : NULL;
-        msgpack_unpacked up;
-        msgpack_unpacked_init(&up);
-        if (body && msgpack_unpack_next(&up, (const char *)zframe_data(body), zframe_size(body), NULL) ==
-                        MSGPACK_UNPACK_SUCCESS &&
-            up.data.type == MSGPACK_OBJECT_MAP && matches(f, &up.data)) {
-            print_event(ctl, &up.data);
+        av_msg_t ev;
+        av_msg_init(&ev);
+        if (body && av_msg_decode(&ev, zframe_data(body), zframe_size(body)) == 0 && ev.type == AV_MSG_ERROR &&
+            matches(f, &ev.root)) {
+            print_event(ctl, &ev.root);
             fflush(stdout);
-            f->last_seq = ctl_uint(&up.data, "seq");
+            f->last_seq = ctl_uint(&ev.root, "seq");
             shown++;
         }
-        msgpack_unpacked_destroy(&up);
+        av_msg_release(&ev);
         zframe_destroy(&topic);
         zframe_destroy(&body);
         zmsg_destroy(&msg);

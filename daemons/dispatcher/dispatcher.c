@@ -1,0 +1,510 @@
+/* The dispatcher's front half: checks from intakes are normalised, routed
+ * to their registry by suffix, answered from the cache when fresh, or
+ * joined to the name's task in flight (one registry query however many
+ * ask), and every waiter gets its answer when the querier's comes back. */
+#include "dispatcher.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SCAN_INTERVAL_MS 100
+#define CACHE_RETRY_MS 1000
+
+/* ---- lists -------------------------------------------------------------- */
+
+void
+task_list_push(task_list_t *l, task_t *t)
+{
+    t->list = l;
+    t->next = NULL;
+    t->prev = l->tail;
+    if (l->tail)
+        l->tail->next = t;
+    else
+        l->head = t;
+    l->tail = t;
+    l->count++;
+}
+
+void
+task_list_remove(task_t *t)
+{
+    task_list_t *l = t->list;
+    if (!l)
+        return;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        l->head = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    else
+        l->tail = t->prev;
+    t->prev = t->next = NULL;
+    t->list = NULL;
+    l->count--;
+}
+
+registry_state_t *
+registry_find(dispatcher_t *ds, const char *name, size_t len)
+{
+    for (registry_state_t *r = ds->registries; r; r = r->next)
+        if (strlen(r->name) == len && memcmp(r->name, name, len) == 0)
+            return r;
+    return NULL;
+}
+
+task_t *
+task_by_name(dispatcher_t *ds, const char *name)
+{
+    return zhashx_lookup(ds->tasks_by_name, name);
+}
+
+task_t *
+task_by_id(dispatcher_t *ds, uint64_t id)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)id);
+    return zhashx_lookup(ds->tasks_by_id, key);
+}
+
+/* ---- answering intakes ------------------------------------------------ */
+
+static void
+send_to_intake(dispatcher_t *ds, const peer_id_t *intake, const av_answer_t *a)
+{
+    msgpack_sbuffer_clear(&ds->sbuf);
+    if (av_encode_answer(&ds->sbuf, a) != 0)
+        return;
+    void *s = zsock_resolve(ds->frontend);
+    /* ROUTER_MANDATORY: an intake that went away fails the first frame;
+     * its requests live in its journal and will be asked again. */
+    if (zmq_send(s, intake->bytes, intake->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(s, ds->sbuf.data, ds->sbuf.size, ZMQ_DONTWAIT) < 0)
+        (*ds->answers_lost)++;
+    else
+        (*ds->answers_out)++;
+}
+
+static void
+answer_now(dispatcher_t *ds, const peer_id_t *intake, const av_check_t *check, uint32_t idx, av_str_t query,
+           const char *name, av_status_t status, const char *reason, const char *registry)
+{
+    av_answer_t a = {
+        .id = check->id,
+        .name = av_str(name),
+        .query = query,
+        .status = status,
+        .reason = av_str(reason),
+        .registry = av_str(registry),
+        .source = AV_SOURCE_NONE,
+        .at_ms = av_now_ms(),
+        .rid = check->rid,
+        .idx = check->idx + idx,
+    };
+    send_to_intake(ds, intake, &a);
+}
+
+void
+put_to_cache(dispatcher_t *ds, const av_answer_t *answer, const registry_state_t *reg)
+{
+    if (!ds->cache_push)
+        return;
+    av_put_t put = { .answer = *answer, .ttl_s = reg ? reg->ttl_s[answer->status] : 0, .timing = true };
+    put.answer.id = AV_STR("");
+    put.answer.rid = 0;
+    put.answer.raw = (av_str_t){ "", 0 };
+    msgpack_sbuffer_clear(&ds->sbuf);
+    if (av_encode_put(&ds->sbuf, &put) == 0)
+        av_zsock_send_nowait(ds->cache_push, ds->sbuf.data, ds->sbuf.size); /* best effort: a cache */
+}
+
+static void
+task_free(dispatcher_t *ds, task_t *t)
+{
+    task_list_remove(t);
+    if (t->worker && t->worker->tasks)
+        t->worker->tasks--;
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)t->id);
+    zhashx_delete(ds->tasks_by_id, key);
+    zhashx_delete(ds->tasks_by_name, t->name);
+    for (waiter_t *w = t->waiters, *next; w; w = next) {
+        next = w->next;
+        free(w);
+        ds->n_waiters--;
+    }
+    ds->n_tasks--;
+    free(t);
+}
+
+void
+task_complete(dispatcher_t *ds, task_t *t, const av_answer_t *answer)
+{
+    for (waiter_t *w = t->waiters; w; w = w->next) {
+        av_answer_t a = *answer;
+        a.id = AV_STR("");
+        a.query = (av_str_t){ w->query, w->query_len };
+        a.rid = w->rid;
+        a.idx = w->idx;
+        if (!t->raw)
+            a.raw = (av_str_t){ "", 0 };
+        send_to_intake(ds, &w->intake, &a);
+    }
+    task_free(ds, t);
+}
+
+void
+task_give_up(dispatcher_t *ds, task_t *t, const char *reason)
+{
+    av_answer_t a = {
+        .id = AV_STR(""),
+        .name = av_str(t->name),
+        .status = AV_STATUS_UNKNOWN,
+        .reason = av_str(reason),
+        .registry = av_str(t->registry->name),
+        .source = AV_SOURCE_NONE,
+        .at_ms = av_now_ms(),
+    };
+    task_complete(ds, t, &a);
+}
+
+/* ---- taking checks ---------------------------------------------------- */
+
+/* How long a registry whose queriers all left may keep checks pending: a
+ * querier restarting (or reconnecting after we restarted) is back within a
+ * heartbeat or two; past that, `no_querier` at once. */
+uint64_t
+worker_grace_us(const av_config_t *cfg)
+{
+    return (uint64_t)cfg->dispatcher.heartbeat_ms * cfg->dispatcher.heartbeat_misses * 1000;
+}
+
+static bool
+add_waiter(dispatcher_t *ds, task_t *t, const peer_id_t *intake, const av_check_t *check, uint32_t idx,
+           av_str_t query)
+{
+    uint16_t qlen = query.len > AV_NAME_MAX ? AV_NAME_MAX : (uint16_t)query.len;
+    waiter_t *w = malloc(sizeof *w + qlen);
+    if (!w)
+        return false;
+    w->intake = *intake;
+    w->rid = check->rid;
+    w->idx = check->idx + idx;
+    w->query_len = qlen;
+    memcpy(w->query, query.ptr, qlen);
+    w->next = t->waiters;
+    t->waiters = w;
+    t->n_waiters++;
+    ds->n_waiters++;
+    return true;
+}
+
+static bool
+answer_from_cache(dispatcher_t *ds, const peer_id_t *intake, const av_check_t *check, uint32_t idx, av_str_t query,
+                  const char *name)
+{
+    uint64_t now_us = av_mono_us();
+    if (!ds->cache && now_us >= ds->cache_retry_us) {
+        /* availd-cache creates the environment; until then every check is
+         * a miss, and we look again once a second. */
+        ds->cache = av_cache_open_reader(av_daemon_config(ds->d)->cache.path);
+        ds->cache_retry_us = now_us + CACHE_RETRY_MS * 1000;
+    }
+    av_cached_t e;
+    if (!ds->cache || av_cache_get(ds->cache, name, &e) != 0)
+        return false;
+    uint64_t now = av_now_ms();
+    if (e.expires_ms <= now)
+        return false;
+    av_answer_t a = {
+        .id = check->id,
+        .name = av_str(name),
+        .query = query,
+        .status = e.status,
+        .reason = av_str(e.reason),
+        .registry = av_str(e.registry),
+        .source = AV_SOURCE_CACHE,
+        .at_ms = e.at_ms,
+        .rid = check->rid,
+        .idx = check->idx + idx,
+    };
+    send_to_intake(ds, intake, &a);
+    (*ds->cache_hits)++;
+    return true;
+}
+
+static void
+take_name(dispatcher_t *ds, const av_config_t *cfg, const peer_id_t *intake, const av_check_t *check, uint32_t idx)
+{
+    char name[AV_DOMAIN_MAX + 1];
+    const av_registry_cfg_t *rcfg;
+    const char *reason;
+    av_str_t query = av_check_name_at(check, idx);
+    (*ds->checks)++;
+    switch (av_names_route(ds->names, query.ptr, query.len, name, &rcfg, &reason)) {
+    case AV_ROUTE_INVALID:
+        (*ds->invalid)++;
+        answer_now(ds, intake, check, idx, query, "", AV_STATUS_INVALID, reason, "");
+        return;
+    case AV_ROUTE_UNSUPPORTED:
+        (*ds->unsupported)++;
+        answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_UNSUPPORTED, "");
+        return;
+    case AV_ROUTE_OK:
+        break;
+    }
+    if (!check->fresh && answer_from_cache(ds, intake, check, idx, query, name))
+        return;
+    task_t *t = task_by_name(ds, name);
+    if (t) {
+        if (!add_waiter(ds, t, intake, check, idx, query))
+            answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_OVERLOADED, rcfg->name);
+        else
+            (*ds->coalesced)++;
+        t->raw |= check->raw;
+        return;
+    }
+    registry_state_t *reg = registry_find(ds, rcfg->name, strlen(rcfg->name));
+    uint64_t now_us = av_mono_us();
+    if (!reg || (reg->n_workers == 0 && now_us >= reg->workers_gone_us + worker_grace_us(cfg))) {
+        (*ds->no_querier)++;
+        answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_NO_QUERIER, rcfg->name);
+        return;
+    }
+    if (ds->n_tasks >= cfg->dispatcher.max_inflight ||
+        reg->pending.count + reg->sent.count >= cfg->dispatcher.max_inflight_per_registry ||
+        ds->n_waiters >= 4 * cfg->dispatcher.max_inflight) {
+        (*ds->overloaded)++;
+        answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_OVERLOADED, rcfg->name);
+        return;
+    }
+    t = calloc(1, sizeof *t);
+    if (!t) {
+        answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_OVERLOADED, rcfg->name);
+        return;
+    }
+    t->id = ++ds->next_task_id;
+    memcpy(t->name, name, strlen(name) + 1);
+    t->registry = reg;
+    t->raw = check->raw;
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)t->id);
+    zhashx_insert(ds->tasks_by_name, t->name, t);
+    zhashx_insert(ds->tasks_by_id, key, t);
+    ds->n_tasks++;
+    add_waiter(ds, t, intake, check, idx, query);
+    dispatch_task(ds, t);
+}
+
+static bool
+peer_id_read(zframe_t *frame, peer_id_t *out)
+{
+    size_t n = zframe_size(frame);
+    if (n == 0 || n > PEER_ID_MAX)
+        return false;
+    out->len = (uint8_t)n;
+    memcpy(out->bytes, zframe_data(frame), n);
+    return true;
+}
+
+static void
+on_frontend(av_daemon_t *d, zsock_t *sock, void *arg)
+{
+    dispatcher_t *ds = arg;
+    av_envelope_t env;
+    zframe_t *body = av_router_recv(sock, &env);
+    peer_id_t intake;
+    av_msg_t msg;
+    av_msg_init(&msg);
+    int rc = body ? av_msg_decode(&msg, zframe_data(body), zframe_size(body)) : AV_PROTO_E_NOT_MSGPACK;
+    if (!env.identity || !peer_id_read(env.identity, &intake) || rc != 0 || msg.type != AV_MSG_CHECK) {
+        char why[128];
+        (*ds->malformed)++;
+        av_report(d, AV_LOG_WARNING, NULL, "malformed_message", "dropped a message from an intake: %s",
+                  rc ? av_msg_strerror(&msg, rc, why, sizeof why) : "not a check");
+    } else {
+        const av_config_t *cfg = av_daemon_config(d);
+        uint32_t n = av_check_count(&msg.u.check);
+        for (uint32_t i = 0; i < n; i++)
+            take_name(ds, cfg, &intake, &msg.u.check, i);
+    }
+    av_msg_release(&msg);
+    zframe_destroy(&body);
+    av_envelope_clear(&env);
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+/* Pending tasks past their time are given up; sent tasks past their
+ * registry's timeout (plus margin) go to a querier again. */
+static void
+on_scan(av_daemon_t *d, void *arg)
+{
+    dispatcher_t *ds = arg;
+    uint64_t now = av_mono_us();
+    const av_config_t *cfg = av_daemon_config(d);
+    workers_scan(ds, now);
+    if (av_daemon_stopping(d) && ds->n_tasks == 0) {
+        av_daemon_drained(d);
+        return;
+    }
+    for (registry_state_t *r = ds->registries; r; r = r->next) {
+        while (r->pending.head && r->pending.head->expires_us <= now)
+            task_give_up(ds, r->pending.head, r->n_workers ? AV_REASON_OVERLOADED : AV_REASON_NO_QUERIER);
+        while (r->sent.head && r->sent.head->expires_us <= now) {
+            task_t *t = r->sent.head;
+            if (t->attempts >= cfg->dispatcher.max_attempts) {
+                task_give_up(ds, t, AV_REASON_TIMEOUT);
+                continue;
+            }
+            av_report(d, AV_LOG_NOTICE, r->name, "overdue", "no answer for %s from querier pid %u: re-dispatching",
+                      t->name, t->worker ? t->worker->pid : 0);
+            (*ds->redispatched)++;
+            dispatch_task(ds, t);
+        }
+    }
+}
+
+/* ---- registries, start, reload ----------------------------------------- */
+
+static void
+registry_configure(registry_state_t *r, const av_registry_cfg_t *cfg)
+{
+    r->configured = true;
+    r->timeout_ms = cfg->timeout_ms;
+    for (int s = 0; s < AV_STATUS_COUNT; s++)
+        r->ttl_s[s] = cfg->ttl_s[s];
+}
+
+static int
+sync_registries(dispatcher_t *ds, const av_config_t *cfg)
+{
+    for (registry_state_t *r = ds->registries; r; r = r->next)
+        r->configured = false;
+    for (uint32_t i = 0; i < cfg->n_registries; i++) {
+        const av_registry_cfg_t *rc = &cfg->registries[i];
+        registry_state_t *r = registry_find(ds, rc->name, strlen(rc->name));
+        if (!r) {
+            if (!(r = calloc(1, sizeof *r)))
+                return -1;
+            snprintf(r->name, sizeof r->name, "%s", rc->name);
+            r->workers_gone_us = av_mono_us(); /* queriers may be reconnecting to a restarted us */
+            r->next = ds->registries;
+            ds->registries = r;
+        }
+        registry_configure(r, rc);
+    }
+    return 0;
+}
+
+static uint64_t
+gauge_tasks(av_daemon_t *d)
+{
+    return ((dispatcher_t *)av_daemon_state(d))->n_tasks;
+}
+
+static uint64_t
+gauge_waiters(av_daemon_t *d)
+{
+    return ((dispatcher_t *)av_daemon_state(d))->n_waiters;
+}
+
+static uint64_t
+gauge_workers(av_daemon_t *d)
+{
+    return zhashx_size(((dispatcher_t *)av_daemon_state(d))->workers_by_key);
+}
+
+int
+dispatcher_start(dispatcher_t *ds, av_daemon_t *d)
+{
+    const av_config_t *cfg = av_daemon_config(d);
+    ds->d = d;
+    msgpack_sbuffer_init(&ds->sbuf);
+    ds->checks = av_daemon_counter(d, "checks");
+    ds->cache_hits = av_daemon_counter(d, "cache_hits");
+    ds->coalesced = av_daemon_counter(d, "coalesced");
+    ds->dispatched = av_daemon_counter(d, "dispatched");
+    ds->redispatched = av_daemon_counter(d, "redispatched");
+    ds->answers_out = av_daemon_counter(d, "answers_out");
+    ds->answers_lost = av_daemon_counter(d, "answers_lost");
+    ds->invalid = av_daemon_counter(d, "invalid");
+    ds->unsupported = av_daemon_counter(d, "unsupported");
+    ds->no_querier = av_daemon_counter(d, "no_querier");
+    ds->overloaded = av_daemon_counter(d, "overloaded");
+    ds->stale_answers = av_daemon_counter(d, "stale_answers");
+    ds->malformed = av_daemon_counter(d, "malformed");
+    ds->workers_lost = av_daemon_counter(d, "workers_lost");
+    if (!(ds->tasks_by_name = zhashx_new()) || !(ds->tasks_by_id = zhashx_new()) ||
+        !(ds->workers_by_key = zhashx_new()))
+        return -1;
+    if (!(ds->names = av_names_new(cfg)) || sync_registries(ds, cfg) < 0)
+        return -1;
+    if (!(ds->frontend = av_daemon_bind(d, ZMQ_ROUTER, cfg->endpoints.dispatcher)) ||
+        !(ds->workers = av_daemon_bind(d, ZMQ_ROUTER, cfg->endpoints.dispatcher_workers)) ||
+        !(ds->cache_push = av_daemon_connect(d, ZMQ_PUSH, cfg->endpoints.cache_puts)))
+        return -1;
+    /* Puts are a cache: when availd-cache is away they are dropped at the
+     * bound, not kept. */
+    zsock_set_linger(ds->cache_push, 0);
+    if (av_daemon_watch(d, ds->workers, workers_on_message, ds) < 0 ||
+        av_daemon_watch(d, ds->frontend, on_frontend, ds) < 0)
+        return -1;
+    if (!(ds->scan_timer = av_daemon_every(d, SCAN_INTERVAL_MS, on_scan, ds)))
+        return -1;
+    av_daemon_gauge(d, "tasks", gauge_tasks);
+    av_daemon_gauge(d, "waiters", gauge_waiters);
+    av_daemon_gauge(d, "queriers", gauge_workers);
+    av_daemon_status_text(d, "dispatching for %u registries", cfg->n_registries);
+    return 0;
+}
+
+int
+dispatcher_reload(dispatcher_t *ds, const av_config_t *next)
+{
+    av_names_t *names = av_names_new(next);
+    if (!names || sync_registries(ds, next) < 0) {
+        av_names_destroy(&names);
+        return -1;
+    }
+    av_names_destroy(&ds->names);
+    ds->names = names;
+    return 0;
+}
+
+void
+dispatcher_close(dispatcher_t *ds)
+{
+    if (ds->tasks_by_name) {
+        /* Unanswered tasks are dropped, not answered: an answer would be
+         * final, and intakes journal every request and ask again. */
+        task_t *t;
+        while ((t = zhashx_first(ds->tasks_by_name)))
+            task_free(ds, t);
+    }
+    if (ds->workers_by_key) {
+        worker_t *w;
+        while ((w = zhashx_first(ds->workers_by_key)))
+            worker_forget(ds, w, "stopping");
+    }
+    for (registry_state_t *r = ds->registries, *next; r; r = next) {
+        next = r->next;
+        free(r);
+    }
+    ds->registries = NULL;
+    if (ds->frontend)
+        av_daemon_unwatch(ds->d, ds->frontend);
+    if (ds->workers)
+        av_daemon_unwatch(ds->d, ds->workers);
+    sd_event_source_disable_unref(ds->scan_timer);
+    zsock_destroy(&ds->frontend);
+    zsock_destroy(&ds->workers);
+    zsock_destroy(&ds->cache_push);
+    av_cache_close(&ds->cache);
+    av_names_destroy(&ds->names);
+    zhashx_destroy(&ds->tasks_by_name);
+    zhashx_destroy(&ds->tasks_by_id);
+    zhashx_destroy(&ds->workers_by_key);
+    msgpack_sbuffer_destroy(&ds->sbuf);
+}

@@ -1,0 +1,273 @@
+/* The dispatcher's back half: queriers connect as workers (Paranoid Pirate
+ * with Malamute-style credit). A querier says `ready` with its credit, then
+ * sends heartbeats; each answer returns one credit. A querier silent for
+ * heartbeat_misses intervals is dead and its checks go to another; a `bye`
+ * hands checks back at once. The dispatcher never sends more checks than a
+ * querier has credit for. */
+#include "dispatcher.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void
+key_of(const peer_id_t *id, char *key)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (uint8_t i = 0; i < id->len; i++) {
+        key[2 * i] = hex[id->bytes[i] >> 4];
+        key[2 * i + 1] = hex[id->bytes[i] & 15];
+    }
+    key[2 * id->len] = '\0';
+}
+
+static uint64_t
+overdue_us(const dispatcher_t *ds, const registry_state_t *r)
+{
+    const av_config_t *cfg = av_daemon_config(ds->d);
+    return ((uint64_t)r->timeout_ms + cfg->dispatcher.overdue_margin_ms) * 1000;
+}
+
+static int
+send_check(dispatcher_t *ds, worker_t *w, const task_t *t)
+{
+    av_check_t c = { .id = AV_STR(""), .name = av_str(t->name), .rid = t->id, .raw = t->raw };
+    msgpack_sbuffer_clear(&ds->sbuf);
+    if (av_encode_check(&ds->sbuf, &c) != 0)
+        return -1;
+    void *s = zsock_resolve(ds->workers);
+    if (zmq_send(s, w->id.bytes, w->id.len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    return zmq_send(s, ds->sbuf.data, ds->sbuf.size, ZMQ_DONTWAIT) < 0 ? -1 : 0;
+}
+
+static worker_t *
+best_worker(registry_state_t *r)
+{
+    worker_t *best = NULL;
+    for (worker_t *w = r->workers; w; w = w->next)
+        if (!w->leaving && w->credit > 0 && (!best || w->credit > best->credit))
+            best = w;
+    return best;
+}
+
+bool
+dispatch_task(dispatcher_t *ds, task_t *t)
+{
+    registry_state_t *r = t->registry;
+    uint64_t now = av_mono_us();
+    task_list_remove(t);
+    if (t->worker && t->worker->tasks)
+        t->worker->tasks--;
+    t->worker = NULL;
+    worker_t *w;
+    while ((w = best_worker(r))) {
+        if (send_check(ds, w, t) == 0) {
+            w->credit--;
+            w->tasks++;
+            t->worker = w;
+            t->attempts++;
+            t->sent_us = now;
+            t->expires_us = now + overdue_us(ds, r);
+            task_list_push(&r->sent, t);
+            (*ds->dispatched)++;
+            return true;
+        }
+        /* Its ROUTER pipe is gone (or full): it is of no use now. */
+        worker_forget(ds, w, "unreachable");
+    }
+    /* No querier with credit: wait for one, bounded. Without any querier,
+     * wait only for the grace a restarting querier needs. */
+    uint64_t limit = now + overdue_us(ds, r);
+    if (r->n_workers == 0) {
+        uint64_t grace_end = r->workers_gone_us + worker_grace_us(av_daemon_config(ds->d));
+        limit = grace_end > now ? grace_end : now;
+    }
+    t->expires_us = limit;
+    task_list_push(&r->pending, t);
+    return r->n_workers > 0;
+}
+
+static void
+dispatch_pending(dispatcher_t *ds, registry_state_t *r)
+{
+    worker_t *w;
+    while (r->pending.head && (w = best_worker(r)))
+        dispatch_task(ds, r->pending.head);
+}
+
+void
+worker_forget(dispatcher_t *ds, worker_t *w, const char *why)
+{
+    registry_state_t *r = w->registry;
+    worker_t **pp = &r->workers;
+    while (*pp && *pp != w)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = w->next;
+    if (!w->leaving)
+        r->n_workers--;
+    if (r->n_workers == 0)
+        r->workers_gone_us = av_mono_us();
+    zhashx_delete(ds->workers_by_key, w->key);
+    if (strcmp(why, "stopping") != 0) {
+        (*ds->workers_lost)++;
+        av_report(ds->d, AV_LOG_WARNING, r->name, "querier_lost", "querier pid %u %s; %u checks re-dispatched",
+                  w->pid, why, w->tasks);
+    }
+    /* Its checks go to another querier now. */
+    task_t *t = r->sent.head;
+    while (t) {
+        task_t *next = t->next;
+        if (t->worker == w) {
+            t->worker = NULL;
+            (*ds->redispatched)++;
+            dispatch_task(ds, t);
+        }
+        t = next;
+    }
+    free(w);
+}
+
+void
+workers_scan(dispatcher_t *ds, uint64_t now_us)
+{
+    const av_config_t *cfg = av_daemon_config(ds->d);
+    uint64_t silence = (uint64_t)cfg->dispatcher.heartbeat_ms * cfg->dispatcher.heartbeat_misses * 1000;
+    for (registry_state_t *r = ds->registries; r; r = r->next) {
+        worker_t *w = r->workers;
+        while (w) {
+            worker_t *next = w->next;
+            if (now_us - w->last_seen_us > silence)
+                worker_forget(ds, w, w->leaving ? "left" : "went silent");
+            w = next;
+        }
+    }
+}
+
+static worker_t *
+worker_register(dispatcher_t *ds, const peer_id_t *id, const char *key, const av_ready_t *ready)
+{
+    registry_state_t *r = registry_find(ds, ready->registry.ptr, ready->registry.len);
+    if (!r || !r->configured) {
+        av_report(ds->d, AV_LOG_WARNING, NULL, "unknown_registry",
+                  "a querier (pid %u) works for registry '%.*s', which is not configured here", ready->pid,
+                  (int)ready->registry.len, ready->registry.ptr);
+        return NULL;
+    }
+    worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->id = *id;
+    memcpy(w->key, key, strlen(key) + 1);
+    w->registry = r;
+    w->pid = ready->pid;
+    w->credit = ready->credit;
+    w->next = r->workers;
+    r->workers = w;
+    r->n_workers++;
+    zhashx_insert(ds->workers_by_key, w->key, w);
+    av_log_info("querier pid %u of %s is up (credit %u)", ready->pid, r->name, ready->credit);
+    return w;
+}
+
+static void
+on_answer(dispatcher_t *ds, worker_t *w, const av_answer_t *a)
+{
+    if (w)
+        w->credit++;
+    task_t *t = a->rid ? task_by_id(ds, a->rid) : NULL;
+    registry_state_t *r = w ? w->registry : registry_find(ds, a->registry.ptr, a->registry.len);
+    if (!t || strlen(t->name) != a->name.len || memcmp(t->name, a->name.ptr, a->name.len) != 0) {
+        /* Its task was answered by another querier, or we restarted: the
+         * verdict still teaches the cache. */
+        (*ds->stale_answers)++;
+        if (a->source != AV_SOURCE_NONE)
+            put_to_cache(ds, a, r);
+        return;
+    }
+    if (a->source != AV_SOURCE_NONE)
+        put_to_cache(ds, a, t->registry);
+    task_complete(ds, t, a);
+}
+
+static void
+on_bye(dispatcher_t *ds, worker_t *w, const av_ready_t *bye)
+{
+    if (!w->leaving) {
+        w->leaving = true;
+        w->registry->n_workers--;
+        if (w->registry->n_workers == 0)
+            w->registry->workers_gone_us = av_mono_us();
+    }
+    uint32_t back = 0;
+    for (uint32_t i = 0; i < bye->n_ids; i++) {
+        task_t *t = task_by_id(ds, av_bye_id_at(bye, i));
+        if (t && t->worker == w) {
+            t->attempts--; /* handed back, not failed */
+            dispatch_task(ds, t);
+            back++;
+        }
+    }
+    av_log_info("querier pid %u of %s is leaving; %u checks handed back", w->pid, w->registry->name, back);
+}
+
+void
+workers_on_message(av_daemon_t *d, zsock_t *sock, void *arg)
+{
+    dispatcher_t *ds = arg;
+    av_envelope_t env;
+    zframe_t *body = av_router_recv(sock, &env);
+    av_msg_t msg;
+    peer_id_t id = { 0 };
+    char key[2 * PEER_ID_MAX + 1];
+    av_msg_init(&msg);
+    int rc = body ? av_msg_decode(&msg, zframe_data(body), zframe_size(body)) : AV_PROTO_E_NOT_MSGPACK;
+    size_t idlen = env.identity ? zframe_size(env.identity) : 0;
+    if (rc != 0 || idlen == 0 || idlen > PEER_ID_MAX) {
+        char why[128];
+        (*ds->malformed)++;
+        av_report(d, AV_LOG_WARNING, NULL, "malformed_message", "dropped a message from a querier: %s",
+                  rc ? av_msg_strerror(&msg, rc, why, sizeof why) : "bad routing id");
+        goto out;
+    }
+    id.len = (uint8_t)idlen;
+    memcpy(id.bytes, zframe_data(env.identity), idlen);
+    key_of(&id, key);
+    worker_t *w = zhashx_lookup(ds->workers_by_key, key);
+    if (w)
+        w->last_seen_us = av_mono_us();
+    switch (msg.type) {
+    case AV_MSG_READY:
+    case AV_MSG_HEARTBEAT:
+        /* A heartbeat from a querier we do not know: we restarted and it
+         * reconnected. Its heartbeat carries what a ready would. */
+        if (!w && msg.u.ready.registry.len && (w = worker_register(ds, &id, key, &msg.u.ready)))
+            w->last_seen_us = av_mono_us();
+        /* Credit is set by `ready` (and a registering heartbeat) only;
+         * after that each check sent takes one and each answer returns
+         * one, so checks in transit are never counted twice. */
+        if (w && msg.type == AV_MSG_READY && !w->leaving)
+            w->credit = msg.u.ready.credit;
+        if (w && !w->leaving)
+            dispatch_pending(ds, w->registry);
+        break;
+    case AV_MSG_ANSWER:
+        on_answer(ds, w, &msg.u.answer);
+        if (w)
+            dispatch_pending(ds, w->registry);
+        break;
+    case AV_MSG_BYE:
+        if (w)
+            on_bye(ds, w, &msg.u.ready);
+        break;
+    default:
+        (*ds->malformed)++;
+        av_report(d, AV_LOG_WARNING, NULL, "malformed_message", "a querier sent a %s message",
+                  av_msg_type_name(msg.type));
+        break;
+    }
+out:
+    av_msg_release(&msg);
+    zframe_destroy(&body);
+    av_envelope_clear(&env);
+}

@@ -1,0 +1,343 @@
+/* The TCP line gateway, as the old daemon's port: a client sends `NAME\r\n`
+ * and reads `NAME STATUS [reason]\r\n`, then the server closes (so
+ * `whois -h HOST -p PORT NAME` works). Clients are checked against
+ * cidr_allow/cidr_deny, counted against intake.gateway_clients, and must
+ * send their line within intake.gateway_timeout_ms. */
+#include "intake.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES 1024
+#define OUT_MAX_BYTES (AV_NAME_MAX + AV_REASON_MAX + 64)
+
+struct gateway_conn {
+    gateway_conn_t *prev, *next;
+    gateway_t *gw;
+    int fd;
+    sd_event_source *io;
+    uint64_t deadline_us;      /* for the query line, then for writing */
+    request_t *request;
+    char in[LINE_MAX_BYTES];
+    size_t in_len;
+    char out[OUT_MAX_BYTES];
+    size_t out_len;
+    size_t out_sent;
+    bool answered;
+};
+
+struct gateway {
+    intake_t *in;
+    int fd;
+    sd_event_source *io;
+    gateway_conn_t *head, *tail; /* in accept order, so in deadline order */
+    uint32_t count;
+    uint64_t *accepted;
+    uint64_t *refused;
+    uint64_t *timeouts;
+};
+
+uint32_t
+gateway_clients(const gateway_t *gw)
+{
+    return gw ? gw->count : 0;
+}
+
+static void
+conn_close(gateway_conn_t *c)
+{
+    gateway_t *gw = c->gw;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        gw->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        gw->tail = c->prev;
+    gw->count--;
+    if (c->request)
+        request_forget_conn(c->request);
+    sd_event_source_disable_unref(c->io);
+    close(c->fd);
+    free(c);
+}
+
+void
+request_forget_conn(request_t *req)
+{
+    if (req->conn)
+        req->conn->request = NULL;
+    req->conn = NULL;
+}
+
+static void
+conn_flush(gateway_conn_t *c)
+{
+    while (c->out_sent < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            sd_event_source_set_io_events(c->io, EPOLLOUT);
+            return;
+        }
+        if (n <= 0)
+            break; /* the client left */
+        c->out_sent += (size_t)n;
+    }
+    conn_close(c);
+}
+
+/* Writes what a client gets when it gets no answer (refused, too long). */
+static void
+conn_say(gateway_conn_t *c, const char *text)
+{
+    size_t n = strlen(text);
+    memcpy(c->out, text, n < sizeof c->out ? n : sizeof c->out);
+    c->out_len = n < sizeof c->out ? n : sizeof c->out;
+    c->answered = true;
+    conn_flush(c);
+}
+
+void
+gateway_conn_bind(gateway_conn_t *c, request_t *r)
+{
+    c->request = r;
+}
+
+void
+gateway_answer(gateway_conn_t *c, const char *line, size_t len)
+{
+    c->request = NULL;
+    c->deadline_us = av_mono_us() + (uint64_t)av_daemon_config(c->gw->in->d)->intake.gateway_timeout_ms * 1000;
+    memcpy(c->out, line, len < sizeof c->out ? len : sizeof c->out);
+    c->out_len = len < sizeof c->out ? len : sizeof c->out;
+    c->answered = true;
+    conn_flush(c);
+}
+
+static void
+take_line(gateway_conn_t *c, size_t line_len)
+{
+    /* The name: the line without its end and surrounding blanks. */
+    size_t start = 0, end = line_len;
+    while (start < end && (c->in[start] == ' ' || c->in[start] == '\t'))
+        start++;
+    while (end > start && (c->in[end - 1] == '\r' || c->in[end - 1] == '\n' || c->in[end - 1] == ' ' ||
+                           c->in[end - 1] == '\t'))
+        end--;
+    if (end == start) {
+        conn_say(c, "% empty query: send NAME\\r\\n\r\n");
+        return;
+    }
+    char *owned = malloc(end - start);
+    if (!owned) {
+        conn_say(c, "% server error\r\n");
+        return;
+    }
+    memcpy(owned, c->in + start, end - start);
+    av_check_t check = {
+        .id = AV_STR("gateway"),
+        .name = { owned, (uint32_t)(end - start) },
+    };
+    sd_event_source_set_io_events(c->io, 0); /* nothing more to read */
+    /* request_accept binds the request to c; when it answers at once, c is
+     * closed by the time it returns and must not be touched here. */
+    request_accept(c->gw->in, ORIGIN_GATEWAY, NULL, owned, &check, NULL, c);
+}
+
+static void
+on_readable(gateway_conn_t *c)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, c->in + c->in_len, sizeof c->in - c->in_len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0) {
+            conn_close(c); /* left before asking */
+            return;
+        }
+        char *lf = memchr(c->in + c->in_len, '\n', (size_t)n);
+        c->in_len += (size_t)n;
+        if (lf) {
+            take_line(c, (size_t)(lf - c->in) + 1);
+            return;
+        }
+        if (c->in_len == sizeof c->in) {
+            conn_say(c, "% query too long\r\n");
+            return;
+        }
+    }
+}
+
+static int
+on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+    (void)s;
+    (void)fd;
+    gateway_conn_t *c = userdata;
+    if (c->answered) {
+        if (revents & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            conn_flush(c);
+        return 0;
+    }
+    if (revents & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        on_readable(c);
+    return 0;
+}
+
+static int
+on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+    (void)s;
+    (void)revents;
+    gateway_t *gw = userdata;
+    const av_config_t *cfg = av_daemon_config(gw->in->d);
+    const av_process_cfg_t *p = &cfg->intake.process;
+    for (int i = 0; i < 256; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof peer;
+        int cfd = accept4(fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                av_report(gw->in->d, AV_LOG_ERR, NULL, "accept_failed", "gateway accept: %s", strerror(errno));
+            return 0;
+        }
+        if (!av_cidr_allowed(&p->cidr_allow, &p->cidr_deny, (struct sockaddr *)&peer)) {
+            char host[INET6_ADDRSTRLEN] = "?";
+            getnameinfo((struct sockaddr *)&peer, len, host, sizeof host, NULL, 0, NI_NUMERICHOST);
+            (*gw->refused)++;
+            av_log_info("gateway: refused %s (cidr_allow/cidr_deny)", host);
+            close(cfd); /* refused: not even a greeting */
+            continue;
+        }
+        gateway_conn_t *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(cfd);
+            continue;
+        }
+        c->gw = gw;
+        c->fd = cfd;
+        c->deadline_us = av_mono_us() + (uint64_t)cfg->intake.gateway_timeout_ms * 1000;
+        c->prev = gw->tail;
+        if (gw->tail)
+            gw->tail->next = c;
+        else
+            gw->head = c;
+        gw->tail = c;
+        gw->count++;
+        (*gw->accepted)++;
+        if (sd_event_add_io(av_daemon_loop(gw->in->d), &c->io, cfd, EPOLLIN, on_conn_io, c) < 0) {
+            conn_close(c);
+            continue;
+        }
+        if (gw->count > cfg->intake.gateway_clients) {
+            (*gw->refused)++;
+            conn_say(c, "% too many connections, try again\r\n");
+        }
+    }
+    return 0;
+}
+
+void
+gateway_scan(gateway_t *gw, uint64_t now_us)
+{
+    if (!gw)
+        return;
+    /* A connection waiting for its answer is the request's business (its
+     * deadline answers it); only silent clients and stuck writes go here.
+     * The list is at most intake.gateway_clients long. */
+    gateway_conn_t *c = gw->head;
+    while (c) {
+        gateway_conn_t *next = c->next;
+        if (!c->request && c->deadline_us <= now_us) {
+            (*gw->timeouts)++;
+            conn_close(c);
+        }
+        c = next;
+    }
+}
+
+static int
+listen_on(const char *endpoint, char *why, size_t whylen)
+{
+    char host[256];
+    const char *hostport = endpoint + strlen("tcp://");
+    const char *colon = strrchr(hostport, ':');
+    size_t hlen = (size_t)(colon - hostport);
+    if (hlen >= sizeof host) {
+        snprintf(why, whylen, "host too long");
+        return -1;
+    }
+    memcpy(host, hostport, hlen);
+    host[hlen] = '\0';
+    if (host[0] == '[' && hlen > 1 && host[hlen - 1] == ']') {
+        memmove(host, host + 1, hlen - 2);
+        host[hlen - 2] = '\0';
+    }
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res;
+    int rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, colon + 1, &hints, &res);
+    if (rc != 0) {
+        snprintf(why, whylen, "%s", gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+gateway_t *
+gateway_open(intake_t *in, const char *endpoint)
+{
+    char why[128];
+    gateway_t *gw = calloc(1, sizeof *gw);
+    if (!gw)
+        return NULL;
+    gw->in = in;
+    gw->accepted = av_daemon_counter(in->d, "gateway_accepted");
+    gw->refused = av_daemon_counter(in->d, "gateway_refused");
+    gw->timeouts = av_daemon_counter(in->d, "gateway_timeouts");
+    gw->fd = listen_on(endpoint, why, sizeof why);
+    if (gw->fd < 0) {
+        av_log_err("cannot listen on %s: %s", endpoint, why);
+        free(gw);
+        return NULL;
+    }
+    if (sd_event_add_io(av_daemon_loop(in->d), &gw->io, gw->fd, EPOLLIN, on_accept, gw) < 0) {
+        close(gw->fd);
+        free(gw);
+        return NULL;
+    }
+    return gw;
+}
+
+void
+gateway_close(gateway_t **self_p)
+{
+    gateway_t *gw = self_p ? *self_p : NULL;
+    if (!gw)
+        return;
+    while (gw->head)
+        conn_close(gw->head);
+    sd_event_source_disable_unref(gw->io);
+    close(gw->fd);
+    free(gw);
+    *self_p = NULL;
+}

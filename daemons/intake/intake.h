@@ -1,0 +1,93 @@
+/* The intake's state, shared by its files: requests accepted and not yet
+ * answered, whichever way they came in. */
+#ifndef INTAKE_H
+#define INTAKE_H
+
+#include "av_daemon.h"
+
+typedef struct intake intake_t;
+typedef struct request request_t;
+typedef struct gateway gateway_t;
+typedef struct gateway_conn gateway_conn_t;
+
+typedef enum {
+    ORIGIN_PULL = 1,  /* answers are published, topic = id */
+    ORIGIN_ROUTER,    /* one reply with every answer */
+    ORIGIN_GATEWAY,   /* a line on a TCP connection */
+} origin_t;
+
+struct request {
+    request_t *prev, *next;      /* in the deadline-ordered list */
+    uint64_t rid;
+    origin_t origin;
+    zframe_t *frame;             /* the request's bytes: id and names point here */
+    char *owned;                 /* or here (gateway) */
+    av_str_t id;
+    av_str_t *names;
+    uint32_t n_names;
+    bool batch;                  /* asked with `names`: answers carry idx */
+    bool fresh;
+    bool raw;
+    uint32_t answered;
+    uint8_t *done;               /* per name */
+    char **encoded;              /* ROUTER batch: each answer, until all are in */
+    uint32_t *encoded_len;
+    uint64_t deadline_us;
+    av_envelope_t env;           /* ROUTER: where the reply goes */
+    gateway_conn_t *conn;        /* GATEWAY: the client, NULL if it left */
+};
+
+typedef struct {
+    request_t *head, *tail;
+    uint32_t count;
+} request_list_t;
+
+struct intake {
+    av_daemon_t *d;
+    zsock_t *pull;
+    zsock_t *router;
+    zsock_t *results;            /* PUB */
+    zsock_t *dispatcher;         /* DEALER */
+    gateway_t *gateway;
+    zhashx_t *requests;          /* rid -> request */
+    request_list_t by_deadline;
+    uint64_t next_rid;
+    uint64_t names_inflight;
+    av_msg_t msg;                /* reused for every message decoded */
+    msgpack_sbuffer sbuf;        /* reused for every message encoded */
+    sd_event_source *scan_timer;
+    uint64_t *requests_in;
+    uint64_t *names_in;
+    uint64_t *invalid_requests;
+    uint64_t *answers_out;
+    uint64_t *answers_lost;
+    uint64_t *duplicates;
+    uint64_t *stale;
+    uint64_t *deadlines;
+    uint64_t *overloaded;
+    uint64_t *malformed;
+};
+
+/* requests.c */
+int requests_start(intake_t *in);
+void requests_close(intake_t *in);
+/* Accepts a request whose names are views into frame or owned; takes
+ * ownership of both. Returns the request, or NULL when it was answered at
+ * once (overloaded). */
+request_t *request_accept(intake_t *in, origin_t origin, zframe_t *frame, char *owned, const av_check_t *check,
+                          const av_envelope_t *env, gateway_conn_t *conn);
+/* Answers a request that could not be parsed. */
+void request_reject(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *env, const char *why);
+void requests_scan(intake_t *in, uint64_t now_us);
+void request_forget_conn(request_t *req);
+
+/* gateway.c */
+gateway_t *gateway_open(intake_t *in, const char *endpoint);
+void gateway_close(gateway_t **self_p);
+void gateway_scan(gateway_t *gw, uint64_t now_us);
+/* The answer for the connection's name: write the line and close. */
+void gateway_answer(gateway_conn_t *conn, const char *line, size_t len);
+void gateway_conn_bind(gateway_conn_t *conn, request_t *r);
+uint32_t gateway_clients(const gateway_t *gw);
+
+#endif

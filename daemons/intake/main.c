@@ -1,0 +1,214 @@
+/*
+ * NAME
+ *   availd-intake - where frontends ask availd, and get their answers
+ *
+ * SUMMARY
+ *   availd-intake [-c FILE] [-n] [-f]
+ *
+ * DESCRIPTION
+ *   Three ways in, each taking a `check` of one name (`name`) or a batch of
+ *   up to 1,000 (`names`), with the requester's `id`, and optional `fresh`
+ *   (bypass the cache), `raw` (the registry's reply excerpt) and
+ *   `deadline_ms` (default intake.deadline_ms):
+ *
+ *   - endpoints.intake_pull (PULL): fire and forget. Each answer is
+ *     published on endpoints.intake_results (PUB) as it becomes final,
+ *     with the request's id as topic: subscribe to your id, then push.
+ *   - endpoints.intake_router (ROUTER): request-reply for REQ or DEALER
+ *     frontends. A `name` gets one `answer`; `names` get one `answers`
+ *     message holding every answer (idx = position) once all are final.
+ *   - endpoints.intake_gateway (TCP, "" to disable): the old daemon's line
+ *     protocol. A client sends `NAME\r\n` and reads `NAME STATUS
+ *     [reason]\r\n`, then the connection closes; `whois -h HOST -p PORT
+ *     NAME` works. Clients are checked against cidr_allow and cidr_deny.
+ *
+ *   Every request is validated: one that is not msgpack, lacks `id` or a
+ *   name, has a field of the wrong type or too long, or more than 1,000
+ *   names, is answered `invalid` with the reason, never ignored. Names are
+ *   forwarded to the dispatcher; what is not answered by the deadline is
+ *   answered `unknown` (deadline). A second answer for the same name of a
+ *   request is dropped. Past intake.max_inflight names in flight, or when
+ *   the dispatcher's queue is full, a check is answered `unknown`
+ *   (overloaded) at once.
+ *
+ *   SIGTERM: stops taking requests and answers those in flight (within
+ *   process.drain_ms).
+ *
+ * CONFIGURATION PARAMETERS
+ *   endpoints.intake_pull, intake_router, intake_results, intake_gateway,
+ *   endpoints.dispatcher, intake.deadline_ms, intake.max_inflight,
+ *   intake.gateway_clients, intake.gateway_timeout_ms, and the process
+ *   settings (cidr_allow and cidr_deny apply to the gateway).
+ */
+#include "intake.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SCAN_INTERVAL_MS 10
+
+/* Validates a frontend's message; answers `invalid` when it is not a check
+ * we can take. Returns true when in->msg holds a good check. */
+static bool
+validate(intake_t *in, origin_t origin, zframe_t *body, const av_envelope_t *env)
+{
+    char why[160], detail[128];
+    av_str_t id = { "", 0 };
+    int rc = body ? av_msg_decode(&in->msg, zframe_data(body), zframe_size(body)) : AV_PROTO_E_NOT_MSGPACK;
+    if (rc == 0 && in->msg.type == AV_MSG_CHECK)
+        return true;
+    /* Answer on the id when the request has a usable one. */
+    av_obj_get_str(&in->msg.root, "id", &id);
+    if (id.len > AV_ID_MAX)
+        id.len = 0;
+    if (rc != 0)
+        snprintf(why, sizeof why, "bad request: %s", av_msg_strerror(&in->msg, rc, detail, sizeof detail));
+    else
+        snprintf(why, sizeof why, "bad request: a %s message, not a check", av_msg_type_name(in->msg.type));
+    request_reject(in, origin, id, env, why);
+    return false;
+}
+
+static void
+on_pull(av_daemon_t *d, zsock_t *sock, void *arg)
+{
+    (void)d;
+    intake_t *in = arg;
+    zmsg_t *msg = zmsg_recv(sock);
+    if (!msg)
+        return;
+    zframe_t *body = zmsg_size(msg) == 1 ? zmsg_pop(msg) : NULL;
+    zmsg_destroy(&msg);
+    if (validate(in, ORIGIN_PULL, body, NULL))
+        request_accept(in, ORIGIN_PULL, body, NULL, &in->msg.u.check, NULL, NULL);
+    else
+        zframe_destroy(&body);
+}
+
+static void
+on_router(av_daemon_t *d, zsock_t *sock, void *arg)
+{
+    (void)d;
+    intake_t *in = arg;
+    av_envelope_t env;
+    zframe_t *body = av_router_recv(sock, &env);
+    if (validate(in, ORIGIN_ROUTER, body, &env))
+        request_accept(in, ORIGIN_ROUTER, body, NULL, &in->msg.u.check, &env, NULL);
+    else
+        zframe_destroy(&body);
+    av_envelope_clear(&env);
+}
+
+static void
+on_scan(av_daemon_t *d, void *arg)
+{
+    intake_t *in = arg;
+    uint64_t now = av_mono_us();
+    requests_scan(in, now);
+    gateway_scan(in->gateway, now);
+    if (av_daemon_stopping(d) && zhashx_size(in->requests) == 0)
+        av_daemon_drained(d);
+}
+
+static uint64_t
+gauge_requests(av_daemon_t *d)
+{
+    return zhashx_size(((intake_t *)av_daemon_state(d))->requests);
+}
+
+static uint64_t
+gauge_names(av_daemon_t *d)
+{
+    return ((intake_t *)av_daemon_state(d))->names_inflight;
+}
+
+static uint64_t
+gauge_gateway(av_daemon_t *d)
+{
+    return gateway_clients(((intake_t *)av_daemon_state(d))->gateway);
+}
+
+static int
+intake_init(av_daemon_t *d)
+{
+    const av_config_t *cfg = av_daemon_config(d);
+    intake_t *in = calloc(1, sizeof *in);
+    if (!in)
+        return -1;
+    av_daemon_set_state(d, in);
+    in->d = d;
+    av_msg_init(&in->msg);
+    msgpack_sbuffer_init(&in->sbuf);
+    in->requests_in = av_daemon_counter(d, "requests");
+    in->names_in = av_daemon_counter(d, "names");
+    in->invalid_requests = av_daemon_counter(d, "invalid_requests");
+    in->answers_out = av_daemon_counter(d, "answers_out");
+    in->answers_lost = av_daemon_counter(d, "answers_lost");
+    in->duplicates = av_daemon_counter(d, "duplicates");
+    in->stale = av_daemon_counter(d, "stale_answers");
+    in->deadlines = av_daemon_counter(d, "deadlines");
+    in->overloaded = av_daemon_counter(d, "overloaded");
+    in->malformed = av_daemon_counter(d, "malformed");
+    if (requests_start(in) < 0)
+        return -1;
+    if (!(in->results = av_daemon_bind(d, ZMQ_PUB, cfg->endpoints.intake_results)) ||
+        !(in->pull = av_daemon_bind(d, ZMQ_PULL, cfg->endpoints.intake_pull)) ||
+        !(in->router = av_daemon_bind(d, ZMQ_ROUTER, cfg->endpoints.intake_router)))
+        return -1;
+    if (cfg->endpoints.intake_gateway[0] && !(in->gateway = gateway_open(in, cfg->endpoints.intake_gateway)))
+        return -1;
+    if (av_daemon_watch(d, in->pull, on_pull, in) < 0 || av_daemon_watch(d, in->router, on_router, in) < 0)
+        return -1;
+    if (!(in->scan_timer = av_daemon_every(d, SCAN_INTERVAL_MS, on_scan, in)))
+        return -1;
+    av_daemon_gauge(d, "requests_inflight", gauge_requests);
+    av_daemon_gauge(d, "names_inflight", gauge_names);
+    av_daemon_gauge(d, "gateway_clients", gauge_gateway);
+    av_daemon_status_text(d, "taking checks");
+    return 0;
+}
+
+static int
+intake_stop(av_daemon_t *d)
+{
+    intake_t *in = av_daemon_state(d);
+    av_daemon_unwatch(d, in->pull);
+    av_daemon_unwatch(d, in->router);
+    gateway_close(&in->gateway);
+    return zhashx_size(in->requests) == 0;
+}
+
+static void
+intake_fini(av_daemon_t *d)
+{
+    intake_t *in = av_daemon_state(d);
+    if (!in)
+        return;
+    gateway_close(&in->gateway);
+    requests_close(in);
+    sd_event_source_disable_unref(in->scan_timer);
+    if (in->pull)
+        av_daemon_unwatch(d, in->pull);
+    if (in->router)
+        av_daemon_unwatch(d, in->router);
+    zsock_destroy(&in->pull);
+    zsock_destroy(&in->router);
+    zsock_destroy(&in->results);
+    av_msg_release(&in->msg);
+    msgpack_sbuffer_destroy(&in->sbuf);
+    free(in);
+    av_daemon_set_state(d, NULL);
+}
+
+int
+main(int argc, char **argv)
+{
+    return av_daemon_main(argc, argv,
+                          &(av_daemon_hooks_t){
+                              .name = "intake",
+                              .summary = "availd-intake: where frontends ask availd, and get their answers",
+                              .init = intake_init,
+                              .on_stop = intake_stop,
+                              .fini = intake_fini,
+                          });
+}

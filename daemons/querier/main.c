@@ -1,0 +1,96 @@
+/*
+ * NAME
+ *   availd-querier - asks one registry whether names are available
+ *
+ * SUMMARY
+ *   availd-querier --registry NAME [-c FILE] [-n] [-f]
+ *
+ * DESCRIPTION
+ *   One process per registry (systemd: availd-querier@NAME). It connects
+ *   to the dispatcher as a worker: `ready` with the registry and its credit
+ *   (how many checks it can take: concurrency + queue), then a heartbeat
+ *   with its credit every querier.heartbeat_ms. The dispatcher sends it
+ *   `check`s of normalised names; it answers each exactly once.
+ *
+ *   Queries go out on one event loop, non-blocking, at most `concurrency`
+ *   at a time and no faster than the registry's rate_limit (a token
+ *   bucket). Each reply is read until the server closes, up to
+ *   max_reply_bytes, within timeout_ms, and classified with the registry's
+ *   patterns: rate-limit wording first, then reserved, registered,
+ *   available; no match is `unknown` (unparseable), never `available`.
+ *
+ *   On a rate-limit reply the querier stops asking that registry for
+ *   backoff_s, answers what waits `unknown` (rate_limited) at once, and
+ *   reports a `rate_limited` error event. Timeouts and connection errors
+ *   are `unknown` with reason timeout or registry_error, and reported.
+ *
+ *   SIGTERM: the checks not yet sent are handed back to the dispatcher (a
+ *   `bye` with their task numbers) to go to another querier at once; those
+ *   in flight are finished, within process.drain_ms.
+ *
+ * CONFIGURATION PARAMETERS
+ *   registries.NAME.*, endpoints.dispatcher_workers, querier.heartbeat_ms,
+ *   and the process settings.
+ */
+#include "querier.h"
+
+#include <stdlib.h>
+#include <sys/resource.h>
+
+static int
+querier_init(av_daemon_t *d)
+{
+    querier_t *q = calloc(1, sizeof *q);
+    if (!q)
+        return -1;
+    av_daemon_set_state(d, q);
+    /* Thousands of queries in flight are thousands of sockets. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return querier_start(q, d);
+}
+
+static int
+querier_on_reload(av_daemon_t *d, const av_config_t *next)
+{
+    querier_t *q = av_daemon_state(d);
+    return querier_reload(q, av_config_registry(next, av_daemon_instance(d)));
+}
+
+static int
+querier_on_stop(av_daemon_t *d)
+{
+    querier_t *q = av_daemon_state(d);
+    querier_stop(q);
+    return q->inflight.count == 0;
+}
+
+static void
+querier_fini(av_daemon_t *d)
+{
+    querier_t *q = av_daemon_state(d);
+    if (!q)
+        return;
+    querier_close(q);
+    free(q);
+    av_daemon_set_state(d, NULL);
+}
+
+int
+main(int argc, char **argv)
+{
+    return av_daemon_main(argc, argv,
+                          &(av_daemon_hooks_t){
+                              .name = "querier",
+                              .summary = "availd-querier: asks one registry whether names are available",
+                              .instance_required = true,
+                              .instance_option = "registry",
+                              .init = querier_init,
+                              .on_reload = querier_on_reload,
+                              .on_stop = querier_on_stop,
+                              .fini = querier_fini,
+                          });
+}

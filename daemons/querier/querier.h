@@ -1,0 +1,94 @@
+/* The querier's job, shared by its files: checks waiting and in flight, the
+ * registry's limits, and the small interface every protocol implements. */
+#ifndef QUERIER_H
+#define QUERIER_H
+
+#include "av_classify.h"
+#include "av_daemon.h"
+#include "av_names.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+typedef struct querier querier_t;
+typedef struct query query_t;
+
+/* One check of one name, from arrival to answer. */
+struct query {
+    query_t *prev, *next;     /* in the waiting queue or the in-flight list */
+    querier_t *q;
+    uint64_t rid;             /* the dispatcher's task number */
+    char name[AV_DOMAIN_MAX + 1];
+    bool want_raw;
+    uint64_t arrived_us;
+    uint64_t started_us;      /* sent to the registry */
+    uint64_t deadline_us;     /* answer by then, whatever happens */
+    /* protocol state */
+    int fd;
+    sd_event_source *io;
+    char *request;            /* the query line */
+    size_t request_len;
+    size_t request_sent;
+    char *reply;
+    size_t reply_len;
+    size_t reply_cap;
+    bool truncated;           /* reply longer than max_reply_bytes */
+};
+
+typedef struct {
+    query_t *head, *tail;
+    uint32_t count;
+} query_list_t;
+
+/* A protocol speaks to the registry for one query and calls
+ * querier_finish when it has the whole reply or failed. */
+typedef struct {
+    const char *name;
+    av_source_t source;
+    int (*start)(querier_t *q, query_t *query);
+    void (*abort)(querier_t *q, query_t *query); /* release I/O, no answer */
+} protocol_t;
+
+extern const protocol_t whois_protocol;
+
+struct querier {
+    av_daemon_t *d;
+    const av_registry_cfg_t *registry;  /* points into the daemon's config */
+    const protocol_t *protocol;
+    av_classifier_t *classifier;
+    zsock_t *dispatcher;                /* DEALER to the dispatcher's workers ROUTER */
+    struct sockaddr_storage addr;       /* the registry's server */
+    socklen_t addr_len;
+    bool addr_ready;
+    char addr_error[128];
+    query_list_t waiting;               /* arrived, not yet sent */
+    query_list_t inflight;              /* sent to the registry */
+    uint32_t capacity;                  /* waiting + in flight */
+    double tokens;                      /* rate limit bucket */
+    uint64_t tokens_at_us;
+    uint64_t backoff_until_us;
+    bool pumping;
+    sd_event_source *pump_timer;        /* next moment a waiting query may go */
+    sd_event_source *timeout_timer;
+    sd_event_source *heartbeat_timer;
+    uint64_t *checks;
+    uint64_t *answers[AV_STATUS_COUNT];
+    uint64_t *timeouts;
+    uint64_t *registry_errors;
+    uint64_t *rate_limited;
+    uint64_t *backoffs;
+    uint64_t *malformed;
+    uint64_t *handed_back;
+};
+
+int querier_start(querier_t *q, av_daemon_t *d);
+int querier_reload(querier_t *q, const av_registry_cfg_t *next);
+void querier_stop(querier_t *q);  /* hand back the waiting, keep the in-flight */
+void querier_close(querier_t *q);
+void querier_take(querier_t *q, const av_check_t *check);
+
+/* Protocols call one of these exactly once per started query. */
+void querier_finish(querier_t *q, query_t *query);               /* reply in query->reply */
+void querier_fail(querier_t *q, query_t *query, const char *reason, const char *detail);
+
+#endif
