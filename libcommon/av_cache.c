@@ -126,7 +126,9 @@ open_dbis(av_cache_t *self, unsigned flags)
         mdb_txn_abort(txn);
         return rc;
     }
-    return self->writer ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), 0);
+    /* Committing (a read-only transaction too) keeps the handles open; an
+     * abort would close them. */
+    return mdb_txn_commit(txn);
 }
 
 av_cache_t *

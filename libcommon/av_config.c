@@ -423,11 +423,9 @@ static const field_t dispatcher_fields[] = {
 };
 static const table_t dispatcher_table = { "dispatcher", dispatcher_fields, NFIELDS(dispatcher_fields), -1 };
 
-static const field_t querier_fields[] = {
-    U32("heartbeat_ms", av_querier_cfg_t, heartbeat_ms, 10, 60000),
-    U32("heartbeat_misses", av_querier_cfg_t, heartbeat_misses, 2, 100),
-};
-static const table_t querier_table = { "querier", querier_fields, NFIELDS(querier_fields), -1 };
+/* The querier block holds process settings only: its heartbeat is the
+ * dispatcher's, so the two cannot disagree. */
+static const table_t querier_table = { "querier", NULL, 0, -1 };
 
 static const field_t cache_fields[] = {
     { "path", K_PATH, OFF(av_cache_cfg_t, path), 0, 0, false, NULL, NULL },
@@ -803,8 +801,6 @@ defaults(av_config_t *c)
     c->dispatcher.max_inflight_per_registry = 50000;
     c->dispatcher.max_attempts = 3;
     c->dispatcher.overdue_margin_ms = 2000;
-    c->querier.heartbeat_ms = 1000;
-    c->querier.heartbeat_misses = 3;
     c->cache.map_size_mb = 4096;
     c->cache.max_entries = 10000000;
     c->cache.sweep_interval_s = 60;

@@ -82,7 +82,7 @@ typedef struct {
 
 typedef struct {
     av_process_cfg_t process;
-    uint32_t heartbeat_ms;
+    uint32_t heartbeat_ms;       /* queriers heartbeat this often */
     uint32_t heartbeat_misses;   /* silent for this many intervals = dead */
     uint32_t max_inflight;       /* distinct names in flight, all registries */
     uint32_t max_inflight_per_registry;
@@ -92,8 +92,6 @@ typedef struct {
 
 typedef struct {
     av_process_cfg_t process;
-    uint32_t heartbeat_ms;
-    uint32_t heartbeat_misses;
 } av_querier_cfg_t;
 
 typedef struct {

@@ -9,7 +9,7 @@
  *   One process per registry (systemd: availd-querier@NAME). It connects
  *   to the dispatcher as a worker: `ready` with the registry and its credit
  *   (how many checks it can take: concurrency + queue), then a heartbeat
- *   with its credit every querier.heartbeat_ms. The dispatcher sends it
+ *   with its credit every dispatcher.heartbeat_ms. The dispatcher sends it
  *   `check`s of normalised names; it answers each exactly once.
  *
  *   Queries go out on one event loop, non-blocking, at most `concurrency`
@@ -29,7 +29,7 @@
  *   in flight are finished, within process.drain_ms.
  *
  * CONFIGURATION PARAMETERS
- *   registries.NAME.*, endpoints.dispatcher_workers, querier.heartbeat_ms,
+ *   registries.NAME.*, endpoints.dispatcher_workers, dispatcher.heartbeat_ms,
  *   and the process settings.
  */
 #include "querier.h"

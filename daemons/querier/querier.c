@@ -420,7 +420,7 @@ querier_start(querier_t *q, av_daemon_t *d)
         return -1;
     sd_event_source_set_enabled(q->pump_timer, SD_EVENT_OFF);
     q->timeout_timer = av_daemon_every(d, TIMEOUT_SCAN_MS, on_timeout_scan, q);
-    q->heartbeat_timer = av_daemon_every(d, cfg->querier.heartbeat_ms, on_heartbeat, q);
+    q->heartbeat_timer = av_daemon_every(d, cfg->dispatcher.heartbeat_ms, on_heartbeat, q);
     if (!q->timeout_timer || !q->heartbeat_timer)
         return -1;
     q->dispatcher = av_daemon_connect(d, ZMQ_DEALER, cfg->endpoints.dispatcher_workers);

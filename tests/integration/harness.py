@@ -281,6 +281,38 @@ class Cluster:
             assert r.returncode == check, f"availctl {args} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
         return r
 
+    def start_all(self, queriers=None):
+        """errors, cache, dispatcher, one querier per configured registry
+        (or those named), intake: the constellation, in availctl run's order."""
+        self.start("errors")
+        self.start("cache")
+        self.start("dispatcher")
+        for name in (queriers if queriers is not None else self.config.get("registries", {})):
+            self.start("querier", name)
+        self.start("intake")
+        return self
+
+    def ask(self, names, timeout=15.0, **fields):
+        """Request-reply through intake's ROUTER: one name gives an answer
+        map, a list gives the list of answer maps of an `answers` reply."""
+        s = self.socket(zmq.DEALER, self.endpoint("intake_router"))
+        msg = {"t": "check", "v": 1, "id": fields.pop("id", "test")}
+        if isinstance(names, str):
+            msg["name"] = names
+        else:
+            msg["names"] = list(names)
+        msg.update(fields)
+        s.send(msgpack.packb(msg))
+        if not s.poll(int(timeout * 1000)):
+            raise AssertionError(f"no reply to {names!r} within {timeout}s")
+        reply = msgpack.unpackb(s.recv(), raw=False)
+        assert not s.poll(200), "a second reply to one request"
+        s.close()
+        self.sockets.remove(s)
+        if reply["t"] == "answers":
+            return reply["answers"]
+        return reply
+
     def close(self):
         for s in self.sockets:
             s.close(0)
@@ -293,6 +325,73 @@ class Cluster:
                     pass
             if d.notify:
                 d.notify.close()
+
+
+class FakeRegistry:
+    """The loopback fake registry (tests/registry): answers by name prefix
+    (free-, taken-, reserved-, limit-, garbage-, empty-, silent-, slow-,
+    huge-) or a hash rule, and counts the queries it got."""
+
+    def __init__(self, delay_ms=0, fixtures=None):
+        args = [binary("test-registry"), "--delay-ms", str(delay_ms)]
+        if fixtures:
+            args += ["--fixtures", fixtures]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("PORT "), f"test registry said {line!r}"
+        self.port = int(line.split()[1])
+
+    def query(self, line, timeout=5.0):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(line.encode() + b"\r\n")
+            chunks = []
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    return b"".join(chunks)
+                chunks.append(data)
+
+    def stats(self):
+        import json
+        return json.loads(self.query("!stats"))
+
+    def reset(self):
+        assert self.query("!reset").startswith(b"OK")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def truth(name):
+    """What the test registry answers for a name without a prefix rule:
+    FNV-1a 32-bit of the lower-cased name, even = available."""
+    h = 0x811C9DC5
+    for b in name.lower().encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return "available" if h % 2 == 0 else "registered"
+
+
+def whois_registry(port, tlds, **extra):
+    """A registry entry for the test registry, with patterns for its replies."""
+    entry = {
+        "tlds": tlds,
+        "protocol": "whois",
+        "host": "127.0.0.1",
+        "port": port,
+        "query": "%s\r\n",
+        "patterns": {
+            "available": ["^No match for"],
+            "registered": ["Domain Name:"],
+            "reserved": ["reserved by registry policy"],
+            "rate_limited": ["rate limit exceeded"],
+        },
+        "timeout_ms": 2000,
+        "backoff_s": 1,
+    }
+    entry.update(extra)
+    return entry
 
 
 def deep_update(base, extra):

@@ -43,5 +43,7 @@ int cmd_config(ctl_t *ctl, int argc, char **argv);
 int cmd_status(ctl_t *ctl, int argc, char **argv);
 int cmd_errors(ctl_t *ctl, int argc, char **argv);
 int cmd_run(ctl_t *ctl, int argc, char **argv);
+int cmd_check(ctl_t *ctl, int argc, char **argv);
+int cmd_cache(ctl_t *ctl, int argc, char **argv);
 
 #endif

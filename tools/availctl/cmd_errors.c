@@ -213,7 +213,7 @@ cmd_errors(ctl_t *ctl, int argc, char **argv)
     long limit = -1;
     unsigned long long exit_after = 0;
     int opt;
-    optind = 1;
+    optind = 0; /* 0, not 1: glibc then forgets the main parser's "+" mode */
     while ((opt = getopt_long(argc, argv, "fd:r:l:n:Cjx:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'f': follow_on = true; break;

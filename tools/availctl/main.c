@@ -11,6 +11,10 @@
  *   errors [--follow] [--daemon D] [--registry R] [--level L] [--limit N]
  *          [--counts] [--json]
  *                           recent error events, then new ones as they come
+ *   check NAME... [--fresh] [--raw] [--json] [--deadline MS]
+ *                           is NAME available? one line per name
+ *   cache get NAME | purge NAME | purge --all | stats
+ *                           the answer cache and per-registry timing
  *   run [--no-restart]      the whole constellation in the foreground
  *
  * EXIT STATUS
@@ -38,6 +42,11 @@ usage(FILE *out)
             "                          dispatcher, cache, errors, querier-REGISTRY); exit 1 if one is down\n"
             "  errors [--follow] [--daemon D] [--registry R] [--level L] [--limit N] [--counts] [--json]\n"
             "                          recent error events; --follow keeps printing new ones\n"
+            "  check NAME... [--fresh] [--raw] [--json] [--deadline MS]\n"
+            "                          ask availd; exit 0 when every answer is definite, 1 when one is\n"
+            "                          unknown or invalid, 2 on usage or connection errors\n"
+            "  cache get NAME | purge NAME | purge --all | stats\n"
+            "                          the answer cache and per-registry timing\n"
             "  run [--no-restart]      start every daemon in the foreground, restart those that die,\n"
             "                          stop them all on Ctrl-C\n\n"
             "  -c FILE   configuration (default $AVAILD_CONFIG or %s)\n"
@@ -81,6 +90,10 @@ main(int argc, char **argv)
         rc = cmd_config(&ctl, sub_argc, sub_argv);
     else if (strcmp(cmd, "status") == 0)
         rc = cmd_status(&ctl, sub_argc, sub_argv);
+    else if (strcmp(cmd, "check") == 0)
+        rc = cmd_check(&ctl, sub_argc + 1, sub_argv - 1);
+    else if (strcmp(cmd, "cache") == 0)
+        rc = cmd_cache(&ctl, sub_argc, sub_argv);
     else if (strcmp(cmd, "run") == 0)
         rc = cmd_run(&ctl, sub_argc, sub_argv);
     else if (strcmp(cmd, "errors") == 0)
