@@ -43,8 +43,13 @@ compile_pcre(const char *pattern, char *why, size_t whylen)
 {
     int code;
     PCRE2_SIZE at;
+    /* Whois lines end in CRLF: with ANYCRLF, `$` matches before "\r\n". */
+    pcre2_compile_context *ctx = pcre2_compile_context_create(NULL);
+    if (ctx)
+        pcre2_set_newline(ctx, PCRE2_NEWLINE_ANYCRLF);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_CASELESS | PCRE2_MULTILINE,
-                                   &code, &at, NULL);
+                                   &code, &at, ctx);
+    pcre2_compile_context_free(ctx);
     if (!re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);
@@ -182,8 +187,16 @@ av_classify(av_classifier_t *self, const char *reply, size_t len, av_verdict_t *
             self->scratch = grown;
             self->scratch_size = len + 1;
         }
-        memcpy(self->scratch, reply, len);
-        self->scratch[len] = '\0';
+        /* regexec sees a C string: a NUL would end it early, and its `$`
+         * knows only "\n", so CR before LF and NULs are dropped or blanked
+         * to match what PCRE2 (with ANYCRLF, and the length) sees. */
+        size_t o = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (reply[i] == '\r' && i + 1 < len && reply[i + 1] == '\n')
+                continue;
+            self->scratch[o++] = reply[i] ? reply[i] : ' ';
+        }
+        self->scratch[o] = '\0';
     }
     for (size_t i = 0; i < self->count; i++) {
         pattern_t *p = &self->patterns[i];

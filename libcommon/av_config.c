@@ -265,6 +265,11 @@ parse_field(parser_t *p, const field_t *f, yaml_node_t *val, char *base)
             return 0; /* optional endpoint, disabled */
         if (!av_endpoint_valid(s, why, sizeof why))
             return error_at(p, val, "bad endpoint '%s' for '%s': %s", s, f->key, why);
+        /* min 2: a template with the daemon's name in place of one %s */
+        const char *pct = strchr(s, '%');
+        if (f->min == 2 && (!pct || pct[1] != 's' || strchr(pct + 2, '%')))
+            return error_at(p, val, "'%s' must hold exactly one %%s (the daemon's name), as in "
+                                    "ipc://control-%%s.sock", f->key);
         return 0;
     }
     case K_U32:
@@ -283,7 +288,11 @@ parse_field(parser_t *p, const field_t *f, yaml_node_t *val, char *base)
         /* Only process settings have a log key: the count is their n_log. */
         log_arg_t la = { dst, (uint32_t *)(base + OFF(av_process_cfg_t, n_log)) };
         free_log(la.targets, la.count);
-        return each_string(p, val, f->key, AV_LOG_TARGETS_MAX, add_log, &la);
+        if (each_string(p, val, f->key, AV_LOG_TARGETS_MAX, add_log, &la) < 0)
+            return -1;
+        if (*la.count == 0)
+            return error_at(p, val, "'log' needs at least one target (stderr, syslog, journald or a file)");
+        return 0;
     }
     case K_STRLIST:
         free_strlist(dst);
@@ -398,7 +407,7 @@ static const field_t endpoint_fields[] = {
     { "cache_puts", K_ENDPOINT, OFF(av_endpoints_cfg_t, cache_puts), 0, 0, false, NULL, NULL },
     { "errors_events", K_ENDPOINT, OFF(av_endpoints_cfg_t, errors_events), 0, 0, false, NULL, NULL },
     { "errors_publish", K_ENDPOINT, OFF(av_endpoints_cfg_t, errors_publish), 0, 0, false, NULL, NULL },
-    { "control", K_ENDPOINT, OFF(av_endpoints_cfg_t, control), 0, 0, false, NULL, NULL },
+    { "control", K_ENDPOINT, OFF(av_endpoints_cfg_t, control), 2, 0, false, NULL, NULL },
 };
 static const table_t endpoints_table = { "endpoints", endpoint_fields, NFIELDS(endpoint_fields), -1 };
 
@@ -568,23 +577,26 @@ validate_registry(parser_t *p, yaml_node_t *node, av_registry_cfg_t *r)
         return error_at(p, tlds ? tlds : node, "registry '%s' serves no TLD", r->name);
     for (uint32_t i = 0; i < r->tlds.count; i++) {
         char *t = r->tlds.items[i];
+        yaml_node_t *at = tlds;
+        if (tlds && tlds->type == YAML_SEQUENCE_NODE)
+            at = yaml_document_get_node(p->doc, tlds->data.sequence.items.start[i]);
         if (t[0] == '.')
             memmove(t, t + 1, strlen(t));
         for (char *c = t; *c; c++)
             *c = (char)((*c >= 'A' && *c <= 'Z') ? *c + 32 : *c);
         if (!valid_tld(t))
-            return error_at(p, tlds, "bad TLD '%s' in registry '%s' (A-labels: letters, digits, '-', '.')", t,
+            return error_at(p, at, "bad TLD '%s' in registry '%s' (A-labels: letters, digits, '-', '.')", t,
                             r->name);
         for (uint32_t k = 0; k < p->cfg->n_registries; k++) {
             const av_registry_cfg_t *o = &p->cfg->registries[k];
             for (uint32_t j = 0; j < o->tlds.count; j++)
                 if (strcmp(o->tlds.items[j], t) == 0)
-                    return error_at(p, tlds, "TLD '%s' of registry '%s' is already served by registry '%s'", t,
+                    return error_at(p, at, "TLD '%s' of registry '%s' is already served by registry '%s'", t,
                                     r->name, o->name);
         }
         for (uint32_t j = 0; j < i; j++)
             if (strcmp(r->tlds.items[j], t) == 0)
-                return error_at(p, tlds, "TLD '%s' listed twice in registry '%s'", t, r->name);
+                return error_at(p, at, "TLD '%s' listed twice in registry '%s'", t, r->name);
     }
     switch (r->protocol) {
     case AV_PROTO_WHOIS:
@@ -757,6 +769,23 @@ load_file(av_config_t *cfg, const char *path, int depth, char *err, size_t errle
         rc = parse_map(&p, root, cfg, tables, 1);
     }
     yaml_document_delete(&doc);
+    if (rc == 0 && root) {
+        /* A second document would be ignored silently: refuse it. */
+        yaml_document_t next;
+        if (!yaml_parser_load(&yp, &next)) {
+            snprintf(err, errlen, "%s:%zu:%zu: %s", path, yp.problem_mark.line + 1, yp.problem_mark.column + 1,
+                     yp.problem ? yp.problem : "YAML error");
+            rc = -1;
+        } else {
+            yaml_node_t *extra = yaml_document_get_root_node(&next);
+            if (extra) {
+                error_at(&(parser_t){ .path = path, .err = err, .errlen = errlen }, extra,
+                         "a second YAML document: availd.yaml holds one");
+                rc = -1;
+            }
+            yaml_document_delete(&next);
+        }
+    }
     yaml_parser_delete(&yp);
     fclose(f);
     return rc;
@@ -928,10 +957,6 @@ finish(av_config_t *c, char *err, size_t errlen)
     rc |= resolve(&c->errors.path, c->state_dir);
     if (rc) {
         snprintf(err, errlen, "%s: out of memory", c->path);
-        return -1;
-    }
-    if (strstr(e->control, "%s") == NULL || strchr(strstr(e->control, "%s") + 2, '%')) {
-        snprintf(err, errlen, "%s: endpoints.control must hold exactly one %%s (the daemon's name)", c->path);
         return -1;
     }
     return 0;

@@ -59,7 +59,7 @@ av_log_open(const char *ident, const av_log_target_t *targets, uint32_t n_target
     int rc = 0;
     close_targets();
     snprintf(logger.ident, sizeof logger.ident, "%s", ident ? ident : "availd");
-    logger.level = level;
+    av_log_set_level(level);
     /* systemd sets JOURNAL_STREAM when stderr is connected to the journal. */
     logger.under_systemd = getenv("JOURNAL_STREAM") != NULL;
     for (uint32_t i = 0; i < n_targets && i < AV_LOG_TARGETS_MAX; i++) {

@@ -114,7 +114,8 @@ typedef struct {
     bool fresh;           /* bypass the cache */
     bool raw;             /* wants the registry's raw reply excerpt */
     uint32_t deadline_ms; /* 0: the daemon's default */
-    /* Internal correlation, set by intake and the dispatcher. */
+    /* Internal correlation, set by intake and the dispatcher. rid starts
+     * at 1; idx (position in the request) travels only with a rid. */
     uint64_t rid;
     uint32_t idx;
 } av_check_t;
@@ -245,8 +246,8 @@ void av_pack_answer_map(msgpack_packer *pk, const av_answer_t *answer);
 int av_encode_ctl(msgpack_sbuffer *sbuf, const char *cmd);
 /* Starts a map of 3 + extra_pairs entries holding t, v, cmd. */
 void av_pack_ctl_begin(msgpack_packer *pk, const char *cmd, uint32_t extra_pairs);
-/* Starts a reply map of 3 + extra_pairs entries holding t, v, ok (and error
- * when !ok, counted in the 3). */
+/* Starts a reply map holding t, v, ok, and error when !ok: pack
+ * extra_pairs more entries after it. */
 void av_pack_ctl_reply_begin(msgpack_packer *pk, bool ok, const char *error, uint32_t extra_pairs);
 
 /* Packing helpers for map entries. */

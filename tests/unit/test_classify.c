@@ -1,0 +1,485 @@
+/* Unit tests of av_classify: the verdict a registry reply gets from its
+ * patterns, the precedence between pattern kinds, and the unknown reasons.
+ * The behaviour tests run twice, once per pattern syntax (PCRE2 and POSIX
+ * ERE), with equivalent patterns, so both engines are held to one contract. */
+#include "av_classify.h"
+
+#include "unit_files.h"
+
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+/* ---- fixture and helpers ------------------------------------------------ */
+
+/* Set by the group setup: which syntax this run of the behaviour tests uses. */
+static bool use_posix;
+
+typedef struct {
+    av_registry_cfg_t reg;     /* built by hand; owns its pattern strings */
+    av_classifier_t *cls;
+    char err[256];
+} fixture_t;
+
+static int
+group_pcre2(void **state)
+{
+    (void)state;
+    use_posix = false;
+    return 0;
+}
+
+static int
+group_posix(void **state)
+{
+    (void)state;
+    use_posix = true;
+    return 0;
+}
+
+static int
+setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->reg.name = strdup("example-registry");
+    f->reg.posix_patterns = use_posix;
+    *state = f;
+    return f->reg.name ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+    fixture_t *f = *state;
+    av_classifier_destroy(&f->cls);
+    for (int k = 0; k < AV_PAT_KINDS; k++) {
+        for (uint32_t i = 0; i < f->reg.patterns[k].count; i++)
+            free(f->reg.patterns[k].items[i]);
+        free(f->reg.patterns[k].items);
+    }
+    free(f->reg.name);
+    free(f);
+    return 0;
+}
+
+static void
+add_pattern(fixture_t *f, av_pattern_kind_t kind, const char *pattern)
+{
+    av_strlist_t *list = &f->reg.patterns[kind];
+    char **grown = realloc(list->items, (list->count + 1) * sizeof *grown);
+    assert_non_null(grown);
+    list->items = grown;
+    assert_non_null(list->items[list->count] = strdup(pattern));
+    list->count++;
+}
+
+/* Patterns in the style of real whois servers, written once per syntax.
+ * The kinds are added in an order unlike the decision order on purpose. */
+static void
+add_registry_patterns(fixture_t *f)
+{
+    const char *space = use_posix ? "[[:space:]]" : "\\s";
+    char buf[128];
+    add_pattern(f, AV_PAT_AVAILABLE, "^No match for");
+    add_pattern(f, AV_PAT_AVAILABLE, "^NOT FOUND");
+    snprintf(buf, sizeof buf, "^%s*Domain Name:", space);
+    add_pattern(f, AV_PAT_REGISTERED, buf);
+    add_pattern(f, AV_PAT_REGISTERED, "^Registrar:");
+    add_pattern(f, AV_PAT_RESERVED, "reserved (by|for) the registry");
+    snprintf(buf, sizeof buf, "^Status:%s*reserved", space);
+    add_pattern(f, AV_PAT_RESERVED, buf);
+    add_pattern(f, AV_PAT_RATE_LIMITED, "rate limit exceeded");
+    add_pattern(f, AV_PAT_RATE_LIMITED, "too many (queries|requests)");
+}
+
+static void
+build(fixture_t *f)
+{
+    f->cls = av_classifier_new(&f->reg, f->err, sizeof f->err);
+    if (!f->cls)
+        fail_msg("classifier refused: %s", f->err);
+}
+
+/* The fixture's classifier with add_registry_patterns, built once. */
+static av_classifier_t *
+registry_classifier(fixture_t *f)
+{
+    if (!f->cls) {
+        add_registry_patterns(f);
+        build(f);
+    }
+    return f->cls;
+}
+
+static av_verdict_t
+classify_n(fixture_t *f, const char *reply, size_t len)
+{
+    av_verdict_t v;
+    av_classify(registry_classifier(f), reply, len, &v);
+    return v;
+}
+
+static av_verdict_t
+classify(fixture_t *f, const char *reply)
+{
+    return classify_n(f, reply, strlen(reply));
+}
+
+static void
+assert_status(av_verdict_t v, av_status_t status, const char *reason)
+{
+    if (v.status != status || (reason ? !v.reason || strcmp(v.reason, reason) != 0 : v.reason != NULL))
+        fail_msg("%s: want %s/%s, got %s/%s (pattern %s)", use_posix ? "posix" : "pcre2", av_status_name(status),
+                 reason ? reason : "-", av_status_name(v.status), v.reason ? v.reason : "-",
+                 v.pattern ? v.pattern : "none");
+}
+
+/* Replies as registries send them: CRLF line ends, a banner first. */
+#define BANNER "% Example WHOIS server\r\n% Terms of use apply.\r\n\r\n"
+#define AVAILABLE_REPLY BANNER "No match for \"FREE-NAME.COM\".\r\n>>> Last update: 2024-01-01 <<<\r\n"
+#define REGISTERED_REPLY BANNER "   Domain Name: EXAMPLE.COM\r\n   Registry Domain ID: 2336799_DOMAIN\r\n"
+#define RESERVED_REPLY BANNER "Domain: nic.example\r\nStatus: Reserved\r\n"
+#define RATE_LIMITED_REPLY BANNER "WHOIS LIMIT EXCEEDED - Rate limit exceeded, try again later.\r\n"
+
+/* ---- one verdict per kind ----------------------------------------------- */
+
+static void
+test_available_reply_is_available(void **state)
+{
+    fixture_t *f = *state;
+    av_verdict_t v = classify(f, AVAILABLE_REPLY);
+    assert_status(v, AV_STATUS_AVAILABLE, NULL);
+    assert_int_equal(v.kind, AV_PAT_AVAILABLE);
+    assert_string_equal(v.pattern, "^No match for");
+}
+
+static void
+test_registered_reply_is_registered(void **state)
+{
+    fixture_t *f = *state;
+    av_verdict_t v = classify(f, REGISTERED_REPLY);
+    assert_status(v, AV_STATUS_REGISTERED, NULL);
+    assert_int_equal(v.kind, AV_PAT_REGISTERED);
+    assert_non_null(strstr(v.pattern, "Domain Name:"));
+}
+
+static void
+test_reserved_reply_is_reserved(void **state)
+{
+    fixture_t *f = *state;
+    av_verdict_t v = classify(f, RESERVED_REPLY);
+    assert_status(v, AV_STATUS_RESERVED, NULL);
+    assert_int_equal(v.kind, AV_PAT_RESERVED);
+    assert_non_null(strstr(v.pattern, "^Status:"));
+}
+
+static void
+test_rate_limited_reply_is_unknown_rate_limited(void **state)
+{
+    fixture_t *f = *state;
+    av_verdict_t v = classify(f, RATE_LIMITED_REPLY);
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_RATE_LIMITED);
+    assert_string_equal(v.reason, "rate_limited");
+    assert_int_equal(v.kind, AV_PAT_RATE_LIMITED);
+    assert_string_equal(v.pattern, "rate limit exceeded");
+}
+
+/* ---- precedence --------------------------------------------------------- */
+
+static void
+test_rate_limit_wins_over_every_other_match(void **state)
+{
+    fixture_t *f = *state;
+    /* A throttled reply can quote the name and the usual wording. */
+    av_verdict_t v = classify(f,
+        "No match for \"EXAMPLE.COM\".\r\n"
+        "Domain Name: EXAMPLE.COM\r\n"
+        "Status: reserved\r\n"
+        "Too many queries from your address.\r\n");
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_RATE_LIMITED);
+    assert_int_equal(v.kind, AV_PAT_RATE_LIMITED);
+}
+
+static void
+test_reserved_and_registered_win_over_available(void **state)
+{
+    fixture_t *f = *state;
+    /* A reply that could mean either is never `available`. */
+    assert_status(classify(f, "No match for \"X.COM\".\r\nDomain Name: X.COM\r\n"), AV_STATUS_REGISTERED, NULL);
+    assert_status(classify(f, "Domain Name: X.COM\r\nNo match for \"X.COM\".\r\n"), AV_STATUS_REGISTERED, NULL);
+    assert_status(classify(f, "NOT FOUND\r\nThis name is reserved by the registry.\r\n"), AV_STATUS_RESERVED, NULL);
+    /* And reserved wins over registered. */
+    assert_status(classify(f, "Registrar: Example Inc.\r\nStatus: reserved\r\n"), AV_STATUS_RESERVED, NULL);
+}
+
+/* ---- unknown ------------------------------------------------------------ */
+
+static void
+test_no_match_is_unknown_unparseable(void **state)
+{
+    fixture_t *f = *state;
+    av_verdict_t v = classify(f, BANNER "Something the patterns never saw.\r\n");
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
+    assert_string_equal(v.reason, "unparseable");
+    assert_null(v.pattern);
+}
+
+static void
+test_empty_and_whitespace_replies_are_unknown_empty_reply(void **state)
+{
+    fixture_t *f = *state;
+    const char *blank[] = { "", " ", "\r\n", " \t\r\n \r\n\n" };
+    for (size_t i = 0; i < sizeof blank / sizeof blank[0]; i++) {
+        av_verdict_t v = classify(f, blank[i]);
+        assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_EMPTY_REPLY);
+        assert_null(v.pattern);
+    }
+    assert_string_equal(AV_REASON_EMPTY_REPLY, "empty_reply");
+    /* A NULL reply of length 0 is empty too, not a crash. */
+    assert_status(classify_n(f, NULL, 0), AV_STATUS_UNKNOWN, AV_REASON_EMPTY_REPLY);
+}
+
+static void
+test_classifier_without_patterns_finds_everything_unparseable(void **state)
+{
+    fixture_t *f = *state;
+    build(f); /* no pattern added */
+    av_verdict_t v;
+    av_classify(f->cls, AVAILABLE_REPLY, strlen(AVAILABLE_REPLY), &v);
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
+}
+
+/* ---- how patterns match ------------------------------------------------- */
+
+static void
+test_matching_ignores_case(void **state)
+{
+    fixture_t *f = *state;
+    assert_status(classify(f, "no MATCH For \"x.com\"\r\n"), AV_STATUS_AVAILABLE, NULL);
+    assert_status(classify(f, "DOMAIN NAME: X.COM\r\n"), AV_STATUS_REGISTERED, NULL);
+    assert_status(classify(f, "RATE LIMIT EXCEEDED\r\n"), AV_STATUS_UNKNOWN, AV_REASON_RATE_LIMITED);
+}
+
+static void
+test_caret_anchors_at_every_line_start(void **state)
+{
+    fixture_t *f = *state;
+    /* The verdict line is deep in the reply, after CRLF lines. */
+    assert_status(classify(f, AVAILABLE_REPLY), AV_STATUS_AVAILABLE, NULL);
+    assert_status(classify(f, "line one\nline two\nNOT FOUND\n"), AV_STATUS_AVAILABLE, NULL);
+    /* ...but ^ does not match inside a line. */
+    assert_status(classify(f, "Note: No match for this is not a verdict.\r\n"), AV_STATUS_UNKNOWN,
+                  AV_REASON_UNPARSEABLE);
+}
+
+static void
+test_bytes_that_are_not_utf8_do_not_break_matching(void **state)
+{
+    fixture_t *f = *state;
+    /* Latin-1 e-acute and stray bytes, around and inside the verdict line. */
+    assert_status(classify(f, "   Domain Name: caf\xe9.fr\r\n"), AV_STATUS_REGISTERED, NULL);
+    assert_status(classify(f, "\xff\xfe\xe9\xc3\r\nNo match for \"caf\xe9.com\"\r\n"), AV_STATUS_AVAILABLE, NULL);
+    assert_status(classify(f, "\xe9\xe9\xe9\r\n\x80\x81\r\n"), AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
+}
+
+static void
+test_dollar_matches_at_the_end_of_a_crlf_line(void **state)
+{
+    fixture_t *f = *state;
+    /* Whois lines end in CRLF: `$` must match before "\r\n", in both
+     * syntaxes, or an exact-line pattern never matches a real reply. */
+    add_pattern(f, AV_PAT_AVAILABLE, "^Status: free$");
+    add_pattern(f, AV_PAT_REGISTERED, "^Status: connect$");
+    build(f);
+    av_verdict_t v;
+    av_classify(f->cls, "Domain: x.de\r\nStatus: free\r\n", 28, &v);
+    assert_status(v, AV_STATUS_AVAILABLE, NULL);
+    av_classify(f->cls, "Domain: x.de\r\nStatus: connect\r\nChanged: 2020\r\n", 45, &v);
+    assert_status(v, AV_STATUS_REGISTERED, NULL);
+    av_classify(f->cls, "Status: freedom\r\n", 17, &v);
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
+}
+
+static void
+test_a_nul_byte_does_not_hide_the_rest_of_the_reply(void **state)
+{
+    fixture_t *f = *state;
+    /* PCRE2 reads the whole length; regexec would stop at the NUL unless
+     * the classifier makes both see the same reply. */
+    const char reply[] = "junk\0\nNo match for \"x.com\"\r\n";
+    assert_status(classify_n(f, reply, sizeof reply - 1), AV_STATUS_AVAILABLE, NULL);
+}
+
+static void
+test_only_the_given_length_is_matched(void **state)
+{
+    fixture_t *f = *state;
+    /* The reply buffer is not NUL-terminated: bytes past len are not the reply. */
+    const char buf[] = "partial\nNo match for \"X.COM\"\r\n";
+    assert_status(classify_n(f, buf, 7), AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
+    assert_status(classify_n(f, buf, sizeof buf - 1), AV_STATUS_AVAILABLE, NULL);
+    /* A long reply after a short one: the POSIX scratch copy grows. */
+    char big[20000];
+    memset(big, 'z', sizeof big);
+    memcpy(big + sizeof big - 12, "\nNOT FOUND\r\n", 12);
+    assert_status(classify_n(f, big, sizeof big), AV_STATUS_AVAILABLE, NULL);
+}
+
+static void
+test_bad_pattern_fails_the_classifier_with_the_reason(void **state)
+{
+    fixture_t *f = *state;
+    add_pattern(f, AV_PAT_AVAILABLE, "^No match for");
+    add_pattern(f, AV_PAT_REGISTERED, "(unclosed");
+    assert_null(av_classifier_new(&f->reg, f->err, sizeof f->err));
+    assert_non_null(strstr(f->err, "registry example-registry: registered pattern '(unclosed': "));
+}
+
+/* ---- outside the per-syntax groups ------------------------------------- */
+
+static void
+test_pattern_check_rejects_unclosed_group_in_both_syntaxes(void **state)
+{
+    (void)state;
+    for (int posix = 0; posix < 2; posix++) {
+        char why[200] = "";
+        assert_int_equal(av_pattern_check("(unclosed", posix, why, sizeof why), -1);
+        assert_true(strlen(why) > 0);
+        why[0] = '\0';
+        assert_int_equal(av_pattern_check("^(No match|NOT FOUND)", posix, why, sizeof why), 0);
+    }
+    char why[200];
+    assert_int_equal(av_pattern_check("(unclosed", false, why, sizeof why), -1);
+    assert_non_null(strstr(why, "missing closing parenthesis"));
+    /* PCRE2-only syntax is refused by POSIX, so the config check catches it. */
+    assert_int_equal(av_pattern_check("(?i)foo", false, why, sizeof why), 0);
+    assert_int_equal(av_pattern_check("(?i)foo", true, why, sizeof why), -1);
+}
+
+static void
+test_pattern_kind_names(void **state)
+{
+    (void)state;
+    assert_string_equal(av_pattern_kind_name(AV_PAT_AVAILABLE), "available");
+    assert_string_equal(av_pattern_kind_name(AV_PAT_REGISTERED), "registered");
+    assert_string_equal(av_pattern_kind_name(AV_PAT_RESERVED), "reserved");
+    assert_string_equal(av_pattern_kind_name(AV_PAT_RATE_LIMITED), "rate_limited");
+    assert_string_equal(av_pattern_kind_name(AV_PAT_KINDS), "?");
+}
+
+/* A temp directory for availd.yaml, and what is loaded from it; the
+ * teardown frees them even when the test fails half-way. */
+typedef struct {
+    char *dir;
+    av_config_t *cfg;
+    av_classifier_t *cls;
+} loaded_t;
+
+static int
+setup_loaded(void **state)
+{
+    loaded_t *l = calloc(1, sizeof *l);
+    if (!l || !(l->dir = unit_tmpdir_new("classify"))) {
+        free(l);
+        return -1;
+    }
+    *state = l;
+    return 0;
+}
+
+static int
+teardown_loaded(void **state)
+{
+    loaded_t *l = *state;
+    av_classifier_destroy(&l->cls);
+    av_config_free(&l->cfg);
+    unit_tmpdir_remove(&l->dir);
+    free(l);
+    return 0;
+}
+
+static void
+test_classifier_from_a_loaded_config_with_posix_syntax(void **state)
+{
+    loaded_t *l = *state;
+    /* The way the querier gets its patterns: from availd.yaml. */
+    char path[PATH_MAX], err[AV_CONFIG_ERR_MAX];
+    assert_int_equal(unit_write_file(unit_path(path, sizeof path, l->dir, "availd.yaml"),
+        "registries:\n"
+        "  afnic:\n"
+        "    tlds: fr\n"
+        "    protocol: whois\n"
+        "    host: whois.nic.fr\n"
+        "    pattern_syntax: posix\n"
+        "    patterns:\n"
+        "      available: ['^%% No entries found']\n"
+        "      registered: ['^domain:[[:space:]]+[a-z0-9-]+\\.fr']\n"
+        "      rate_limited: 'excessive (query|querying)'\n"), 0);
+    if (av_config_load(path, &l->cfg, err, sizeof err) != 0)
+        fail_msg("config refused: %s", err);
+    const av_registry_cfg_t *reg = av_config_registry(l->cfg, "afnic");
+    assert_non_null(reg);
+    assert_true(reg->posix_patterns);
+    if (!(l->cls = av_classifier_new(reg, err, sizeof err)))
+        fail_msg("classifier refused: %s", err);
+    av_classifier_t *cls = l->cls;
+
+    const char *free_reply = "%% This is the AFNIC Whois server.\r\n%% No entries found in the AFNIC Database.\r\n";
+    const char *taken_reply = "%%\r\ndomain:      example.fr\r\nstatus:      ACTIVE\r\n";
+    av_verdict_t v;
+    av_classify(cls, free_reply, strlen(free_reply), &v);
+    assert_int_equal(v.status, AV_STATUS_AVAILABLE);
+    av_classify(cls, taken_reply, strlen(taken_reply), &v);
+    assert_int_equal(v.status, AV_STATUS_REGISTERED);
+    const char *throttled = "Excessive querying, slow down\r\n";
+    av_classify(cls, throttled, strlen(throttled), &v);
+    assert_int_equal(v.status, AV_STATUS_UNKNOWN);
+    assert_string_equal(v.reason, AV_REASON_RATE_LIMITED);
+
+    av_classifier_destroy(&l->cls);
+    assert_null(l->cls);
+    av_classifier_destroy(&l->cls); /* a second destroy is harmless */
+}
+
+#define BEHAVIOUR_TESTS                                                                     \
+    T(test_available_reply_is_available),                                                   \
+    T(test_registered_reply_is_registered),                                                 \
+    T(test_reserved_reply_is_reserved),                                                     \
+    T(test_rate_limited_reply_is_unknown_rate_limited),                                     \
+    T(test_rate_limit_wins_over_every_other_match),                                         \
+    T(test_reserved_and_registered_win_over_available),                                     \
+    T(test_no_match_is_unknown_unparseable),                                                \
+    T(test_empty_and_whitespace_replies_are_unknown_empty_reply),                           \
+    T(test_classifier_without_patterns_finds_everything_unparseable),                       \
+    T(test_matching_ignores_case),                                                          \
+    T(test_caret_anchors_at_every_line_start),                                              \
+    T(test_bytes_that_are_not_utf8_do_not_break_matching),                                  \
+    T(test_only_the_given_length_is_matched),                                               \
+    T(test_dollar_matches_at_the_end_of_a_crlf_line),                                       \
+    T(test_a_nul_byte_does_not_hide_the_rest_of_the_reply),                                 \
+    T(test_bad_pattern_fails_the_classifier_with_the_reason)
+
+int
+main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest behaviour[] = { BEHAVIOUR_TESTS };
+#undef T
+    const struct CMUnitTest other[] = {
+        cmocka_unit_test(test_pattern_check_rejects_unclosed_group_in_both_syntaxes),
+        cmocka_unit_test(test_pattern_kind_names),
+        cmocka_unit_test_setup_teardown(test_classifier_from_a_loaded_config_with_posix_syntax, setup_loaded,
+                                        teardown_loaded),
+    };
+    int failed = 0;
+    failed += cmocka_run_group_tests_name("pattern_syntax pcre2", behaviour, group_pcre2, NULL);
+    failed += cmocka_run_group_tests_name("pattern_syntax posix", behaviour, group_posix, NULL);
+    failed += cmocka_run_group_tests_name("classify", other, NULL, NULL);
+    return failed;
+}
