@@ -314,8 +314,10 @@ store_answer(av_cache_t *self, MDB_txn *txn, const av_put_t *put, uint64_t now_m
     if (h.expires_ms <= now_ms)
         return 0; /* already stale */
     memcpy(buf, &h, sizeof h);
-    memcpy(buf + sizeof h, a->registry.ptr, h.registry_len);
-    memcpy(buf + sizeof h + h.registry_len, a->reason.ptr, h.reason_len);
+    if (h.registry_len)
+        memcpy(buf + sizeof h, a->registry.ptr, h.registry_len);
+    if (h.reason_len)
+        memcpy(buf + sizeof h + h.registry_len, a->reason.ptr, h.reason_len);
 
     int rc = delete_entry(self, txn, a->name.ptr, a->name.len);
     if (rc != 0 && rc != MDB_NOTFOUND)

@@ -775,7 +775,8 @@ void
 av_pack_strn(msgpack_packer *pk, av_str_t s)
 {
     msgpack_pack_str(pk, s.len);
-    msgpack_pack_str_body(pk, s.ptr, s.len);
+    if (s.len)
+        msgpack_pack_str_body(pk, s.ptr, s.len);
 }
 
 void

@@ -93,13 +93,14 @@ typedef struct {
 } av_str_t;
 
 #define AV_STR(s) ((av_str_t){ (s), (uint32_t)sizeof(s) - 1 })
+/* A view of a C string; NULL gives the empty string, never a NULL pointer
+ * (memcpy and friends must not see one, even for zero bytes). */
 static inline av_str_t
 av_str(const char *s)
 {
-    av_str_t r = { s, 0 };
-    if (s)
-        while (s[r.len])
-            r.len++;
+    av_str_t r = { s ? s : "", 0 };
+    while (r.ptr[r.len])
+        r.len++;
     return r;
 }
 bool av_str_eq(av_str_t a, const char *s);

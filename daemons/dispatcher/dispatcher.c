@@ -192,7 +192,8 @@ add_waiter(dispatcher_t *ds, task_t *t, const peer_id_t *intake, const av_check_
     w->rid = check->rid;
     w->idx = check->idx + idx;
     w->query_len = qlen;
-    memcpy(w->query, query.ptr, qlen);
+    if (qlen)
+        memcpy(w->query, query.ptr, qlen);
     w->next = t->waiters;
     t->waiters = w;
     t->n_waiters++;

@@ -23,9 +23,11 @@ count_key(MDB_val *key, char *buf, size_t size, av_str_t registry, av_str_t code
 {
     if ((size_t)registry.len + code.len + 1 > size)
         return -1;
-    memcpy(buf, registry.ptr, registry.len);
+    if (registry.len)
+        memcpy(buf, registry.ptr, registry.len);
     buf[registry.len] = '\0';
-    memcpy(buf + registry.len + 1, code.ptr, code.len);
+    if (code.len)
+        memcpy(buf + registry.len + 1, code.ptr, code.len);
     key->mv_data = buf;
     key->mv_size = registry.len + 1 + code.len;
     return 0;

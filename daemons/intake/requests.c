@@ -342,7 +342,7 @@ requests_scan(intake_t *in, uint64_t now_us)
         request_t *r = in->by_deadline.head;
         uint32_t left = r->n_names - r->answered;
         *in->deadlines += left;
-        for (uint32_t i = 0; i < r->n_names && left; i++) {
+        for (uint32_t i = 0; left && i < r->n_names; i++) { /* left first: the last answer frees r */
             if (r->done[i])
                 continue;
             left--;
