@@ -509,6 +509,7 @@ static const field_t registry_fields[] = {
     U32("backoff_s", av_registry_cfg_t, backoff_s, 0, 86400),
     { "ttl", K_SECTION, 0, 0, 0, false, &ttl_table, NULL },
     U32("raw_bytes", av_registry_cfg_t, raw_bytes, 0, 4096),
+    U32("queriers", av_registry_cfg_t, queriers, 1, 64),
 };
 static const table_t registry_table = { "registry", registry_fields, NFIELDS(registry_fields), -1 };
 
@@ -526,6 +527,7 @@ registry_defaults(av_registry_cfg_t *r)
     r->ttl_s[1] = 86400;
     r->ttl_s[2] = 86400;
     r->raw_bytes = 512;
+    r->queriers = 1;
 }
 
 static void

@@ -151,6 +151,7 @@ typedef struct {
     uint32_t backoff_s;          /* pause after a rate-limit reply */
     uint32_t ttl_s[5];           /* by av_status_t */
     uint32_t raw_bytes;          /* excerpt kept with an answer; 0 = none */
+    uint32_t queriers;           /* querier processes: NAME, NAME.2 ... NAME.N */
     uint32_t line; uint32_t column; /* where it was defined, for messages */
 } av_registry_cfg_t;
 

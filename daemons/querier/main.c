@@ -3,10 +3,12 @@
  *   availd-querier - asks one registry whether names are available
  *
  * SUMMARY
- *   availd-querier --registry NAME [-c FILE] [-n] [-f]
+ *   availd-querier --registry NAME[.N] [-c FILE] [-n] [-f]
  *
  * DESCRIPTION
- *   One process per registry (systemd: availd-querier@NAME). It connects
+ *   One process per registry (systemd: availd-querier@NAME), or several
+ *   (`queriers: N` in the registry's entry; the second is NAME.2, its
+ *   control endpoint control-querier-NAME.2). It connects
  *   to the dispatcher as a worker: `ready` with the registry and its credit
  *   (how many checks it can take: concurrency + queue), then a heartbeat
  *   with its credit every dispatcher.heartbeat_ms. The dispatcher sends it
@@ -57,7 +59,7 @@ static int
 querier_on_reload(av_daemon_t *d, const av_config_t *next)
 {
     querier_t *q = av_daemon_state(d);
-    return querier_reload(q, av_config_registry(next, av_daemon_instance(d)));
+    return querier_reload(q, querier_registry(next, av_daemon_instance(d)));
 }
 
 static int

@@ -388,14 +388,28 @@ configure(querier_t *q, const av_registry_cfg_t *r)
     return 0;
 }
 
+/* The instance is REGISTRY, or REGISTRY.N for the N-th querier of a
+ * registry with `queriers: N` (registry names hold no dot). */
+const av_registry_cfg_t *
+querier_registry(const av_config_t *cfg, const char *instance)
+{
+    char name[AV_REGISTRY_MAX + 1];
+    size_t n = strcspn(instance, ".");
+    if (n > AV_REGISTRY_MAX)
+        return NULL;
+    memcpy(name, instance, n);
+    name[n] = '\0';
+    return av_config_registry(cfg, name);
+}
+
 int
 querier_start(querier_t *q, av_daemon_t *d)
 {
     const av_config_t *cfg = av_daemon_config(d);
-    const av_registry_cfg_t *r = av_config_registry(cfg, av_daemon_instance(d));
+    const av_registry_cfg_t *r = querier_registry(cfg, av_daemon_instance(d));
     q->d = d;
     if (!r) {
-        av_log_err("no registry '%s' in %s", av_daemon_instance(d), cfg->path);
+        av_log_err("no registry for instance '%s' in %s", av_daemon_instance(d), cfg->path);
         return -1;
     }
     if (r->protocol != AV_PROTO_WHOIS) {

@@ -81,6 +81,7 @@ struct querier {
     uint64_t *handed_back;
 };
 
+const av_registry_cfg_t *querier_registry(const av_config_t *cfg, const char *instance);
 int querier_start(querier_t *q, av_daemon_t *d);
 int querier_reload(querier_t *q, const av_registry_cfg_t *next);
 void querier_stop(querier_t *q);  /* hand back the waiting, keep the in-flight */

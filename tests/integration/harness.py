@@ -287,8 +287,11 @@ class Cluster:
         self.start("errors")
         self.start("cache")
         self.start("dispatcher")
-        for name in (queriers if queriers is not None else self.config.get("registries", {})):
+        registries = self.config.get("registries", {})
+        for name in (queriers if queriers is not None else registries):
             self.start("querier", name)
+            for n in range(2, registries.get(name, {}).get("queriers", 1) + 1):
+                self.start("querier", f"{name}.{n}")
         self.start("intake")
         return self
 

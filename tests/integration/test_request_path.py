@@ -331,3 +331,116 @@ def test_status_covers_every_daemon(make_cluster, registry):
         assert ident in r.stdout
     assert "down" not in r.stdout
     assert binary("intake")
+
+
+def test_checks_are_answered_while_the_cache_is_down(make_cluster, registry):
+    c = constellation(make_cluster, registry)
+    c.ask("taken-before.test")
+    cache = next(d for d in c.daemons if d.kind == "cache")
+    cache.kill()
+    for i in range(20):
+        a = c.ask(f"free-nocache{i}.test")
+        assert a["status"] == "available" and a["source"] == "whois"
+    # What was cached before is still read: the dispatcher reads LMDB itself.
+    assert c.ask("taken-before.test")["source"] == "cache"
+    cache.start()
+    c.ask("taken-after.test")
+    wait_until(lambda: c.ask("taken-after.test")["source"] == "cache", what="caching again")
+
+
+def test_the_rate_limit_spaces_queries_to_the_registry(make_cluster, registry):
+    c = make_cluster({
+        "dispatcher": {"heartbeat_ms": 100},
+        "registries": {"test": whois_registry(registry.port, ["test"],
+                                              rate_limit={"queries": 4, "period_s": 1, "burst": 1})},
+    }).start_all()
+    names = [f"rated{i}.test" for i in range(6)]
+    t0 = time.monotonic()
+    answers = c.ask(names, timeout=20)
+    elapsed = time.monotonic() - t0
+    assert [a["status"] for a in answers] == [truth(n) for n in names]
+    # one token at once, then 4 a second: the sixth goes out after 1.25 s
+    assert elapsed >= 1.2, f"6 queries at 4/s took only {elapsed:.2f}s"
+
+
+def test_the_concurrency_cap_bounds_queries_in_flight(make_cluster):
+    registry = FakeRegistry(delay_ms=300)
+    try:
+        c = make_cluster({
+            "dispatcher": {"heartbeat_ms": 100},
+            "registries": {"test": whois_registry(registry.port, ["test"], concurrency=2)},
+        }).start_all()
+        names = [f"capped{i}.test" for i in range(6)]
+        seen_open = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                seen_open.append(registry.stats()["open"])
+                time.sleep(0.02)
+
+        t = threading.Thread(target=watch)
+        t.start()
+        t0 = time.monotonic()
+        answers = c.ask(names, timeout=20)
+        elapsed = time.monotonic() - t0
+        stop.set()
+        t.join()
+        assert [a["status"] for a in answers] == [truth(n) for n in names]
+        assert max(seen_open) <= 2, f"{max(seen_open)} queries in flight with concurrency 2"
+        assert elapsed >= 0.85, f"3 rounds of 300 ms took {elapsed:.2f}s"
+    finally:
+        registry.close()
+
+
+def test_a_hung_querier_is_detected_and_its_checks_go_to_another(make_cluster):
+    import signal as sig
+    registry = FakeRegistry(delay_ms=200)
+    try:
+        c = make_cluster({
+            "dispatcher": {"heartbeat_ms": 100, "heartbeat_misses": 3},
+            "registries": {"test": whois_registry(registry.port, ["test"], queriers=2, concurrency=100)},
+        }).start_all()
+        queriers = [d for d in c.daemons if d.kind == "querier"]
+        assert [q.ident for q in queriers] == ["querier-test", "querier-test.2"]
+        hung = queriers[0]
+        hung.signal(sig.SIGSTOP)  # alive but silent: no heartbeats, no answers
+        try:
+            names = [f"hung{i}.test" for i in range(40)]
+            answers = c.ask(names, timeout=20)
+            assert [a["status"] for a in answers] == [truth(n) for n in names]
+        finally:
+            hung.signal(sig.SIGCONT)
+        counters = c.status("dispatcher")["counters"]
+        assert counters["workers_lost"] >= 1
+        # Its late answers, if any, reach nobody twice: the batch had one reply.
+        time.sleep(0.5)
+        assert c.status("intake")["counters"]["duplicates"] == 0
+    finally:
+        registry.close()
+
+
+def test_a_batch_reply_waits_for_every_answer_or_the_deadline(make_cluster, registry):
+    c = constellation(make_cluster, registry)
+    names = ["taken-b1.test", "silent-b2.test", "free-b3.test", "silent-b4.test"]
+    t0 = time.monotonic()
+    answers = c.ask(names, deadline_ms=800)
+    assert 0.7 < time.monotonic() - t0 < 3
+    assert [(a["status"], a.get("reason")) for a in answers] == [
+        ("registered", None), ("unknown", "deadline"), ("available", None), ("unknown", "deadline")]
+
+
+def test_cached_answers_expire_after_their_ttl(make_cluster, registry):
+    c = make_cluster({
+        "dispatcher": {"heartbeat_ms": 100},
+        "cache": {"sweep_interval_s": 1},
+        "registries": {"test": whois_registry(registry.port, ["test"], ttl={"available": 1, "registered": 3600})},
+    }).start_all()
+    c.ask("free-ttl.test")
+    c.ask("taken-ttl.test")
+    wait_until(lambda: c.ask("free-ttl.test")["source"] == "cache", what="cached")
+    time.sleep(1.2)
+    assert c.ask("free-ttl.test")["source"] == "whois", "an expired answer was served"
+    assert c.ask("taken-ttl.test")["source"] == "cache"
+    r = c.availctl("cache", "stats", check=0)
+    assert "test" in r.stdout

@@ -31,6 +31,11 @@ const av_config_t *ctl_config(ctl_t *ctl);
 int ctl_request(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, av_msg_t *reply, zframe_t **frame,
                 char *err, size_t errlen);
 
+/* The control idents of every querier of the config: querier-NAME, and
+ * querier-NAME.2 ... for registries with several. Calls fn for each. */
+void ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *registry, const char *instance),
+                      void *arg);
+
 /* msgpack object -> JSON (jansson), for --json output. */
 json_t *ctl_to_json(const msgpack_object *o);
 void ctl_print_json(json_t *j); /* one line, then frees j */

@@ -331,6 +331,20 @@ add_child(runner_t *r, const char *kind, const char *instance)
     return 0;
 }
 
+typedef struct {
+    runner_t *r;
+    int rc;
+} add_walk_t;
+
+static void
+add_querier(void *arg, const char *registry, const char *instance)
+{
+    (void)registry;
+    add_walk_t *w = arg;
+    if (w->rc == 0)
+        w->rc = add_child(w->r, "querier", instance);
+}
+
 static int
 mkdirs(const char *path)
 {
@@ -377,13 +391,19 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
     sd_event_add_signal(r.loop, NULL, SIGINT, on_signal, &r);
     sd_event_add_signal(r.loop, NULL, SIGTERM, on_signal, &r);
     sd_event_add_signal(r.loop, NULL, SIGHUP, on_signal, &r);
-    r.children = calloc(4 + cfg->n_registries, sizeof *r.children);
+    size_t n_queriers = 0;
+    for (uint32_t i = 0; i < cfg->n_registries; i++)
+        n_queriers += cfg->registries[i].queriers;
+    r.children = calloc(4 + n_queriers, sizeof *r.children);
     int rc = r.children ? 0 : -1;
     rc = rc ? rc : add_child(&r, "errors", NULL);
     rc = rc ? rc : add_child(&r, "cache", NULL);
     rc = rc ? rc : add_child(&r, "dispatcher", NULL);
-    for (uint32_t i = 0; rc == 0 && i < cfg->n_registries; i++)
-        rc = add_child(&r, "querier", cfg->registries[i].name);
+    if (rc == 0) {
+        add_walk_t walk = { &r, 0 };
+        ctl_each_querier(cfg, add_querier, &walk);
+        rc = walk.rc;
+    }
     rc = rc ? rc : add_child(&r, "intake", NULL);
     if (rc == 0) {
         r.started_us = av_mono_us();

@@ -54,6 +54,22 @@ status_one(ctl_t *ctl, const char *ident, const msgpack_sbuffer *req)
     return rc;
 }
 
+typedef struct {
+    ctl_t *ctl;
+    const msgpack_sbuffer *req;
+    int down;
+} status_walk_t;
+
+static void
+status_querier(void *arg, const char *registry, const char *instance)
+{
+    (void)registry;
+    status_walk_t *w = arg;
+    char ident[128];
+    snprintf(ident, sizeof ident, "querier-%s", instance);
+    w->down += status_one(w->ctl, ident, w->req) < 0;
+}
+
 int
 cmd_status(ctl_t *ctl, int argc, char **argv)
 {
@@ -71,11 +87,9 @@ cmd_status(ctl_t *ctl, int argc, char **argv)
         const char *fixed[] = { "intake", "dispatcher", "cache", "errors" };
         for (int i = 0; i < 4; i++)
             down += status_one(ctl, fixed[i], &req) < 0;
-        for (uint32_t i = 0; i < cfg->n_registries; i++) {
-            char ident[128];
-            snprintf(ident, sizeof ident, "querier-%s", cfg->registries[i].name);
-            down += status_one(ctl, ident, &req) < 0;
-        }
+        status_walk_t walk = { ctl, &req, 0 };
+        ctl_each_querier(cfg, status_querier, &walk);
+        down += walk.down;
     }
     msgpack_sbuffer_destroy(&req);
     return down ? EXIT_NEGATIVE : EXIT_OK;

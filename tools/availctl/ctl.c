@@ -156,3 +156,19 @@ ctl_uint(const msgpack_object *map, const char *key)
     av_obj_get_uint(map, key, &v);
     return v;
 }
+
+void
+ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *registry, const char *instance), void *arg)
+{
+    for (uint32_t i = 0; i < cfg->n_registries; i++) {
+        const av_registry_cfg_t *r = &cfg->registries[i];
+        for (uint32_t n = 1; n <= r->queriers; n++) {
+            char instance[AV_REGISTRY_MAX + 16];
+            if (n == 1)
+                snprintf(instance, sizeof instance, "%s", r->name);
+            else
+                snprintf(instance, sizeof instance, "%s.%u", r->name, n);
+            fn(arg, r->name, instance);
+        }
+    }
+}
