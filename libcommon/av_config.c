@@ -418,6 +418,7 @@ static const field_t intake_fields[] = {
     U32("gateway_timeout_ms", av_intake_cfg_t, gateway_timeout_ms, 1, 600000),
     { "journal", K_PATH, OFF(av_intake_cfg_t, journal), 0, 0, false, NULL, NULL },
     U32("journal_map_mb", av_intake_cfg_t, journal_map_mb, 1, 1 << 20),
+    { "journal_sync", K_BOOL, OFF(av_intake_cfg_t, journal_sync), 0, 0, false, NULL, NULL },
     U32("resend_ms", av_intake_cfg_t, resend_ms, 100, 3600000),
 };
 static const table_t intake_table = { "intake", intake_fields, NFIELDS(intake_fields), -1 };
@@ -825,7 +826,7 @@ defaults(av_config_t *c)
     c->intake.gateway_clients = 1024;
     c->intake.gateway_timeout_ms = 10000;
     c->intake.journal_map_mb = 1024;
-    c->intake.resend_ms = 15000;
+    c->intake.resend_ms = 5000;
     c->dispatcher.heartbeat_ms = 1000;
     c->dispatcher.heartbeat_misses = 3;
     c->dispatcher.max_inflight = 200000;

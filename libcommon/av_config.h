@@ -75,8 +75,9 @@ typedef struct {
     uint32_t max_inflight;       /* requests accepted and not answered */
     uint32_t gateway_clients;    /* open TCP gateway connections */
     uint32_t gateway_timeout_ms; /* a gateway client must send its line within */
-    char *journal;               /* LMDB journal path */
+    char *journal;               /* LMDB journal path; "" = no journal */
     uint32_t journal_map_mb;
+    bool journal_sync;           /* fsync every commit (else every second) */
     uint32_t resend_ms;          /* resend a request whose answer is overdue */
 } av_intake_cfg_t;
 

@@ -1,5 +1,6 @@
 /* The intake's state, shared by its files: requests accepted and not yet
- * answered, whichever way they came in. */
+ * answered, whichever way they came in, and what one loop turn has to
+ * journal, forward and deliver. */
 #ifndef INTAKE_H
 #define INTAKE_H
 
@@ -9,6 +10,7 @@ typedef struct intake intake_t;
 typedef struct request request_t;
 typedef struct gateway gateway_t;
 typedef struct gateway_conn gateway_conn_t;
+typedef struct journal journal_t;
 
 typedef enum {
     ORIGIN_PULL = 1,  /* answers are published, topic = id */
@@ -18,21 +20,26 @@ typedef enum {
 
 struct request {
     request_t *prev, *next;      /* in the deadline-ordered list */
+    request_t *sent_prev, *sent_next; /* in the list by last send, for resends */
     uint64_t rid;
     origin_t origin;
     zframe_t *frame;             /* the request's bytes: id and names point here */
-    char *owned;                 /* or here (gateway) */
+    char *owned;                 /* or here (gateway, journal) */
     av_str_t id;
     av_str_t *names;
     uint32_t n_names;
     bool batch;                  /* asked with `names`: answers carry idx */
     bool fresh;
     bool raw;
+    bool forwarded;
+    bool journal_dirty;          /* its record must be rewritten this turn */
     uint32_t answered;
     uint8_t *done;               /* per name */
     char **encoded;              /* ROUTER batch: each answer, until all are in */
     uint32_t *encoded_len;
     uint64_t deadline_us;
+    uint64_t deadline_at_ms;     /* the same, on the wall clock (journal) */
+    uint64_t last_sent_us;
     av_envelope_t env;           /* ROUTER: where the reply goes */
     gateway_conn_t *conn;        /* GATEWAY: the client, NULL if it left */
 };
@@ -42,17 +49,44 @@ typedef struct {
     uint32_t count;
 } request_list_t;
 
+typedef struct {
+    uint64_t *rids;
+    uint32_t count;
+    uint32_t cap;
+} rid_list_t;
+
+/* An answer waiting for the journal commit of its loop turn. */
+typedef struct {
+    origin_t origin;
+    zframe_t *identity;          /* ROUTER */
+    bool delimiter;
+    char *topic;                 /* PULL */
+    uint32_t topic_len;
+    char *bytes;
+    size_t size;
+} outgoing_t;
+
 struct intake {
     av_daemon_t *d;
     zsock_t *pull;
     zsock_t *router;
     zsock_t *results;            /* PUB */
     zsock_t *dispatcher;         /* DEALER */
+    zsock_t *monitor;            /* PAIR: the DEALER's connection events */
+    bool dispatcher_was_lost;
     gateway_t *gateway;
+    journal_t *journal;          /* NULL when intake.journal is "" */
     zhashx_t *requests;          /* rid -> request */
     request_list_t by_deadline;
+    request_t *sent_head, *sent_tail;
     uint64_t next_rid;
     uint64_t names_inflight;
+    rid_list_t to_forward;       /* accepted this turn */
+    rid_list_t to_rejournal;     /* pushed batches that published an answer */
+    outgoing_t *outbox;          /* answers of this turn */
+    uint32_t n_outbox;
+    uint32_t cap_outbox;
+    sd_event_source *turn_end;
     av_msg_t msg;                /* reused for every message decoded */
     msgpack_sbuffer sbuf;        /* reused for every message encoded */
     sd_event_source *scan_timer;
@@ -66,6 +100,8 @@ struct intake {
     uint64_t *deadlines;
     uint64_t *overloaded;
     uint64_t *malformed;
+    uint64_t *resent;
+    uint64_t *resubmitted;
 };
 
 /* requests.c */
@@ -80,6 +116,8 @@ request_t *request_accept(intake_t *in, origin_t origin, zframe_t *frame, char *
 void request_reject(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *env, const char *why);
 void requests_scan(intake_t *in, uint64_t now_us);
 void request_forget_conn(request_t *req);
+/* Sends every unanswered name again (the dispatcher came back). */
+void requests_resend_all(intake_t *in);
 
 /* gateway.c */
 gateway_t *gateway_open(intake_t *in, const char *endpoint);

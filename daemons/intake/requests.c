@@ -1,17 +1,29 @@
-/* Requests from acceptance to their final answers: forwarded to the
- * dispatcher under an intake request number (rid), each name's answer
- * taken once (a second is a duplicate and dropped), delivered the way the
- * request came, and `unknown` (deadline) for whatever is not answered by
- * the request's deadline. */
+/* Requests from acceptance to their final answers. Each loop turn:
+ *   1. requests read this turn are journaled and answers made this turn
+ *      take their requests out of the journal, in one transaction;
+ *   2. then the new requests go to the dispatcher and the answers go out.
+ * So a request is durable before any work is done for it, and an answer is
+ * sent only once the journal no longer holds its request: a crash at any
+ * point loses no accepted request and sends no answer twice (a crash right
+ * after a commit can lose that turn's answers in flight; the frontend's
+ * retry gets them, see README "What survives").
+ * Each name's answer is taken once (a second is a duplicate), `unknown`
+ * (deadline) answers what is not answered in time, and unanswered names
+ * are sent again when the dispatcher comes back or after intake.resend_ms. */
 #include "intake.h"
+
+#include "journal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define DEADLINE_MAX_MS (10 * 60 * 1000)
+#define MONITOR_ENDPOINT "inproc://intake-dispatcher-monitor"
+
+/* ---- lists -------------------------------------------------------------- */
 
 static void
-list_insert_by_deadline(request_list_t *l, request_t *r)
+deadline_insert(request_list_t *l, request_t *r)
 {
     /* Nearly every request has the default deadline, so the right place is
      * almost always the tail. */
@@ -32,7 +44,7 @@ list_insert_by_deadline(request_list_t *l, request_t *r)
 }
 
 static void
-list_remove(request_list_t *l, request_t *r)
+deadline_remove(request_list_t *l, request_t *r)
 {
     if (r->prev)
         r->prev->next = r->next;
@@ -47,6 +59,34 @@ list_remove(request_list_t *l, request_t *r)
 }
 
 static void
+sent_remove(intake_t *in, request_t *r)
+{
+    if (!r->forwarded)
+        return;
+    if (r->sent_prev)
+        r->sent_prev->sent_next = r->sent_next;
+    else
+        in->sent_head = r->sent_next;
+    if (r->sent_next)
+        r->sent_next->sent_prev = r->sent_prev;
+    else
+        in->sent_tail = r->sent_prev;
+    r->sent_prev = r->sent_next = NULL;
+}
+
+static void
+sent_append(intake_t *in, request_t *r)
+{
+    r->sent_next = NULL;
+    r->sent_prev = in->sent_tail;
+    if (in->sent_tail)
+        in->sent_tail->sent_next = r;
+    else
+        in->sent_head = r;
+    in->sent_tail = r;
+}
+
+static void
 rid_key(uint64_t rid, char *key)
 {
     snprintf(key, 24, "%llu", (unsigned long long)rid);
@@ -58,7 +98,8 @@ request_free(intake_t *in, request_t *r)
     char key[24];
     rid_key(r->rid, key);
     zhashx_delete(in->requests, key);
-    list_remove(&in->by_deadline, r);
+    deadline_remove(&in->by_deadline, r);
+    sent_remove(in, r);
     in->names_inflight -= r->n_names;
     if (r->encoded) {
         for (uint32_t i = 0; i < r->n_names; i++)
@@ -76,32 +117,110 @@ request_free(intake_t *in, request_t *r)
     free(r);
 }
 
-/* ---- delivering ------------------------------------------------------- */
-
 static void
-reply_router(intake_t *in, const av_envelope_t *env, const void *data, size_t size)
+end_turn_soon(intake_t *in)
 {
-    if (av_router_send(in->router, env, data, size) == 0)
-        (*in->answers_out)++;
-    else
-        (*in->answers_lost)++; /* the frontend left; nothing to wait for */
+    sd_event_source_set_enabled(in->turn_end, SD_EVENT_ONESHOT);
 }
 
-static void
-publish(intake_t *in, av_str_t topic, const void *data, size_t size)
+/* Rids rather than pointers: a request may be answered (and freed) by a
+ * deadline before its turn ends. */
+static int
+queue_rid(intake_t *in, rid_list_t *l, uint64_t rid)
 {
+    if (l->count == l->cap) {
+        uint32_t cap = l->cap ? 2 * l->cap : 256;
+        uint64_t *grown = realloc(l->rids, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        l->rids = grown;
+        l->cap = cap;
+    }
+    l->rids[l->count++] = rid;
+    end_turn_soon(in);
+    return 0;
+}
+
+static request_t *
+find(intake_t *in, uint64_t rid)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)rid);
+    return zhashx_lookup(in->requests, key);
+}
+
+/* ---- delivering --------------------------------------------------------- */
+
+static void
+send_now(intake_t *in, const outgoing_t *o)
+{
+    if (o->origin == ORIGIN_ROUTER) {
+        av_envelope_t env = { o->identity, o->delimiter };
+        if (av_router_send(in->router, &env, o->bytes, o->size) == 0)
+            (*in->answers_out)++;
+        else
+            (*in->answers_lost)++; /* the frontend left; nothing to wait for */
+        return;
+    }
     void *s = zsock_resolve(in->results);
     /* A PUB drops for a slow or absent subscriber: by nature best effort
      * (a frontend subscribes before it pushes, and can ask again). */
-    if (zmq_send(s, topic.ptr, topic.len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
-        zmq_send(s, data, size, ZMQ_DONTWAIT) >= 0)
+    if (zmq_send(s, o->topic, o->topic_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
+        zmq_send(s, o->bytes, o->size, ZMQ_DONTWAIT) >= 0)
         (*in->answers_out)++;
     else
         (*in->answers_lost)++;
 }
 
 static void
-send_batch_reply(intake_t *in, request_t *r)
+outgoing_free(outgoing_t *o)
+{
+    zframe_destroy(&o->identity);
+    free(o->topic);
+    free(o->bytes);
+}
+
+/* Queues in->sbuf's bytes for the end of the turn (after the commit). */
+static void
+queue_out(intake_t *in, origin_t origin, const request_t *r, const av_envelope_t *env, av_str_t topic)
+{
+    if (in->n_outbox == in->cap_outbox) {
+        uint32_t cap = in->cap_outbox ? 2 * in->cap_outbox : 256;
+        outgoing_t *grown = realloc(in->outbox, cap * sizeof *grown);
+        if (!grown) {
+            (*in->answers_lost)++;
+            return;
+        }
+        in->outbox = grown;
+        in->cap_outbox = cap;
+    }
+    outgoing_t *o = &in->outbox[in->n_outbox];
+    memset(o, 0, sizeof *o);
+    o->origin = origin;
+    o->bytes = malloc(in->sbuf.size);
+    if (origin == ORIGIN_ROUTER) {
+        const av_envelope_t *e = r ? &r->env : env;
+        o->identity = e && e->identity ? zframe_dup(e->identity) : NULL;
+        o->delimiter = e && e->delimiter;
+    } else {
+        o->topic = malloc(topic.len ? topic.len : 1);
+        if (o->topic && topic.len)
+            memcpy(o->topic, topic.ptr, topic.len);
+        o->topic_len = topic.len;
+    }
+    if (!o->bytes || (origin == ORIGIN_ROUTER ? !o->identity : !o->topic)) {
+        outgoing_free(o);
+        (*in->answers_lost)++;
+        return;
+    }
+    memcpy(o->bytes, in->sbuf.data, in->sbuf.size);
+    o->size = in->sbuf.size;
+    in->n_outbox++;
+    end_turn_soon(in);
+}
+
+static void
+queue_batch_reply(intake_t *in, request_t *r)
 {
     msgpack_packer pk;
     msgpack_sbuffer_clear(&in->sbuf);
@@ -109,7 +228,7 @@ send_batch_reply(intake_t *in, request_t *r)
     av_pack_answers_begin(&pk, r->id, r->n_names);
     for (uint32_t i = 0; i < r->n_names; i++)
         msgpack_sbuffer_write(&in->sbuf, r->encoded[i], r->encoded_len[i]);
-    reply_router(in, &r->env, in->sbuf.data, in->sbuf.size);
+    queue_out(in, ORIGIN_ROUTER, r, NULL, r->id);
 }
 
 static void
@@ -125,22 +244,29 @@ deliver(intake_t *in, request_t *r, uint32_t idx, const av_answer_t *from)
         a.raw = (av_str_t){ "", 0 };
     r->done[idx] = 1;
     r->answered++;
+    bool complete = r->answered == r->n_names;
     switch (r->origin) {
     case ORIGIN_PULL:
         msgpack_sbuffer_clear(&in->sbuf);
         if (av_encode_answer(&in->sbuf, &a) == 0)
-            publish(in, r->id, in->sbuf.data, in->sbuf.size);
+            queue_out(in, ORIGIN_PULL, r, NULL, r->id);
+        /* A pushed batch publishes name by name: the journal must forget
+         * each name as it goes out, or a restart would publish it again.
+         * The record is rewritten once per turn, not once per name. */
+        if (!complete && r->batch && in->journal && !r->journal_dirty) {
+            r->journal_dirty = true;
+            queue_rid(in, &in->to_rejournal, r->rid);
+        }
         break;
     case ORIGIN_ROUTER:
+        msgpack_sbuffer_clear(&in->sbuf);
         if (!r->batch) {
-            msgpack_sbuffer_clear(&in->sbuf);
             if (av_encode_answer(&in->sbuf, &a) == 0)
-                reply_router(in, &r->env, in->sbuf.data, in->sbuf.size);
+                queue_out(in, ORIGIN_ROUTER, r, NULL, r->id);
             break;
         }
         {
             msgpack_packer pk;
-            msgpack_sbuffer_clear(&in->sbuf);
             msgpack_packer_init(&pk, &in->sbuf, msgpack_sbuffer_write);
             av_pack_answer_map(&pk, &a);
             r->encoded[idx] = malloc(in->sbuf.size);
@@ -148,11 +274,13 @@ deliver(intake_t *in, request_t *r, uint32_t idx, const av_answer_t *from)
                 memcpy(r->encoded[idx], in->sbuf.data, in->sbuf.size);
                 r->encoded_len[idx] = (uint32_t)in->sbuf.size;
             }
-            if (r->answered == r->n_names)
-                send_batch_reply(in, r);
+            if (complete)
+                queue_batch_reply(in, r);
         }
         break;
     case ORIGIN_GATEWAY:
+        /* Not journaled (its connection dies with the process): no commit
+         * to wait for. */
         if (r->conn) {
             char line[AV_NAME_MAX + AV_REASON_MAX + 64];
             gateway_conn_t *conn = r->conn;
@@ -164,8 +292,11 @@ deliver(intake_t *in, request_t *r, uint32_t idx, const av_answer_t *from)
         }
         break;
     }
-    if (r->answered == r->n_names)
+    if (complete) {
+        if (in->journal && r->origin != ORIGIN_GATEWAY)
+            journal_delete(in->journal, r->rid);
         request_free(in, r);
+    }
 }
 
 /* An answer availd makes itself (overloaded, deadline). */
@@ -182,7 +313,118 @@ deliver_unknown(intake_t *in, request_t *r, uint32_t idx, const char *reason)
     deliver(in, r, idx, &a);
 }
 
-/* ---- accepting --------------------------------------------------------- */
+/* ---- forwarding --------------------------------------------------------- */
+
+static int
+send_check(intake_t *in, request_t *r, uint32_t idx, bool whole)
+{
+    uint64_t now = av_mono_us();
+    uint32_t deadline_ms = r->deadline_us > now ? (uint32_t)((r->deadline_us - now) / 1000) : 1;
+    msgpack_packer pk;
+    msgpack_sbuffer_clear(&in->sbuf);
+    msgpack_packer_init(&pk, &in->sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 9);
+    av_pack_kv_str(&pk, "t", "check");
+    av_pack_kv_uint(&pk, "v", AV_PROTO_VERSION);
+    av_pack_kv_strn(&pk, "id", r->id);
+    if (whole && r->n_names > 1) {
+        /* Names re-packed from their views: the request's own bytes may be
+         * a gateway line, a journal record or hold keys not for us. */
+        av_pack_str(&pk, "names");
+        msgpack_pack_array(&pk, r->n_names);
+        for (uint32_t i = 0; i < r->n_names; i++)
+            av_pack_strn(&pk, r->names[i]);
+        idx = 0;
+    } else {
+        av_pack_kv_strn(&pk, "name", r->names[idx]);
+    }
+    av_pack_kv_bool(&pk, "fresh", r->fresh);
+    av_pack_kv_bool(&pk, "raw", r->raw);
+    av_pack_kv_uint(&pk, "rid", r->rid);
+    av_pack_kv_uint(&pk, "idx", idx);
+    av_pack_kv_uint(&pk, "deadline_ms", deadline_ms);
+    return av_zsock_send_nowait(in->dispatcher, in->sbuf.data, in->sbuf.size);
+}
+
+/* First sending: the whole request in one message. */
+static void
+forward(intake_t *in, request_t *r)
+{
+    bool all_open = r->answered == 0;
+    int rc = 0;
+    if (all_open) {
+        rc = send_check(in, r, 0, true);
+    } else {
+        for (uint32_t i = 0; i < r->n_names && rc == 0; i++)
+            if (!r->done[i])
+                rc = send_check(in, r, i, false);
+    }
+    r->forwarded = true;
+    r->last_sent_us = av_mono_us();
+    sent_append(in, r);
+    if (rc < 0) {
+        /* The dispatcher's queue is full: the resend timer tries again
+         * while the deadline lasts. */
+        av_log_debug("dispatcher queue full; request %llu waits for a resend", (unsigned long long)r->rid);
+    }
+}
+
+static void
+resend(intake_t *in, request_t *r)
+{
+    for (uint32_t i = 0; i < r->n_names; i++)
+        if (!r->done[i] && send_check(in, r, i, false) == 0)
+            (*in->resent)++;
+    sent_remove(in, r);
+    r->last_sent_us = av_mono_us();
+    sent_append(in, r);
+}
+
+void
+requests_resend_all(intake_t *in)
+{
+    request_t *tail = in->sent_tail;
+    /* resend moves each to the tail: stop after the one that was last */
+    while (in->sent_head) {
+        request_t *r = in->sent_head;
+        resend(in, r);
+        if (r == tail)
+            break;
+    }
+}
+
+/* The end of a loop turn: commit, then act. */
+static int
+on_turn_end(sd_event_source *s, void *userdata)
+{
+    (void)s;
+    intake_t *in = userdata;
+    for (uint32_t i = 0; i < in->to_rejournal.count; i++) {
+        request_t *r = find(in, in->to_rejournal.rids[i]);
+        if (r && r->journal_dirty) {
+            r->journal_dirty = false;
+            journal_put(in->journal, r);
+        }
+    }
+    in->to_rejournal.count = 0;
+    if (in->journal)
+        journal_commit(in->journal); /* on failure: handled, but not durable */
+    for (uint32_t i = 0; i < in->to_forward.count; i++) {
+        request_t *r = find(in, in->to_forward.rids[i]);
+        if (r && !r->forwarded)
+            forward(in, r);
+    }
+    in->to_forward.count = 0;
+    for (uint32_t i = 0; i < in->n_outbox; i++) {
+        send_now(in, &in->outbox[i]);
+        outgoing_free(&in->outbox[i]);
+    }
+    in->n_outbox = 0;
+    return 0;
+}
+
+
+/* ---- accepting ---------------------------------------------------------- */
 
 void
 request_reject(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *env, const char *why)
@@ -197,50 +439,35 @@ request_reject(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *
     };
     (*in->invalid_requests)++;
     msgpack_sbuffer_clear(&in->sbuf);
-    if (av_encode_answer(&in->sbuf, &a) != 0)
-        return;
-    if (origin == ORIGIN_ROUTER)
-        reply_router(in, env, in->sbuf.data, in->sbuf.size);
-    else
-        publish(in, id, in->sbuf.data, in->sbuf.size);
+    if (av_encode_answer(&in->sbuf, &a) == 0)
+        queue_out(in, origin, NULL, env, id);
 }
 
-static int
-forward(intake_t *in, request_t *r)
+/* Builds the request; NULL when out of memory. */
+static request_t *
+request_new(uint64_t rid, origin_t origin, uint32_t n)
 {
-    uint64_t now = av_mono_us();
-    av_check_t c = {
-        .id = r->id,
-        .fresh = r->fresh,
-        .raw = r->raw,
-        .rid = r->rid,
-        .deadline_ms = r->deadline_us > now ? (uint32_t)((r->deadline_us - now) / 1000) : 1,
-    };
-    msgpack_sbuffer_clear(&in->sbuf);
-    if (r->n_names == 1) {
-        c.name = r->names[0];
-    } else {
-        /* Names re-packed from their views: the request's own bytes may be
-         * a gateway line or a check with keys the dispatcher need not see. */
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &in->sbuf, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 8);
-        av_pack_kv_str(&pk, "t", "check");
-        av_pack_kv_uint(&pk, "v", AV_PROTO_VERSION);
-        av_pack_kv_strn(&pk, "id", c.id);
-        av_pack_str(&pk, "names");
-        msgpack_pack_array(&pk, r->n_names);
-        for (uint32_t i = 0; i < r->n_names; i++)
-            av_pack_strn(&pk, r->names[i]);
-        av_pack_kv_bool(&pk, "fresh", c.fresh);
-        av_pack_kv_bool(&pk, "raw", c.raw);
-        av_pack_kv_uint(&pk, "rid", c.rid);
-        av_pack_kv_uint(&pk, "deadline_ms", c.deadline_ms);
-        return av_zsock_send_nowait(in->dispatcher, in->sbuf.data, in->sbuf.size);
+    request_t *r = calloc(1, sizeof *r);
+    if (!r || !(r->names = calloc(n, sizeof *r->names)) || !(r->done = calloc(n, 1))) {
+        if (r)
+            free(r->names);
+        free(r);
+        return NULL;
     }
-    if (av_encode_check(&in->sbuf, &c) != 0)
-        return -1;
-    return av_zsock_send_nowait(in->dispatcher, in->sbuf.data, in->sbuf.size);
+    r->rid = rid;
+    r->origin = origin;
+    r->n_names = n;
+    return r;
+}
+
+static void
+request_register(intake_t *in, request_t *r)
+{
+    char key[24];
+    rid_key(r->rid, key);
+    zhashx_insert(in->requests, key, r);
+    deadline_insert(&in->by_deadline, r);
+    in->names_inflight += r->n_names;
 }
 
 request_t *
@@ -249,21 +476,15 @@ request_accept(intake_t *in, origin_t origin, zframe_t *frame, char *owned, cons
 {
     const av_config_t *cfg = av_daemon_config(in->d);
     uint32_t n = av_check_count(check);
-    request_t *r = calloc(1, sizeof *r);
-    if (!r || !(r->names = calloc(n, sizeof *r->names)) || !(r->done = calloc(n, 1))) {
-        if (r)
-            free(r->names);
-        free(r);
+    request_t *r = request_new(++in->next_rid, origin, n);
+    if (!r) {
         zframe_destroy(&frame);
         free(owned);
         return NULL;
     }
-    r->rid = ++in->next_rid;
-    r->origin = origin;
     r->frame = frame;
     r->owned = owned;
     r->id = check->id;
-    r->n_names = n;
     r->batch = check->n_names > 0;
     r->fresh = check->fresh;
     r->raw = check->raw;
@@ -284,27 +505,118 @@ request_accept(intake_t *in, origin_t origin, zframe_t *frame, char *owned, cons
     if (deadline_ms > DEADLINE_MAX_MS)
         deadline_ms = DEADLINE_MAX_MS;
     r->deadline_us = av_mono_us() + (uint64_t)deadline_ms * 1000;
-    char key[24];
-    rid_key(r->rid, key);
-    zhashx_insert(in->requests, key, r);
-    list_insert_by_deadline(&in->by_deadline, r);
-    in->names_inflight += n;
+    r->deadline_at_ms = av_now_ms() + deadline_ms;
+    request_register(in, r);
     (*in->requests_in)++;
     *in->names_in += n;
 
-    bool batch_storage_failed = origin == ORIGIN_ROUTER && r->batch && (!r->encoded || !r->encoded_len);
-    if (in->names_inflight > cfg->intake.max_inflight || batch_storage_failed || forward(in, r) < 0) {
-        /* Past the bound, or the dispatcher's queue is full: say so now
-         * rather than hold the request. */
+    bool storage_failed = origin == ORIGIN_ROUTER && r->batch && (!r->encoded || !r->encoded_len);
+    if (in->names_inflight > cfg->intake.max_inflight || storage_failed || queue_rid(in, &in->to_forward, r->rid) < 0) {
+        /* Past the bound: say so now rather than hold the request. */
         *in->overloaded += n;
         for (uint32_t i = 0; i < n; i++)
             deliver_unknown(in, r, i, AV_REASON_OVERLOADED); /* frees r with the last */
         return NULL;
     }
+    if (in->journal && origin != ORIGIN_GATEWAY)
+        journal_put(in->journal, r);
     return r;
 }
 
-/* ---- answers from the dispatcher -------------------------------------- */
+/* A journal record back into a request, to be asked again. */
+static int
+resubmit(void *arg, uint64_t rid, const msgpack_object *rec)
+{
+    intake_t *in = arg;
+    uint64_t origin = 0, deadline_at = 0;
+    av_str_t id;
+    bool batch = false, fresh = false, raw = false, delimiter = false;
+    const msgpack_object *names = av_obj_get(rec, "names");
+    const msgpack_object *peer = av_obj_get(rec, "peer");
+    if (!av_obj_get_uint(rec, "origin", &origin) || (origin != ORIGIN_PULL && origin != ORIGIN_ROUTER) ||
+        !av_obj_get_str(rec, "id", &id) || id.len > AV_ID_MAX || !av_obj_get_uint(rec, "deadline_at", &deadline_at) ||
+        !names || names->type != MSGPACK_OBJECT_ARRAY || names->via.array.size > AV_BATCH_MAX ||
+        !peer || peer->type != MSGPACK_OBJECT_BIN)
+        return -1;
+    av_obj_get_bool(rec, "batch", &batch);
+    av_obj_get_bool(rec, "fresh", &fresh);
+    av_obj_get_bool(rec, "raw", &raw);
+    av_obj_get_bool(rec, "delimiter", &delimiter);
+    /* The request's strings live in one owned block; n is the batch's
+     * original size, the names not in the record are already answered. */
+    uint32_t n = 0;
+    size_t bytes = id.len;
+    for (uint32_t i = 0; i < names->via.array.size; i++) {
+        const msgpack_object *e = &names->via.array.ptr[i];
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
+            e->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            e->via.array.ptr[0].via.u64 >= AV_BATCH_MAX || e->via.array.ptr[1].type != MSGPACK_OBJECT_STR ||
+            e->via.array.ptr[1].via.str.size > AV_NAME_MAX)
+            return -1;
+        if (e->via.array.ptr[0].via.u64 + 1 > n)
+            n = (uint32_t)e->via.array.ptr[0].via.u64 + 1;
+        bytes += e->via.array.ptr[1].via.str.size;
+    }
+    if (n == 0)
+        return -1;
+    request_t *r = request_new(rid, (origin_t)origin, n);
+    char *owned = malloc(bytes ? bytes : 1);
+    if (!r || !owned) {
+        free(owned);
+        if (r) {
+            free(r->names);
+            free(r->done);
+            free(r);
+        }
+        return -1;
+    }
+    r->owned = owned;
+    memcpy(owned, id.ptr, id.len);
+    r->id = (av_str_t){ owned, id.len };
+    size_t off = id.len;
+    memset(r->done, 1, n); /* names missing from the record were answered */
+    r->answered = n;
+    for (uint32_t i = 0; i < names->via.array.size; i++) {
+        const msgpack_object *e = &names->via.array.ptr[i];
+        uint32_t idx = (uint32_t)e->via.array.ptr[0].via.u64;
+        const msgpack_object *s = &e->via.array.ptr[1];
+        memcpy(owned + off, s->via.str.ptr, s->via.str.size);
+        r->names[idx] = (av_str_t){ owned + off, s->via.str.size };
+        off += s->via.str.size;
+        if (r->done[idx]) {
+            r->done[idx] = 0;
+            r->answered--;
+        }
+    }
+    r->batch = batch;
+    r->fresh = fresh;
+    r->raw = raw;
+    if (peer->via.bin.size) {
+        r->env.identity = zframe_new(peer->via.bin.ptr, peer->via.bin.size);
+        r->env.delimiter = delimiter;
+    }
+    if (r->origin == ORIGIN_ROUTER && r->batch) {
+        r->encoded = calloc(n, sizeof *r->encoded);
+        r->encoded_len = calloc(n, sizeof *r->encoded_len);
+        if (!r->encoded || !r->encoded_len) {
+            request_register(in, r);
+            request_free(in, r);
+            return -1;
+        }
+    }
+    uint64_t now_ms = av_now_ms();
+    uint64_t left_ms = deadline_at > now_ms ? deadline_at - now_ms : 0;
+    r->deadline_us = av_mono_us() + left_ms * 1000;
+    r->deadline_at_ms = deadline_at;
+    request_register(in, r);
+    (*in->resubmitted)++;
+    if (rid > in->next_rid)
+        in->next_rid = rid;
+    queue_rid(in, &in->to_forward, rid); /* past its deadline, the first scan answers it */
+    return 0;
+}
+
+/* ---- answers from the dispatcher --------------------------------------- */
 
 static void
 on_answer(av_daemon_t *d, zsock_t *sock, void *arg)
@@ -323,9 +635,7 @@ on_answer(av_daemon_t *d, zsock_t *sock, void *arg)
         return;
     }
     const av_answer_t *a = &in->msg.u.answer;
-    char key[24];
-    rid_key(a->rid, key);
-    request_t *r = zhashx_lookup(in->requests, key);
+    request_t *r = find(in, a->rid);
     if (!r)
         (*in->stale)++; /* answered already, or past its deadline */
     else if (a->idx >= r->n_names || r->done[a->idx])
@@ -333,6 +643,31 @@ on_answer(av_daemon_t *d, zsock_t *sock, void *arg)
     else
         deliver(in, r, a->idx, a);
     zframe_destroy(&frame);
+}
+
+/* The DEALER's connection events: when the dispatcher comes back (a new
+ * process), what the old one held is gone: send it all again now rather
+ * than after resend_ms. */
+static void
+on_monitor(av_daemon_t *d, zsock_t *sock, void *arg)
+{
+    (void)d;
+    intake_t *in = arg;
+    zmsg_t *msg = zmsg_recv(sock);
+    zframe_t *head = msg ? zmsg_first(msg) : NULL;
+    if (head && zframe_size(head) >= 2) {
+        uint16_t event;
+        memcpy(&event, zframe_data(head), 2);
+        if (event == ZMQ_EVENT_DISCONNECTED) {
+            in->dispatcher_was_lost = true;
+            av_log_notice("lost the dispatcher; unanswered checks go again when it is back");
+        } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && in->dispatcher_was_lost) {
+            in->dispatcher_was_lost = false;
+            av_log_notice("the dispatcher is back: sending %zu requests again", zhashx_size(in->requests));
+            requests_resend_all(in);
+        }
+    }
+    zmsg_destroy(&msg);
 }
 
 void
@@ -346,33 +681,65 @@ requests_scan(intake_t *in, uint64_t now_us)
             if (r->done[i])
                 continue;
             left--;
-            deliver_unknown(in, r, i, AV_REASON_DEADLINE); /* frees r with the last */
+            deliver_unknown(in, r, i, AV_REASON_DEADLINE);
         }
     }
+    uint64_t resend_us = (uint64_t)av_daemon_config(in->d)->intake.resend_ms * 1000;
+    while (in->sent_head && in->sent_head->last_sent_us + resend_us <= now_us)
+        resend(in, in->sent_head);
 }
 
 int
 requests_start(intake_t *in)
 {
     const av_config_t *cfg = av_daemon_config(in->d);
+    in->resent = av_daemon_counter(in->d, "resent");
+    in->resubmitted = av_daemon_counter(in->d, "resubmitted");
     if (!(in->requests = zhashx_new()))
+        return -1;
+    if (sd_event_add_defer(av_daemon_loop(in->d), &in->turn_end, on_turn_end, in) < 0)
+        return -1;
+    sd_event_source_set_enabled(in->turn_end, SD_EVENT_OFF);
+    if (cfg->intake.journal[0] && !(in->journal = journal_open(in->d, &cfg->intake)))
         return -1;
     in->dispatcher = av_daemon_connect(in->d, ZMQ_DEALER, cfg->endpoints.dispatcher);
     if (!in->dispatcher || av_daemon_watch(in->d, in->dispatcher, on_answer, in) < 0)
         return -1;
+    if (zmq_socket_monitor(zsock_resolve(in->dispatcher), MONITOR_ENDPOINT,
+                           ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) < 0 ||
+        !(in->monitor = zsock_new_pair(">" MONITOR_ENDPOINT)) ||
+        av_daemon_watch(in->d, in->monitor, on_monitor, in) < 0)
+        return -1;
+    if (in->journal)
+        journal_load(in->journal, resubmit, in);
     return 0;
 }
 
 void
 requests_close(intake_t *in)
 {
+    /* What is still in the journal is asked again by the next intake;
+     * the turn's answers go out first. */
+    if (in->turn_end)
+        on_turn_end(in->turn_end, in);
     if (in->requests) {
         request_t *r;
         while ((r = in->by_deadline.head))
             request_free(in, r);
     }
     zhashx_destroy(&in->requests);
-    if (in->dispatcher)
+    if (in->monitor)
+        av_daemon_unwatch(in->d, in->monitor);
+    if (in->dispatcher) {
+        zmq_socket_monitor(zsock_resolve(in->dispatcher), NULL, 0);
         av_daemon_unwatch(in->d, in->dispatcher);
+    }
+    zsock_destroy(&in->monitor);
     zsock_destroy(&in->dispatcher);
+    sd_event_source_disable_unref(in->turn_end);
+    in->turn_end = NULL;
+    journal_close(&in->journal);
+    free(in->to_forward.rids);
+    free(in->to_rejournal.rids);
+    free(in->outbox);
 }

@@ -148,7 +148,7 @@ test_empty_file_gives_every_default(void **state)
 
         assert_int_equal(c->intake.deadline_ms, 10000);
         assert_int_equal(c->intake.max_inflight, 200000);
-        assert_int_equal(c->intake.resend_ms, 15000);
+        assert_int_equal(c->intake.resend_ms, 5000);
         assert_string_equal(c->intake.journal, "/var/lib/availd/journal");
         assert_int_equal(c->dispatcher.heartbeat_ms, 1000);
         assert_int_equal(c->dispatcher.heartbeat_misses, 3);
