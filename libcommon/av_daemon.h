@@ -92,7 +92,9 @@ void av_daemon_status_text(av_daemon_t *d, const char *fmt, ...) __attribute__((
 
 /* Logs and sends an error event to availd-errors without ever blocking:
  * when the queue is full or availd-errors is down the event is dropped and
- * counted (counter `events_dropped`). registry may be NULL. */
+ * counted (counter `events_dropped`). The same code about the same
+ * registry is reported at most once a second; the next report says how
+ * many were held back (counter `events_repeated`). registry may be NULL. */
 void av_report(av_daemon_t *d, int level, const char *registry, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 

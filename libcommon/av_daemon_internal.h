@@ -64,6 +64,7 @@ struct av_daemon {
     zsock_t *reporter;
     uint64_t *events_sent;
     uint64_t *events_dropped;
+    uint64_t *events_suppressed;
     double report_tokens;
     uint64_t report_refill_us;
 

@@ -165,6 +165,7 @@ sub parse_command_line {
     die "$0: --log-level must be 0..4\n" unless $opt{log_level} >= 0 && $opt{log_level} <= 4;
     die "$0: timeouts must be > 0\n" unless $opt{registry_timeout} > 0 && $opt{client_timeout} > 0;
     die "$0: --cache-file must not be empty\n" unless length $opt{cache_file};
+    $opt{cache_file} = File::Spec->rel2abs($opt{cache_file});
     return \%opt;
 }
 
@@ -195,7 +196,7 @@ sub main {
         port              => "127.0.0.1:$opt->{port}",
         proto             => 'tcp',
         ipv               => 4,
-        listen            => 1024,
+        # listen backlog: Net::Server's default, SOMAXCONN (4096 here)
         serialize         => 'flock',
         lock_file         => "$opt->{cache_file}.accept",
         min_servers       => $opt->{min_servers},
@@ -336,7 +337,8 @@ sub process_request {
 
     $self->reply("$line $status" . (length $reason ? " $reason" : '') . "\r\n");
     $self->log(3, sprintf('%s %s %s%s (%s, %.1f ms)', $self->{server}{peeraddr}, $line, $status,
-        (length $reason ? " $reason" : ''), $source, 1000 * Time::HiRes::tv_interval($t0)));
+        (length $reason ? " $reason" : ''), $source, 1000 * Time::HiRes::tv_interval($t0)))
+        if $self->{server}{log_level} >= 3;
 }
 
 sub reply {

@@ -20,6 +20,8 @@
 #define HISTORY_SIZE     (1u << LOAD_HISTORY_BITS)
 #define HISTORY_SEQ_MASK 0x3fffffffu
 #define SEQ_LIMIT        ((uint64_t)HISTORY_SEQ_MASK)
+/* Probes refused this often: nobody listens, no need to wait out the probing. */
+#define PROBE_CONNECT_ERRORS_MAX 3
 
 /* How a request ended, remembered so a later answer for it can be told a
  * duplicate (it had all its answers) from late (it had timed out). */
@@ -341,10 +343,11 @@ load_engine_answer_seq(load_engine_t *e, uint32_t slot, uint64_t seq, uint32_t i
 
     char want[LOAD_NAME_BYTES];
     size_t want_len = load_engine_name(e, slot, idx, want, sizeof want);
-    /* The echo of what we asked must be exactly our name; the normalised
-     * name may differ in case only (ours are ASCII). */
-    bool ours = a->query.len ? same_name(a->query, want, want_len, false)
-                             : same_name(a->name, want, want_len, true);
+    /* The echo of what we asked must be exactly our name, and the
+     * normalised name the same but for case (ours are ASCII): an answer
+     * about another name under our id is a routing bug. */
+    bool ours = (a->query.len || a->name.len) && (!a->query.len || same_name(a->query, want, want_len, false)) &&
+                (!a->name.len || same_name(a->name, want, want_len, true));
     if (!ours) {
         st->misattributed++;
     } else if (e->phase->verify && a->status <= AV_STATUS_RESERVED) {
@@ -450,7 +453,8 @@ static bool
 phase_should_stop(const load_engine_t *e, const load_phase_t *p, const run_state_t *r, uint64_t now_us)
 {
     return load_engine_interrupted() || (p->duration_us && now_us - r->start_us >= p->duration_us) ||
-           (p->stop_on_answer && e->phase_answers > 0) || e->next_seq >= SEQ_LIMIT;
+           (p->stop_on_answer && e->phase_answers > 0) || e->next_seq >= SEQ_LIMIT ||
+           (p->probe && p->stats->error_connect >= PROBE_CONNECT_ERRORS_MAX);
 }
 
 /* Every request of a counted phase has been taken (the last may still wait
@@ -485,7 +489,9 @@ next_request(load_engine_t *e, const load_phase_t *p, run_state_t *r, uint64_t n
     } else if (e->inflight >= p->outstanding) {
         return SLOT_NONE;
     }
-    uint32_t n = e->batch;
+    uint32_t n = p->names_per_request ? p->names_per_request : e->batch;
+    if (n > e->batch)
+        n = e->batch;
     if (p->names_total && p->names_total - r->names < n)
         n = (uint32_t)(p->names_total - r->names);
     uint32_t slot = slot_take(e, intended_us, p->from, p->first_name + r->names, n);
@@ -535,8 +541,8 @@ issue_due(load_engine_t *e, const load_phase_t *p, run_state_t *r, uint64_t now_
     return false;
 }
 
-static int
-wait_ms(const load_engine_t *e, const load_phase_t *p, const run_state_t *r, uint64_t now_us, bool blocked)
+static uint64_t
+wait_us(const load_engine_t *e, const load_phase_t *p, const run_state_t *r, uint64_t now_us, bool blocked)
 {
     uint64_t wake_us = now_us + TURN_MAX_US;
     if (!r->stopping && !blocked && !all_taken(p, r)) {
@@ -554,10 +560,7 @@ wait_ms(const load_engine_t *e, const load_phase_t *p, const run_state_t *r, uin
     }
     if (e->head != SLOT_NONE && e->slots[e->head].deadline_us < wake_us)
         wake_us = e->slots[e->head].deadline_us;
-    if (wake_us <= now_us)
-        return 0;
-    /* Rounded up: waking early would spin until the due moment. */
-    return (int)((wake_us - now_us + 999) / 1000);
+    return wake_us > now_us ? wake_us - now_us : 0;
 }
 
 uint64_t
@@ -587,9 +590,14 @@ load_engine_run(load_engine_t *e, const load_phase_t *p)
             abandon_all(e, !p->probe);
         if ((r.stopping || all_taken(p, &r)) && e->inflight == 0 && r.pending == SLOT_NONE)
             break;
-        e->ops->wait(e->mode, e, wait_ms(e, p, &r, now_us, blocked), blocked);
+        e->ops->wait(e->mode, e, wait_us(e, p, &r, now_us, blocked), blocked);
     }
     p->stats->end_us = load_now_us();
+    /* Nothing is in flight: whatever still arrives is late or a duplicate,
+     * and a duplicate is a bug worth waiting a moment to see. */
+    uint64_t linger_end_us = p->stats->end_us + p->linger_us;
+    for (uint64_t now_us = p->stats->end_us; now_us < linger_end_us && interrupts < 2; now_us = load_now_us())
+        e->ops->wait(e->mode, e, linger_end_us - now_us, false);
     e->stats = NULL;
     e->phase = NULL;
     return e->phase_answers;

@@ -146,9 +146,11 @@ typedef struct {
      * when sent, 1 when the socket would block (try again later), -1 when
      * this request failed (the mode has counted why). */
     int (*issue)(void *mode, load_engine_t *e, uint32_t slot);
-    /* Wait up to timeout_ms for answers and hand them to the engine;
-     * want_write: a send is waiting for the socket. */
-    int (*wait)(void *mode, load_engine_t *e, int timeout_ms, bool want_write);
+    /* Wait up to timeout_us for answers and hand them to the engine;
+     * want_write: a send is waiting for the socket. Microseconds, not
+     * milliseconds: the open loop's sends are due every few hundred us, and
+     * waking a millisecond late would show as latency. */
+    int (*wait)(void *mode, load_engine_t *e, uint64_t timeout_us, bool want_write);
     /* The request timed out or is abandoned: forget its I/O. May be NULL. */
     void (*cancel)(void *mode, load_engine_t *e, uint32_t slot);
 } load_mode_ops_t;
@@ -159,11 +161,13 @@ typedef struct {
     names_from_t from;
     uint64_t first_name;   /* counter of the phase's first name */
     uint64_t names_total;  /* stop after this many names; 0 = no limit */
+    uint32_t names_per_request; /* 0: the engine's batch */
     uint64_t requests;     /* stop after this many requests; 0 = no limit */
     uint64_t duration_us;  /* stop issuing after this long; 0 = no limit */
     uint32_t outstanding;  /* closed loop: requests in flight */
     double rate_per_s;     /* open loop, when > 0: requests per second */
     uint32_t timeout_ms;   /* per request */
+    uint64_t linger_us;    /* after the last request ends, keep counting late and duplicate answers */
     bool stop_on_answer;   /* probes: done at the first answer */
     bool probe;            /* answers after the phase are ignored, not counted */
     bool verify;           /* check definite answers against the hash rule */
@@ -203,7 +207,6 @@ typedef struct {
     const char *endpoint;      /* push: intake_pull; dealer: intake_router; gateway: tcp://H:P */
     const char *results;       /* push: intake_results */
     uint32_t sockets;          /* dealer */
-    uint32_t batch;
     uint32_t deadline_ms;      /* sent with each check; 0 = intake's default */
     uint32_t slots;            /* the gateway's connection table */
 } load_mode_cfg_t;

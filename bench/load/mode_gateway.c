@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CONN_NONE        UINT32_MAX
@@ -364,19 +365,36 @@ on_writable(mode_gw_t *g, load_engine_t *e, uint32_t ci)
     epoll_ctl(g->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/* epoll_pwait2 has a timespec timeout; before Linux 5.11 fall back to
+ * epoll_wait's milliseconds, rounded up so we never spin. */
 static int
-gw_wait(void *mode, load_engine_t *e, int timeout_ms, bool want_write)
+epoll_wait_us(int epfd, struct epoll_event *events, int max, uint64_t timeout_us)
+{
+    static bool no_pwait2;
+    if (!no_pwait2) {
+        struct timespec ts = { .tv_sec = (time_t)(timeout_us / 1000000u),
+                               .tv_nsec = (long)(timeout_us % 1000000u) * 1000 };
+        int n = epoll_pwait2(epfd, events, max, &ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        no_pwait2 = true;
+    }
+    return epoll_wait(epfd, events, max, (int)((timeout_us + 999) / 1000));
+}
+
+static int
+gw_wait(void *mode, load_engine_t *e, uint64_t timeout_us, bool want_write)
 {
     (void)want_write; /* a blocked issue waits for a close, which is a read */
     mode_gw_t *g = mode;
     struct epoll_event events[EVENTS_MAX];
     if (g->linger_head != CONN_NONE) {
         uint64_t now_us = load_now_us(), until_us = g->conns[g->linger_head].linger_until_us;
-        int linger_ms = until_us > now_us ? (int)((until_us - now_us + 999) / 1000) : 0;
-        if (linger_ms < timeout_ms)
-            timeout_ms = linger_ms;
+        uint64_t linger_us = until_us > now_us ? until_us - now_us : 0;
+        if (linger_us < timeout_us)
+            timeout_us = linger_us;
     }
-    int n = epoll_wait(g->epfd, events, EVENTS_MAX, timeout_ms);
+    int n = epoll_wait_us(g->epfd, events, EVENTS_MAX, timeout_us);
     if (n < 0)
         return errno == EINTR ? 0 : -1;
     uint64_t now_us = load_now_us();

@@ -6,9 +6,11 @@
 #include "load.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #define DEALERS_MAX      64
@@ -258,31 +260,56 @@ read_dealer(mode_zmq_t *m, load_engine_t *e, void *s)
     }
 }
 
+static short
+socket_events(void *s)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    return zmq_getsockopt(s, ZMQ_EVENTS, &events, &size) == 0 ? (short)events : 0;
+}
+
+/* zmq_poll only takes milliseconds, so we poll ZeroMQ's own descriptors
+ * with ppoll's nanoseconds. Those descriptors only say "look again": the
+ * truth is ZMQ_EVENTS, checked before sleeping and after waking. */
 static int
-zmq_wait(void *mode, load_engine_t *e, int timeout_ms, bool want_write)
+zmq_wait(void *mode, load_engine_t *e, uint64_t timeout_us, bool want_write)
 {
     mode_zmq_t *m = mode;
-    zmq_pollitem_t items[DEALERS_MAX + 1];
+    void *socks[DEALERS_MAX + 1];
+    short want[DEALERS_MAX + 1];
+    struct pollfd fds[DEALERS_MAX + 1];
     int n = 0;
     short out = want_write ? ZMQ_POLLOUT : 0;
     if (m->push) {
-        items[n++] = (zmq_pollitem_t){ .socket = m->sub, .events = ZMQ_POLLIN };
+        socks[n] = m->sub, want[n++] = ZMQ_POLLIN;
         if (out)
-            items[n++] = (zmq_pollitem_t){ .socket = m->push, .events = ZMQ_POLLOUT };
+            socks[n] = m->push, want[n++] = ZMQ_POLLOUT;
     } else {
         for (uint32_t i = 0; i < m->n_dealers; i++)
-            items[n++] = (zmq_pollitem_t){ .socket = m->dealers[i], .events = (short)(ZMQ_POLLIN | out) };
+            socks[n] = m->dealers[i], want[n++] = (short)(ZMQ_POLLIN | out);
     }
-    int rc = zmq_poll(items, n, timeout_ms);
-    if (rc <= 0)
-        return rc < 0 && errno != EINTR ? -1 : 0;
-    if (m->push) {
-        if (items[0].revents & ZMQ_POLLIN)
+    bool ready = false;
+    for (int i = 0; i < n && !ready; i++)
+        ready = (socket_events(socks[i]) & want[i]) != 0;
+    if (!ready) {
+        for (int i = 0; i < n; i++) {
+            int fd = -1;
+            size_t size = sizeof fd;
+            zmq_getsockopt(socks[i], ZMQ_FD, &fd, &size);
+            fds[i] = (struct pollfd){ .fd = fd, .events = POLLIN };
+        }
+        struct timespec ts = { .tv_sec = (time_t)(timeout_us / 1000000u),
+                               .tv_nsec = (long)(timeout_us % 1000000u) * 1000 };
+        if (ppoll(fds, (nfds_t)n, &ts, NULL) < 0 && errno != EINTR)
+            return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!(want[i] & ZMQ_POLLIN) || !(socket_events(socks[i]) & ZMQ_POLLIN))
+            continue;
+        if (m->push)
             read_sub(m, e);
-    } else {
-        for (uint32_t i = 0; i < m->n_dealers; i++)
-            if (items[i].revents & ZMQ_POLLIN)
-                read_dealer(m, e, m->dealers[i]);
+        else
+            read_dealer(m, e, socks[i]);
     }
     return 0;
 }

@@ -264,6 +264,9 @@ take_name(dispatcher_t *ds, const av_config_t *cfg, const peer_id_t *intake, con
         else
             (*ds->coalesced)++;
         t->raw |= check->raw;
+        uint64_t deadline = av_mono_us() + (uint64_t)check->deadline_ms * 1000;
+        if (deadline > t->deadline_us)
+            t->deadline_us = deadline;
         return;
     }
     registry_state_t *reg = registry_find(ds, rcfg->name, strlen(rcfg->name));
@@ -289,6 +292,9 @@ take_name(dispatcher_t *ds, const av_config_t *cfg, const peer_id_t *intake, con
     memcpy(t->name, name, strlen(name) + 1);
     t->registry = reg;
     t->raw = check->raw;
+    /* Intake always says how long the frontend waits; a check from
+     * elsewhere without deadline_ms gets the registry's timeout. */
+    t->deadline_us = now_us + (uint64_t)(check->deadline_ms ? check->deadline_ms : reg->timeout_ms) * 1000;
     char key[24];
     snprintf(key, sizeof key, "%llu", (unsigned long long)t->id);
     zhashx_insert(ds->tasks_by_name, t->name, t);

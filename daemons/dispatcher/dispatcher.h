@@ -43,6 +43,7 @@ struct task {
     worker_t *worker;          /* NULL while pending */
     uint64_t sent_us;
     uint64_t expires_us;       /* pending: give up; sent: re-dispatch */
+    uint64_t deadline_us;      /* the latest deadline of its waiters */
     uint32_t attempts;
     bool raw;
     waiter_t *waiters;

@@ -20,17 +20,30 @@ key_of(const peer_id_t *id, char *key)
     key[2 * id->len] = '\0';
 }
 
+/* How long a querier may take: the registry's timeout, or the waiters'
+ * deadline when that is later (a check may wait in the querier's queue
+ * for its rate limit), plus a margin. */
 static uint64_t
-overdue_us(const dispatcher_t *ds, const registry_state_t *r)
+overdue_us(const dispatcher_t *ds, const task_t *t, uint64_t now)
 {
     const av_config_t *cfg = av_daemon_config(ds->d);
-    return ((uint64_t)r->timeout_ms + cfg->dispatcher.overdue_margin_ms) * 1000;
+    uint64_t wait = (uint64_t)t->registry->timeout_ms * 1000;
+    if (t->deadline_us > now && t->deadline_us - now > wait)
+        wait = t->deadline_us - now;
+    return wait + (uint64_t)cfg->dispatcher.overdue_margin_ms * 1000;
 }
 
 static int
 send_check(dispatcher_t *ds, worker_t *w, const task_t *t)
 {
-    av_check_t c = { .id = AV_STR(""), .name = av_str(t->name), .rid = t->id, .raw = t->raw };
+    uint64_t now = av_mono_us();
+    av_check_t c = {
+        .id = AV_STR(""),
+        .name = av_str(t->name),
+        .rid = t->id,
+        .raw = t->raw,
+        .deadline_ms = t->deadline_us > now ? (uint32_t)((t->deadline_us - now) / 1000) : 1,
+    };
     msgpack_sbuffer_clear(&ds->sbuf);
     if (av_encode_check(&ds->sbuf, &c) != 0)
         return -1;
@@ -67,7 +80,7 @@ dispatch_task(dispatcher_t *ds, task_t *t)
             t->worker = w;
             t->attempts++;
             t->sent_us = now;
-            t->expires_us = now + overdue_us(ds, r);
+            t->expires_us = now + overdue_us(ds, t, now);
             task_list_push(&r->sent, t);
             (*ds->dispatched)++;
             return true;
@@ -77,7 +90,7 @@ dispatch_task(dispatcher_t *ds, task_t *t)
     }
     /* No querier with credit: wait for one, bounded. Without any querier,
      * wait only for the grace a restarting querier needs. */
-    uint64_t limit = now + overdue_us(ds, r);
+    uint64_t limit = now + overdue_us(ds, t, now);
     if (r->n_workers == 0) {
         uint64_t grace_end = r->workers_gone_us + worker_grace_us(av_daemon_config(ds->d));
         limit = grace_end > now ? grace_end : now;

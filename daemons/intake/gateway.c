@@ -5,6 +5,8 @@
  * send their line within intake.gateway_timeout_ms. */
 #include "intake.h"
 
+#include "av_poller.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -20,7 +22,7 @@ struct gateway_conn {
     gateway_conn_t *prev, *next;
     gateway_t *gw;
     int fd;
-    sd_event_source *io;
+    av_poll_handle_t poll;
     uint64_t deadline_us;      /* for the query line, then for writing */
     request_t *request;
     char in[LINE_MAX_BYTES];
@@ -34,7 +36,8 @@ struct gateway_conn {
 struct gateway {
     intake_t *in;
     int fd;
-    sd_event_source *io;
+    sd_event_source *io;       /* the listening socket */
+    av_poller_t *poller;       /* the clients */
     gateway_conn_t *head, *tail; /* in accept order, so in deadline order */
     uint32_t count;
     uint64_t *accepted;
@@ -63,7 +66,7 @@ conn_close(gateway_conn_t *c)
     gw->count--;
     if (c->request)
         request_forget_conn(c->request);
-    sd_event_source_disable_unref(c->io);
+    av_poller_del(gw->poller, &c->poll);
     close(c->fd);
     free(c);
 }
@@ -84,7 +87,7 @@ conn_flush(gateway_conn_t *c)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN) {
-            sd_event_source_set_io_events(c->io, EPOLLOUT);
+            av_poller_mod(c->gw->poller, &c->poll, EPOLLOUT);
             return;
         }
         if (n <= 0)
@@ -146,7 +149,7 @@ take_line(gateway_conn_t *c, size_t line_len)
         .id = AV_STR("gateway"),
         .name = { owned, (uint32_t)(end - start) },
     };
-    sd_event_source_set_io_events(c->io, 0); /* nothing more to read */
+    av_poller_mod(c->gw->poller, &c->poll, 0); /* nothing more to read */
     /* request_accept binds the request to c; when it answers at once, c is
      * closed by the time it returns and must not be touched here. */
     request_accept(c->gw->in, ORIGIN_GATEWAY, NULL, owned, &check, NULL, c);
@@ -178,20 +181,22 @@ on_readable(gateway_conn_t *c)
     }
 }
 
-static int
-on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+static void
+on_conn_io(void *arg, uint32_t revents)
 {
-    (void)s;
-    (void)fd;
-    gateway_conn_t *c = userdata;
+    gateway_conn_t *c = arg;
     if (c->answered) {
         if (revents & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             conn_flush(c);
-        return 0;
+        return;
+    }
+    if (c->request) {
+        if (revents & (EPOLLERR | EPOLLHUP))
+            conn_close(c); /* gone while its answer was on the way */
+        return;
     }
     if (revents & (EPOLLIN | EPOLLERR | EPOLLHUP))
         on_readable(c);
-    return 0;
 }
 
 static int
@@ -226,6 +231,7 @@ on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata)
         }
         c->gw = gw;
         c->fd = cfd;
+        c->poll.fd = -1;
         c->deadline_us = av_mono_us() + (uint64_t)cfg->intake.gateway_timeout_ms * 1000;
         c->prev = gw->tail;
         if (gw->tail)
@@ -235,7 +241,7 @@ on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata)
         gw->tail = c;
         gw->count++;
         (*gw->accepted)++;
-        if (sd_event_add_io(av_daemon_loop(gw->in->d), &c->io, cfd, EPOLLIN, on_conn_io, c) < 0) {
+        if (av_poller_add(gw->poller, &c->poll, cfd, EPOLLIN, on_conn_io, c) < 0) {
             conn_close(c);
             continue;
         }
@@ -320,7 +326,13 @@ gateway_open(intake_t *in, const char *endpoint)
         free(gw);
         return NULL;
     }
+    if (!(gw->poller = av_poller_new(av_daemon_loop(in->d)))) {
+        close(gw->fd);
+        free(gw);
+        return NULL;
+    }
     if (sd_event_add_io(av_daemon_loop(in->d), &gw->io, gw->fd, EPOLLIN, on_accept, gw) < 0) {
+        av_poller_destroy(&gw->poller);
         close(gw->fd);
         free(gw);
         return NULL;
@@ -337,6 +349,7 @@ gateway_close(gateway_t **self_p)
     while (gw->head)
         conn_close(gw->head);
     sd_event_source_disable_unref(gw->io);
+    av_poller_destroy(&gw->poller);
     close(gw->fd);
     free(gw);
     *self_p = NULL;

@@ -97,6 +97,7 @@ send_answer(querier_t *q, const query_t *x, av_status_t status, const char *reas
 
 static void pump(querier_t *q);
 static void pump_once(querier_t *q);
+static void hand_back(querier_t *q, query_list_t *list);
 
 static void
 enter_backoff(querier_t *q, const char *why)
@@ -238,8 +239,9 @@ on_pump(sd_event_source *s, uint64_t usec, void *userdata)
     return 0;
 }
 
-/* Lists are in deadline order (one timeout per registry), so a scan stops
- * at the first query still in time. */
+/* In-flight queries are in deadline order (one timeout per registry) and
+ * waiting ones nearly so (see querier_take): a scan stops at the first one
+ * still in time. */
 static void
 on_timeout_scan(av_daemon_t *d, void *arg)
 {
@@ -251,7 +253,7 @@ on_timeout_scan(av_daemon_t *d, void *arg)
     while (q->waiting.head && q->waiting.head->deadline_us <= now) {
         query_t *x = q->waiting.head;
         list_remove(&q->waiting, x);
-        send_answer(q, x, AV_STATUS_UNKNOWN, AV_REASON_OVERLOADED, NULL);
+        send_answer(q, x, AV_STATUS_UNKNOWN, AV_REASON_DEADLINE, NULL);
         query_free(x);
     }
 }
@@ -267,11 +269,14 @@ querier_take(querier_t *q, const av_check_t *check)
     }
     x->q = q;
     x->fd = -1;
+    x->poll.fd = -1;
     x->rid = check->rid;
     x->want_raw = check->raw;
     x->arrived_us = av_mono_us();
-    /* Waiting longer than a registry round trip means we are behind. */
-    x->deadline_us = x->arrived_us + (uint64_t)q->registry->timeout_ms * 1000;
+    /* A check may wait (for a slot or a token) as long as its asker does;
+     * the waiting list is scanned from its head, so a check behind one
+     * with a later deadline is answered a little late, never early. */
+    x->deadline_us = x->arrived_us + (uint64_t)(check->deadline_ms ? check->deadline_ms : q->registry->timeout_ms) * 1000;
     (*q->checks)++;
     if (av_name_normalize(check->name.ptr, check->name.len, x->name, &reason) < 0) {
         /* The dispatcher normalises; a name that fails here came from a
@@ -282,7 +287,14 @@ querier_take(querier_t *q, const av_check_t *check)
         query_free(x);
         return;
     }
-    if (av_daemon_stopping(q->d) || credit(q) == 0) {
+    if (av_daemon_stopping(q->d)) {
+        /* Sent before the dispatcher read our bye: hand it back too. */
+        query_list_t one = { NULL, NULL, 0 };
+        list_push(&one, x);
+        hand_back(q, &one);
+        return;
+    }
+    if (credit(q) == 0) {
         send_answer(q, x, AV_STATUS_UNKNOWN, AV_REASON_OVERLOADED, NULL);
         query_free(x);
         return;
@@ -428,7 +440,7 @@ querier_start(querier_t *q, av_daemon_t *d)
     q->backoffs = av_daemon_counter(d, "backoffs");
     q->malformed = av_daemon_counter(d, "malformed");
     q->handed_back = av_daemon_counter(d, "handed_back");
-    if (configure(q, r) < 0)
+    if (configure(q, r) < 0 || !(q->poller = av_poller_new(av_daemon_loop(d))))
         return -1;
     if (sd_event_add_time(av_daemon_loop(d), &q->pump_timer, CLOCK_MONOTONIC, 0, 1000, on_pump, q) < 0)
         return -1;
@@ -437,6 +449,9 @@ querier_start(querier_t *q, av_daemon_t *d)
     q->heartbeat_timer = av_daemon_every(d, cfg->dispatcher.heartbeat_ms, on_heartbeat, q);
     if (!q->timeout_timer || !q->heartbeat_timer)
         return -1;
+    /* However busy the registry sockets keep the loop, the dispatcher must
+     * hear from us, or it thinks we are dead. */
+    sd_event_source_set_priority(q->heartbeat_timer, SD_EVENT_PRIORITY_IMPORTANT);
     q->dispatcher = av_daemon_connect(d, ZMQ_DEALER, cfg->endpoints.dispatcher_workers);
     if (!q->dispatcher || av_daemon_watch(d, q->dispatcher, on_dispatcher, q) < 0)
         return -1;
@@ -485,7 +500,7 @@ hand_back(querier_t *q, query_list_t *list)
         }
         msgpack_sbuffer_destroy(&sbuf);
         *q->handed_back += n;
-        av_log_notice("handed %u checks back to the dispatcher", n);
+        av_log_notice("handed %u check%s back to the dispatcher", n, n == 1 ? "" : "s");
     }
     free(ids);
 }
@@ -512,5 +527,6 @@ querier_close(querier_t *q)
     sd_event_source_disable_unref(q->timeout_timer);
     sd_event_source_disable_unref(q->heartbeat_timer);
     zsock_destroy(&q->dispatcher);
+    av_poller_destroy(&q->poller);
     av_classifier_destroy(&q->classifier);
 }

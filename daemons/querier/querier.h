@@ -6,6 +6,7 @@
 #include "av_classify.h"
 #include "av_daemon.h"
 #include "av_names.h"
+#include "av_poller.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -25,7 +26,7 @@ struct query {
     uint64_t deadline_us;     /* answer by then, whatever happens */
     /* protocol state */
     int fd;
-    sd_event_source *io;
+    av_poll_handle_t poll;
     char *request;            /* the query line */
     size_t request_len;
     size_t request_sent;
@@ -57,6 +58,7 @@ struct querier {
     const protocol_t *protocol;
     av_classifier_t *classifier;
     zsock_t *dispatcher;                /* DEALER to the dispatcher's workers ROUTER */
+    av_poller_t *poller;                /* the registry connections */
     struct sockaddr_storage addr;       /* the registry's server */
     socklen_t addr_len;
     bool addr_ready;

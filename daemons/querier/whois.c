@@ -13,7 +13,7 @@
 
 #define REPLY_INITIAL_BYTES 1024
 
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+static void on_io(void *arg, uint32_t revents);
 
 static int
 format_request(querier_t *q, query_t *x)
@@ -63,7 +63,7 @@ whois_start(querier_t *q, query_t *x)
         querier_fail(q, x, AV_REASON_REGISTRY_ERROR, why);
         return -1;
     }
-    if (sd_event_add_io(av_daemon_loop(q->d), &x->io, x->fd, EPOLLOUT, on_io, x) < 0) {
+    if (av_poller_add(q->poller, &x->poll, x->fd, EPOLLOUT, on_io, x) < 0) {
         querier_fail(q, x, AV_REASON_REGISTRY_ERROR, "cannot watch the connection");
         return -1;
     }
@@ -73,8 +73,8 @@ whois_start(querier_t *q, query_t *x)
 static void
 whois_abort(querier_t *q, query_t *x)
 {
-    (void)q;
-    x->io = sd_event_source_disable_unref(x->io);
+    if (x->poll.fd >= 0)
+        av_poller_del(q->poller, &x->poll);
     if (x->fd >= 0)
         close(x->fd);
     x->fd = -1;
@@ -112,7 +112,7 @@ on_writable(querier_t *q, query_t *x)
         }
         x->request_sent += (size_t)n;
     }
-    sd_event_source_set_io_events(x->io, EPOLLIN);
+    av_poller_mod(q->poller, &x->poll, EPOLLIN);
 }
 
 static void
@@ -159,21 +159,18 @@ on_readable(querier_t *q, query_t *x)
     }
 }
 
-static int
-on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+static void
+on_io(void *arg, uint32_t revents)
 {
-    (void)s;
-    (void)fd;
-    query_t *x = userdata;
+    query_t *x = arg;
     querier_t *q = x->q;
     if (x->request_sent < x->request_len) {
         if (revents & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             on_writable(q, x);
-        return 0;
+        return;
     }
     if (revents & (EPOLLIN | EPOLLERR | EPOLLHUP))
         on_readable(q, x);
-    return 0;
 }
 
 const protocol_t whois_protocol = {

@@ -248,13 +248,14 @@ class Cluster:
     def start(self, kind, instance=None, **kw):
         return self.daemon(kind, instance, **kw).start()
 
-    def socket(self, kind, endpoint, connect=True):
+    def socket(self, kind, endpoint=None, bind=False):
+        """A socket connected (or bound) to endpoint; None: neither yet."""
         s = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
-        if connect:
-            s.connect(endpoint)
-        else:
+        if endpoint and bind:
             s.bind(endpoint)
+        elif endpoint:
+            s.connect(endpoint)
         self.sockets.append(s)
         return s
 

@@ -1,0 +1,208 @@
+"""Nothing lost while a daemon restarts: the intake journal, re-sending to a
+restarted dispatcher, queriers handing work back, graceful stops, and
+messages from older or newer daemons."""
+import signal
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from harness import FakeRegistry, truth, wait_until, whois_registry
+
+
+def cluster_for(make_cluster, registry, **extra):
+    config = {
+        "dispatcher": {"heartbeat_ms": 100, "heartbeat_misses": 3},
+        "intake": {"resend_ms": 1000},
+        "registries": {"test": whois_registry(registry.port, ["test"], concurrency=500, timeout_ms=5000)},
+    }
+    for k, v in extra.items():
+        config.setdefault(k, {}).update(v)
+    return make_cluster(config)
+
+
+class Frontend:
+    """A request-reply frontend with a fixed routing id, as DESIGN asks of
+    frontends that want their answers across an intake restart."""
+
+    def __init__(self, cluster, routing_id=b"frontend-1"):
+        self.sock = cluster.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.ROUTING_ID, routing_id)
+        self.sock.connect(cluster.endpoint("intake_router"))
+        self.answers = {}
+
+    def send(self, rid, name, **fields):
+        self.sock.send(msgpack.packb(dict({"t": "check", "v": 1, "id": rid, "name": name}, **fields)))
+
+    def collect(self, want, timeout=30):
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < want and time.monotonic() < deadline:
+            if self.sock.poll(100):
+                a = msgpack.unpackb(self.sock.recv(), raw=False)
+                self.answers.setdefault(a["id"], []).append(a)
+        return self.answers
+
+
+def test_intake_killed_mid_flight_answers_every_journaled_request_once(make_cluster):
+    registry = FakeRegistry(delay_ms=1500)
+    try:
+        c = cluster_for(make_cluster, registry).start_all()
+        fe = Frontend(c)
+        names = {f"r{i}": f"journal{i}.test" for i in range(100)}
+        for rid, name in names.items():
+            fe.send(rid, name)
+        # all 100 are journaled once they reach the registry
+        wait_until(lambda: registry.stats()["open"] == 100, what="100 queries at the registry")
+        intake = next(d for d in c.daemons if d.kind == "intake")
+        intake.kill()
+        intake.start()
+        answers = fe.collect(100)
+        assert sorted(answers) == sorted(names)
+        for rid, got in answers.items():
+            assert len(got) == 1, f"{rid} answered {len(got)} times"
+            assert got[0]["status"] == truth(names[rid]), got
+        assert c.status("intake")["counters"]["resubmitted"] == 100
+        time.sleep(0.5)
+        assert all(len(v) == 1 for v in fe.collect(101, timeout=0.5).values())
+    finally:
+        registry.close()
+
+
+def test_a_journaled_pushed_batch_is_not_published_twice_after_a_restart(make_cluster):
+    registry = FakeRegistry()
+    try:
+        c = cluster_for(make_cluster, registry).start_all()
+        sub = c.socket(zmq.SUB, c.endpoint("intake_results"))
+        sub.setsockopt(zmq.SUBSCRIBE, b"pb")
+        push = c.socket(zmq.PUSH, c.endpoint("intake_pull"))
+        n = 0
+        while not sub.poll(100):
+            push.send(msgpack.packb({"t": "check", "v": 1, "id": f"pbprobe{n}", "name": "free-p.test"}))
+            n += 1
+        while sub.poll(200):
+            sub.recv_multipart()
+        # half the batch is answered at once, half waits on silent names
+        names = [f"free-q{i}.test" for i in range(10)] + [f"silent-q{i}.test" for i in range(10)]
+        push.send(msgpack.packb({"t": "check", "v": 1, "id": "pb1", "names": names, "deadline_ms": 4000}))
+        got = []
+        while len(got) < 10 and sub.poll(5000):
+            got.append(msgpack.unpackb(sub.recv_multipart()[1], raw=False)["idx"])
+        assert sorted(got) == list(range(10))
+        time.sleep(0.2)  # the journal now holds only the silent half
+        intake = next(d for d in c.daemons if d.kind == "intake")
+        intake.kill()
+        intake.start()
+        rest = []
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and len(rest) < 10:
+            if sub.poll(200):
+                rest.append(msgpack.unpackb(sub.recv_multipart()[1], raw=False))
+        assert sorted(a["idx"] for a in rest) == list(range(10, 20))
+        assert all((a["status"], a["reason"]) == ("unknown", "deadline") for a in rest)
+    finally:
+        registry.close()
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["sigterm", "sigkill"])
+def test_a_dispatcher_restart_mid_flight_loses_nothing(make_cluster, hard):
+    registry = FakeRegistry(delay_ms=800)
+    try:
+        c = cluster_for(make_cluster, registry).start_all()
+        fe = Frontend(c)
+        names = {f"d{i}": f"disp{i}.test" for i in range(100)}
+        for rid, name in names.items():
+            fe.send(rid, name)
+        wait_until(lambda: registry.stats()["open"] >= 50, what="queries at the registry")
+        dispatcher = next(d for d in c.daemons if d.kind == "dispatcher")
+        t0 = time.monotonic()
+        dispatcher.restart(hard=hard)
+        answers = fe.collect(100)
+        assert sorted(answers) == sorted(names)
+        for rid, got in answers.items():
+            assert len(got) == 1 and got[0]["status"] == truth(names[rid]), got
+        assert time.monotonic() - t0 < 10
+        assert c.status("intake")["counters"]["resent"] >= 1 or not hard
+    finally:
+        registry.close()
+
+
+def test_a_querier_stopping_hands_back_what_it_has_not_sent(make_cluster):
+    registry = FakeRegistry(delay_ms=400)
+    try:
+        c = make_cluster({
+            "dispatcher": {"heartbeat_ms": 100, "heartbeat_misses": 3},
+            "registries": {"test": whois_registry(registry.port, ["test"], concurrency=5, queue=500, queriers=2)},
+        }).start_all()
+        fe = Frontend(c)
+        names = {f"h{i}": f"hand{i}.test" for i in range(60)}
+        for rid, name in names.items():
+            fe.send(rid, name)
+        first = next(d for d in c.daemons if d.ident == "querier-test")
+        wait_until(lambda: c.status("querier-test")["counters"]["checks"] > 10, what="checks at the querier")
+        assert first.stop() == 0  # SIGTERM: exits once its in-flight queries are answered
+        assert c.status("querier-test.2")  # the other one carries on
+        answers = fe.collect(60)
+        assert sorted(answers) == sorted(names)
+        bad = {k: v for k, v in answers.items() if len(v) != 1 or v[0]["status"] != truth(names[k])}
+        assert not bad, [(k, v[0]["status"], v[0].get("reason"), len(v)) for k, v in bad.items()]
+        assert "handed" in first.log()
+    finally:
+        registry.close()
+
+
+def test_every_daemon_stops_gracefully_with_status_0(make_cluster):
+    registry = FakeRegistry()
+    try:
+        c = cluster_for(make_cluster, registry).start_all()
+        for d in reversed(c.daemons):
+            assert d.stop() == 0, d.log()
+            assert d.notify.seen("STOPPING=1")
+    finally:
+        registry.close()
+
+
+def test_messages_of_an_older_and_a_newer_version_are_understood(make_cluster):
+    """Side by side during a roll: a frontend or daemon of version 1 that
+    sends only the keys it knew, and a newer one (v=2) with keys this
+    version does not know, are both served."""
+    registry = FakeRegistry()
+    try:
+        c = cluster_for(make_cluster, registry).start_all()
+        d = c.socket(zmq.DEALER, c.endpoint("intake_router"))
+        d.send(msgpack.packb({"t": "check", "v": 1, "id": "old", "name": "taken-v.test"}))
+        d.send(msgpack.packb({"t": "check", "v": 2, "id": "new", "name": "free-v.test",
+                              "priority": "high", "trace": {"span": 7}}))
+        got = {}
+        while len(got) < 2 and d.poll(5000):
+            a = msgpack.unpackb(d.recv(), raw=False)
+            got[a["id"]] = a["status"]
+        assert got == {"old": "registered", "new": "available"}
+
+        # A querier of another version: a fake one speaking the minimal
+        # format (no pid, a heartbeat with extra keys, v=2 answers).
+        fake = c.socket(zmq.DEALER, c.endpoint("dispatcher_workers"))
+        fake.send(msgpack.packb({"t": "ready", "v": 2, "registry": "fake", "credit": 10, "zone": "eu"}))
+        c.config["registries"]["fake"] = whois_registry(registry.port, ["fake"])
+        c.write_config()
+        dispatcher = next(x for x in c.daemons if x.kind == "dispatcher")
+        dispatcher.signal(signal.SIGHUP)
+        wait_until(lambda: c.status("dispatcher")["counters"]["reloads"] == 1, what="reload")
+        fake.send(msgpack.packb({"t": "ready", "v": 2, "registry": "fake", "credit": 10}))
+        time.sleep(0.3)
+        d.send(msgpack.packb({"t": "check", "v": 1, "id": "viafake", "name": "x.fake"}))
+        assert fake.poll(5000), "the dispatcher did not use the other-version querier"
+        check = msgpack.unpackb(fake.recv(), raw=False)
+        assert check["t"] == "check" and check["name"] == "x.fake"
+        fake.send(msgpack.packb({"t": "answer", "v": 2, "id": "", "name": "x.fake", "status": "available",
+                                 "source": "whois", "registry": "fake", "rid": check["rid"], "at": 1,
+                                 "confidence": 0.99}))
+        assert d.poll(5000)
+        a = msgpack.unpackb(d.recv(), raw=False)
+        assert (a["id"], a["status"]) == ("viafake", "available")
+        # and one that lacks what is needed is dropped and reported, not a crash
+        fake.send(msgpack.packb({"t": "answer", "v": 1, "name": "x.fake"}))
+        wait_until(lambda: c.status("dispatcher")["counters"]["malformed"] == 1, what="malformed counted")
+    finally:
+        registry.close()
