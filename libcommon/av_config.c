@@ -430,6 +430,7 @@ static const field_t dispatcher_fields[] = {
     U32("max_inflight_per_registry", av_dispatcher_cfg_t, max_inflight_per_registry, 1, 10000000),
     U32("max_attempts", av_dispatcher_cfg_t, max_attempts, 1, 100),
     U32("overdue_margin_ms", av_dispatcher_cfg_t, overdue_margin_ms, 0, 600000),
+    U32("querier_grace_ms", av_dispatcher_cfg_t, querier_grace_ms, 0, 600000),
 };
 static const table_t dispatcher_table = { "dispatcher", dispatcher_fields, NFIELDS(dispatcher_fields), -1 };
 
@@ -833,6 +834,7 @@ defaults(av_config_t *c)
     c->dispatcher.max_inflight_per_registry = 50000;
     c->dispatcher.max_attempts = 3;
     c->dispatcher.overdue_margin_ms = 2000;
+    c->dispatcher.querier_grace_ms = 5000;
     c->cache.map_size_mb = 4096;
     c->cache.max_entries = 10000000;
     c->cache.sweep_interval_s = 60;

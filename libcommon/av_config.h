@@ -89,6 +89,7 @@ typedef struct {
     uint32_t max_inflight_per_registry;
     uint32_t max_attempts;       /* dispatches of one name before `unknown` */
     uint32_t overdue_margin_ms;  /* added to a registry's timeout */
+    uint32_t querier_grace_ms;   /* checks wait this long for a querier to come back */
 } av_dispatcher_cfg_t;
 
 typedef struct {

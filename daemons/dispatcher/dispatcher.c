@@ -171,13 +171,16 @@ task_give_up(dispatcher_t *ds, task_t *t, const char *reason)
 
 /* ---- taking checks ---------------------------------------------------- */
 
-/* How long a registry whose queriers all left may keep checks pending: a
- * querier restarting (or reconnecting after we restarted) is back within a
- * heartbeat or two; past that, `no_querier` at once. */
+/* How long a registry whose queriers all left (or that we have not heard
+ * from since we started) keeps checks pending: a restarting querier, or
+ * one reconnecting to a restarted dispatcher, is back within that; past
+ * it, `no_querier` at once. At least the heartbeat window. */
 uint64_t
 worker_grace_us(const av_config_t *cfg)
 {
-    return (uint64_t)cfg->dispatcher.heartbeat_ms * cfg->dispatcher.heartbeat_misses * 1000;
+    uint64_t heartbeat = (uint64_t)cfg->dispatcher.heartbeat_ms * cfg->dispatcher.heartbeat_misses;
+    uint64_t grace = cfg->dispatcher.querier_grace_ms > heartbeat ? cfg->dispatcher.querier_grace_ms : heartbeat;
+    return grace * 1000;
 }
 
 static bool

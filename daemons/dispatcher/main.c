@@ -27,9 +27,9 @@
  *   another querier. An answer overdue by the registry's timeout_ms plus
  *   dispatcher.overdue_margin_ms is asked again, at most
  *   dispatcher.max_attempts times, then answered `unknown` (timeout). A
- *   registry whose queriers are all gone keeps its checks for that same
- *   heartbeat window (a restarting querier is back by then); past it new
- *   checks are answered `unknown` (no_querier) at once.
+ *   registry whose queriers are all gone keeps its checks for
+ *   dispatcher.querier_grace_ms (a restarting querier is back by then);
+ *   past it new checks are answered `unknown` (no_querier) at once.
  *
  *   Bounds: dispatcher.max_inflight names in flight in all,
  *   max_inflight_per_registry per registry, and 4 x max_inflight waiters;

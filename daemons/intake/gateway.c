@@ -51,6 +51,25 @@ gateway_clients(const gateway_t *gw)
     return gw ? gw->count : 0;
 }
 
+uint32_t
+gateway_waiting(const gateway_t *gw)
+{
+    uint32_t n = 0;
+    for (const gateway_conn_t *c = gw ? gw->head : NULL; c; c = c->next)
+        n += c->request != NULL;
+    return n;
+}
+
+void
+gateway_stop_listening(gateway_t *gw)
+{
+    if (!gw || gw->fd < 0)
+        return;
+    gw->io = sd_event_source_disable_unref(gw->io);
+    close(gw->fd);
+    gw->fd = -1;
+}
+
 static void
 conn_close(gateway_conn_t *c)
 {
@@ -348,9 +367,8 @@ gateway_close(gateway_t **self_p)
         return;
     while (gw->head)
         conn_close(gw->head);
-    sd_event_source_disable_unref(gw->io);
+    gateway_stop_listening(gw);
     av_poller_destroy(&gw->poller);
-    close(gw->fd);
     free(gw);
     *self_p = NULL;
 }

@@ -64,6 +64,7 @@ typedef struct {
     uint32_t topic_len;
     char *bytes;
     size_t size;
+    uint64_t held_until_us;      /* unroutable: try again until then */
 } outgoing_t;
 
 struct intake {
@@ -86,6 +87,9 @@ struct intake {
     outgoing_t *outbox;          /* answers of this turn */
     uint32_t n_outbox;
     uint32_t cap_outbox;
+    outgoing_t *held;            /* replies to frontends not connected yet */
+    uint32_t n_held;
+    uint32_t cap_held;
     sd_event_source *turn_end;
     av_msg_t msg;                /* reused for every message decoded */
     msgpack_sbuffer sbuf;        /* reused for every message encoded */
@@ -107,6 +111,8 @@ struct intake {
 /* requests.c */
 int requests_start(intake_t *in);
 void requests_close(intake_t *in);
+/* The end of the current turn now: commit, forward, answer. */
+void requests_flush(intake_t *in);
 /* Accepts a request whose names are views into frame or owned; takes
  * ownership of both. Returns the request, or NULL when it was answered at
  * once (overloaded). */
@@ -127,5 +133,9 @@ void gateway_scan(gateway_t *gw, uint64_t now_us);
 void gateway_answer(gateway_conn_t *conn, const char *line, size_t len);
 void gateway_conn_bind(gateway_conn_t *conn, request_t *r);
 uint32_t gateway_clients(const gateway_t *gw);
+/* Clients waiting for their answer. */
+uint32_t gateway_waiting(const gateway_t *gw);
+/* Stop accepting; the connections open finish. */
+void gateway_stop_listening(gateway_t *gw);
 
 #endif

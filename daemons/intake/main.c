@@ -31,8 +31,16 @@
  *   the dispatcher's queue is full, a check is answered `unknown`
  *   (overloaded) at once.
  *
- *   SIGTERM: stops taking requests and answers those in flight (within
- *   process.drain_ms).
+ *   Every request but gateway ones is journaled (intake.journal, LMDB)
+ *   before it is forwarded, and leaves the journal before its answer goes
+ *   out; a restarted intake asks again what its journal holds and answers
+ *   request-reply frontends by their routing id. Unanswered names are sent
+ *   again when the dispatcher comes back, and after intake.resend_ms.
+ *
+ *   SIGTERM: takes in what is queued on its sockets (into the journal),
+ *   stops listening, waits for the gateway clients' answers (within
+ *   process.drain_ms) and exits; the journal holds the rest for the next
+ *   intake. Without a journal it waits for every answer.
  *
  * CONFIGURATION PARAMETERS
  *   endpoints.intake_pull, intake_router, intake_results, intake_gateway,
@@ -99,6 +107,18 @@ on_router(av_daemon_t *d, zsock_t *sock, void *arg)
     av_envelope_clear(&env);
 }
 
+/* Requests still queued on the sockets when we stop: taken in so they
+ * reach the journal (and the next intake) instead of dying with us. */
+#define STOP_INTAKE_MAX 100000
+
+static bool
+drained(intake_t *in)
+{
+    /* With a journal, what is in flight is the next intake's to finish,
+     * but for gateway clients, whose connections die with us. */
+    return in->journal ? gateway_waiting(in->gateway) == 0 : zhashx_size(in->requests) == 0;
+}
+
 static void
 on_scan(av_daemon_t *d, void *arg)
 {
@@ -106,7 +126,7 @@ on_scan(av_daemon_t *d, void *arg)
     uint64_t now = av_mono_us();
     requests_scan(in, now);
     gateway_scan(in->gateway, now);
-    if (av_daemon_stopping(d) && zhashx_size(in->requests) == 0)
+    if (av_daemon_stopping(d) && drained(in))
         av_daemon_drained(d);
 }
 
@@ -168,14 +188,24 @@ intake_init(av_daemon_t *d)
     return 0;
 }
 
+static void
+take_in_queued(av_daemon_t *d, intake_t *in)
+{
+    for (int n = 0; in->router && n < STOP_INTAKE_MAX && (zsock_events(in->router) & ZMQ_POLLIN); n++)
+        on_router(d, in->router, in);
+    for (int n = 0; in->pull && n < STOP_INTAKE_MAX && (zsock_events(in->pull) & ZMQ_POLLIN); n++)
+        on_pull(d, in->pull, in);
+}
+
 static int
 intake_stop(av_daemon_t *d)
 {
     intake_t *in = av_daemon_state(d);
+    take_in_queued(d, in);
     av_daemon_unwatch(d, in->pull);
     av_daemon_unwatch(d, in->router);
-    gateway_close(&in->gateway);
-    return zhashx_size(in->requests) == 0;
+    gateway_stop_listening(in->gateway);
+    return drained(in);
 }
 
 static void
@@ -184,9 +214,12 @@ intake_fini(av_daemon_t *d)
     intake_t *in = av_daemon_state(d);
     if (!in)
         return;
-    gateway_close(&in->gateway);
-    requests_close(in);
-    sd_event_source_disable_unref(in->scan_timer);
+    /* Frontends kept sending while we drained: take that in too, commit
+     * it, and close the sockets right after, so that what reached us is in
+     * the journal for the next intake. */
+    if (in->journal && av_daemon_stopping(d))
+        take_in_queued(d, in);
+    requests_flush(in);
     if (in->pull)
         av_daemon_unwatch(d, in->pull);
     if (in->router)
@@ -194,6 +227,9 @@ intake_fini(av_daemon_t *d)
     zsock_destroy(&in->pull);
     zsock_destroy(&in->router);
     zsock_destroy(&in->results);
+    gateway_close(&in->gateway);
+    requests_close(in);
+    sd_event_source_disable_unref(in->scan_timer);
     av_msg_release(&in->msg);
     msgpack_sbuffer_destroy(&in->sbuf);
     free(in);

@@ -152,15 +152,53 @@ find(intake_t *in, uint64_t rid)
 /* ---- delivering --------------------------------------------------------- */
 
 static void
-send_now(intake_t *in, const outgoing_t *o)
+outgoing_free(outgoing_t *o)
 {
+    zframe_destroy(&o->identity);
+    free(o->topic);
+    free(o->bytes);
+}
+
+/* A reply to a frontend that is not connected (yet: after our restart it
+ * reconnects within its reconnect interval) is kept and tried again, for
+ * HOLD_UNROUTABLE_MS, at most HOLD_UNROUTABLE_MAX of them. */
+#define HOLD_UNROUTABLE_MS 5000
+#define HOLD_UNROUTABLE_MAX 100000
+
+static bool
+hold(intake_t *in, outgoing_t *o)
+{
+    if (in->n_held == HOLD_UNROUTABLE_MAX)
+        return false;
+    if (in->n_held == in->cap_held) {
+        uint32_t cap = in->cap_held ? 2 * in->cap_held : 64;
+        outgoing_t *grown = realloc(in->held, cap * sizeof *grown);
+        if (!grown)
+            return false;
+        in->held = grown;
+        in->cap_held = cap;
+    }
+    o->held_until_us = av_mono_us() + (uint64_t)HOLD_UNROUTABLE_MS * 1000;
+    in->held[in->n_held++] = *o;
+    return true;
+}
+
+/* Returns true when o was handed to the socket (or given up), false when
+ * it should be kept for another try. */
+static bool
+try_send(intake_t *in, const outgoing_t *o)
+{
+    if (!(o->origin == ORIGIN_ROUTER ? in->router : in->results)) {
+        (*in->answers_lost)++; /* closing down */
+        return true;
+    }
     if (o->origin == ORIGIN_ROUTER) {
         av_envelope_t env = { o->identity, o->delimiter };
-        if (av_router_send(in->router, &env, o->bytes, o->size) == 0)
+        if (av_router_send(in->router, &env, o->bytes, o->size) == 0) {
             (*in->answers_out)++;
-        else
-            (*in->answers_lost)++; /* the frontend left; nothing to wait for */
-        return;
+            return true;
+        }
+        return false;
     }
     void *s = zsock_resolve(in->results);
     /* A PUB drops for a slow or absent subscriber: by nature best effort
@@ -170,15 +208,38 @@ send_now(intake_t *in, const outgoing_t *o)
         (*in->answers_out)++;
     else
         (*in->answers_lost)++;
+    return true;
 }
 
 static void
-outgoing_free(outgoing_t *o)
+send_now(intake_t *in, outgoing_t *o)
 {
-    zframe_destroy(&o->identity);
-    free(o->topic);
-    free(o->bytes);
+    if (try_send(in, o))
+        outgoing_free(o);
+    else if (!hold(in, o)) {
+        (*in->answers_lost)++;
+        outgoing_free(o);
+    }
 }
+
+static void
+retry_held(intake_t *in, uint64_t now_us)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < in->n_held; i++) {
+        outgoing_t *o = &in->held[i];
+        if (try_send(in, o)) {
+            outgoing_free(o);
+        } else if (o->held_until_us <= now_us) {
+            (*in->answers_lost)++; /* the frontend did not come back; it asks again */
+            outgoing_free(o);
+        } else {
+            in->held[kept++] = *o;
+        }
+    }
+    in->n_held = kept;
+}
+
 
 /* Queues in->sbuf's bytes for the end of the turn (after the commit). */
 static void
@@ -415,10 +476,8 @@ on_turn_end(sd_event_source *s, void *userdata)
             forward(in, r);
     }
     in->to_forward.count = 0;
-    for (uint32_t i = 0; i < in->n_outbox; i++) {
+    for (uint32_t i = 0; i < in->n_outbox; i++)
         send_now(in, &in->outbox[i]);
-        outgoing_free(&in->outbox[i]);
-    }
     in->n_outbox = 0;
     return 0;
 }
@@ -684,6 +743,8 @@ requests_scan(intake_t *in, uint64_t now_us)
             deliver_unknown(in, r, i, AV_REASON_DEADLINE);
         }
     }
+    if (in->n_held)
+        retry_held(in, now_us);
     uint64_t resend_us = (uint64_t)av_daemon_config(in->d)->intake.resend_ms * 1000;
     while (in->sent_head && in->sent_head->last_sent_us + resend_us <= now_us)
         resend(in, in->sent_head);
@@ -716,12 +777,18 @@ requests_start(intake_t *in)
 }
 
 void
+requests_flush(intake_t *in)
+{
+    if (in->turn_end)
+        on_turn_end(in->turn_end, in);
+}
+
+void
 requests_close(intake_t *in)
 {
     /* What is still in the journal is asked again by the next intake;
-     * the turn's answers go out first. */
-    if (in->turn_end)
-        on_turn_end(in->turn_end, in);
+     * the turn's answers went out with requests_flush. */
+    requests_flush(in);
     if (in->requests) {
         request_t *r;
         while ((r = in->by_deadline.head))
@@ -739,6 +806,9 @@ requests_close(intake_t *in)
     sd_event_source_disable_unref(in->turn_end);
     in->turn_end = NULL;
     journal_close(&in->journal);
+    for (uint32_t i = 0; i < in->n_held; i++)
+        outgoing_free(&in->held[i]);
+    free(in->held);
     free(in->to_forward.rids);
     free(in->to_rejournal.rids);
     free(in->outbox);

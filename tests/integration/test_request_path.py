@@ -314,10 +314,11 @@ def test_availctl_check_prints_answers_and_sets_its_exit_status(make_cluster, re
 
 
 def test_a_registry_without_a_querier_is_answered_no_querier_at_once(make_cluster, registry):
-    c = constellation(make_cluster, registry, lonely=whois_registry(registry.port, ["lonely"]))
+    c = constellation(make_cluster, registry, extra={"dispatcher": {"querier_grace_ms": 300}},
+                      lonely=whois_registry(registry.port, ["lonely"]))
     querier = next(d for d in c.daemons if d.ident == "querier-lonely")
     querier.stop()
-    time.sleep(0.5)  # past the dispatcher's heartbeat window (3 x 100 ms)
+    time.sleep(0.5)  # past the dispatcher's grace for a querier to come back (300 ms)
     t0 = time.monotonic()
     a = c.ask("free-x.lonely")
     assert (a["status"], a["reason"]) == ("unknown", "no_querier")
