@@ -206,3 +206,30 @@ def test_messages_of_an_older_and_a_newer_version_are_understood(make_cluster):
         wait_until(lambda: c.status("dispatcher")["counters"]["malformed"] == 1, what="malformed counted")
     finally:
         registry.close()
+
+
+def test_past_the_bounds_checks_are_answered_overloaded_at_once(make_cluster):
+    registry = FakeRegistry(delay_ms=1000)
+    try:
+        c = make_cluster({
+            "dispatcher": {"heartbeat_ms": 100, "max_inflight_per_registry": 30},
+            "intake": {"max_inflight": 60},
+            "registries": {"test": whois_registry(registry.port, ["test"], concurrency=100)},
+        }).start_all()
+        fe = Frontend(c)
+        t0 = time.monotonic()
+        for i in range(100):
+            fe.send(f"o{i}", f"over{i}.test")
+        fe.collect(70, timeout=0.9)  # the overloaded ones come at once
+        fast = {k: v[0] for k, v in fe.answers.items()}
+        assert time.monotonic() - t0 < 1.0
+        reasons = [a.get("reason") for a in fast.values()]
+        # 40 past intake's 60 names in flight, 30 past the dispatcher's 30 per registry
+        assert reasons.count("overloaded") == 70, reasons
+        answers = fe.collect(100, timeout=10)
+        definite = [a[0] for a in answers.values() if a[0]["status"] != "unknown"]
+        assert len(definite) == 30 and all(a["status"] == truth(a["name"]) for a in definite)
+        assert c.status("intake")["counters"]["overloaded"] == 40
+        assert c.status("dispatcher")["counters"]["overloaded"] == 30
+    finally:
+        registry.close()
