@@ -76,6 +76,7 @@ class Notify:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
+        os.chmod(path, 0o777)  # as systemd's: a daemon that dropped to its user still reaches it
         self.sock.settimeout(0.1)
         self.messages = []
         self.lock = threading.Lock()
@@ -198,6 +199,7 @@ class Cluster:
         # Short paths: ipc:// socket paths must fit in 107 bytes.
         self.dir = tmp or tempfile.mkdtemp(prefix="av-", dir="/tmp")
         os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)  # daemons that drop to another user must reach their directories
         self.run_dir = os.path.join(self.dir, "run")
         self.state_dir = os.path.join(self.dir, "state")
         self.config_path = os.path.join(self.dir, "availd.yaml")
