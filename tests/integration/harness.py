@@ -59,10 +59,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def rss_kb(pid):
+def rss_kb(pid, field="VmRSS"):
+    """Resident memory of a process. RssAnon is its own memory; VmRSS also
+    counts file pages (shared libraries, and LMDB maps, which are bounded
+    by the database size and shared with the page cache)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
