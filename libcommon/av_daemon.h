@@ -102,6 +102,9 @@ void av_report(av_daemon_t *d, int level, const char *registry, const char *code
  * graceful stop flush, ROUTER_MANDATORY on routers, ipc files owned by the
  * daemon's user. The endpoint is logged on failure. */
 zsock_t *av_daemon_bind(av_daemon_t *d, int type, const char *endpoint);
+/* The listening socket for endpoint (ipc://PATH or tcp://HOST:PORT) that a
+ * service manager passed (LISTEN_FDS), or -1. */
+int av_inherited_socket(const char *endpoint);
 zsock_t *av_daemon_connect(av_daemon_t *d, int type, const char *endpoint);
 /* chown a file the daemon created while root to its configured user. */
 void av_daemon_own(av_daemon_t *d, const char *path);

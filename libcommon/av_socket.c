@@ -1,9 +1,13 @@
 /* ZeroMQ sockets with availd's defaults, and ROUTER envelope handling. */
 #include "av_daemon_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 
 /* Queue bound per socket and peer, in messages. Past it a send would block,
  * so every send on the hot path is non-blocking and a full queue is an
@@ -26,6 +30,53 @@ new_socket(av_daemon_t *d, int type)
     return s;
 }
 
+/* Does the bound address of fd match host (numeric, or "*")? */
+static bool
+same_host(int fd, const char *host)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char bound[INET6_ADDRSTRLEN] = "";
+    if (strcmp(host, "*") == 0)
+        return true;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return false;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, bound, sizeof bound);
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, bound, sizeof bound);
+    char want[INET6_ADDRSTRLEN + 2];
+    snprintf(want, sizeof want, "%s", host);
+    if (want[0] == '[') {
+        memmove(want, want + 1, strlen(want));
+        want[strcspn(want, "]")] = '\0';
+    }
+    return strcmp(bound, want) == 0;
+}
+
+int
+av_inherited_socket(const char *endpoint)
+{
+    int n = sd_listen_fds(0);
+    for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++) {
+        if (strncmp(endpoint, "ipc://", 6) == 0) {
+            if (sd_is_socket_unix(fd, SOCK_STREAM, 1, endpoint + 6, 0) > 0)
+                return fd;
+        } else if (strncmp(endpoint, "tcp://", 6) == 0) {
+            const char *colon = strrchr(endpoint, ':');
+            char host[256];
+            size_t hlen = (size_t)(colon - (endpoint + 6));
+            if (!colon || hlen >= sizeof host)
+                return -1;
+            memcpy(host, endpoint + 6, hlen);
+            host[hlen] = '\0';
+            if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, (uint16_t)atoi(colon + 1)) > 0 && same_host(fd, host))
+                return fd;
+        }
+    }
+    return -1;
+}
+
 zsock_t *
 av_daemon_bind(av_daemon_t *d, int type, const char *endpoint)
 {
@@ -34,12 +85,19 @@ av_daemon_bind(av_daemon_t *d, int type, const char *endpoint)
         av_log_err("cannot create a socket for %s: %s", endpoint, zmq_strerror(zmq_errno()));
         return NULL;
     }
+    /* A listening socket inherited from systemd (a socket unit) stays
+     * bound while we restart: frontends queue instead of being refused. */
+    int inherited = av_inherited_socket(endpoint);
+    if (inherited >= 0) {
+        zsock_set_use_fd(s, inherited);
+        av_log_info("%s: using the listening socket passed by the service manager (fd %d)", endpoint, inherited);
+    }
     if (zsock_bind(s, "%s", endpoint) < 0) {
         av_log_err("cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zsock_destroy(&s);
         return NULL;
     }
-    if (d && strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@') {
+    if (d && inherited < 0 && strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@') {
         /* Peers running as the daemons' user must be able to connect. */
         chmod(endpoint + 6, 0660);
         av_daemon_own(d, endpoint + 6);

@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,7 +340,16 @@ gateway_open(intake_t *in, const char *endpoint)
     gw->accepted = av_daemon_counter(in->d, "gateway_accepted");
     gw->refused = av_daemon_counter(in->d, "gateway_refused");
     gw->timeouts = av_daemon_counter(in->d, "gateway_timeouts");
-    gw->fd = listen_on(endpoint, why, sizeof why);
+    gw->fd = av_inherited_socket(endpoint);
+    if (gw->fd >= 0) {
+        /* From a socket unit: it stays listening while we restart. */
+        int flags = fcntl(gw->fd, F_GETFL);
+        fcntl(gw->fd, F_SETFL, flags | O_NONBLOCK);
+        fcntl(gw->fd, F_SETFD, FD_CLOEXEC);
+        av_log_info("%s: using the listening socket passed by the service manager", endpoint);
+    } else {
+        gw->fd = listen_on(endpoint, why, sizeof why);
+    }
     if (gw->fd < 0) {
         av_log_err("cannot listen on %s: %s", endpoint, why);
         free(gw);

@@ -112,7 +112,8 @@ class Notify:
 
 
 class Daemon:
-    def __init__(self, cluster, kind, instance=None, extra_args=(), env=None):
+    def __init__(self, cluster, kind, instance=None, extra_args=(), env=None, listen_fds=()):
+        self.listen_fds = list(listen_fds)  # sockets passed as a socket unit would
         self.cluster = cluster
         self.kind = kind
         self.instance = instance
@@ -137,7 +138,22 @@ class Daemon:
         env["NOTIFY_SOCKET"] = notify_path
         env.update(self.env)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
+        if self.listen_fds:
+            # systemd's convention: the sockets at fd 3 on, LISTEN_FDS of
+            # them, LISTEN_PID the daemon's own pid (the shell's, exec'd).
+            n = len(self.listen_fds)
+            originals = [s.fileno() for s in self.listen_fds]
+            args = ["/bin/sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS={n} exec "$0" "$@"'] + args
+
+            def place_fds():
+                for i, fd in enumerate(originals):
+                    os.dup2(fd, 3 + i)
+                    os.set_inheritable(3 + i, True)
+
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env, preexec_fn=place_fds,
+                                         pass_fds=tuple(range(3, 3 + n)))
+        else:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
         log.close()
         if wait_ready:
             deadline = time.monotonic() + timeout

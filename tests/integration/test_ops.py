@@ -1,0 +1,74 @@
+"""Operations: socket activation, units, reload, installation, availctl
+for ops, metrics."""
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import msgpack
+import zmq
+
+from harness import Daemon, FakeRegistry, truth, wait_until, whois_registry
+
+
+def test_intake_restarts_on_inherited_sockets_and_refuses_no_connection(make_cluster):
+    registry = FakeRegistry()
+    try:
+        c = make_cluster({"dispatcher": {"heartbeat_ms": 100},
+                          "registries": {"test": whois_registry(registry.port, ["test"])}})
+        os.makedirs(c.run_dir, exist_ok=True)
+        port = int(c.config["endpoints"]["intake_gateway"].rsplit(":", 1)[1])
+        # what a socket unit holds: the gateway's TCP socket and the ZeroMQ
+        # request-reply socket, bound and listening before intake starts
+        gateway = socket.socket()
+        gateway.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        gateway.bind(("127.0.0.1", port))
+        gateway.listen(4096)
+        router_path = os.path.join(c.run_dir, "intake.sock")
+        router = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        router.bind(router_path)
+        router.listen(4096)
+        router_inode = os.stat(router_path).st_ino
+        for kind in ("errors", "cache", "dispatcher"):
+            c.start(kind)
+        c.start("querier", "test")
+        intake = c.daemon("intake", listen_fds=[gateway, router])
+        intake.start()
+        assert f"{router_path}: using the listening socket passed by the service manager" in intake.log()
+        assert f":{port}: using the listening socket passed by the service manager" in intake.log()
+
+        results, failures = [], []
+        stop = threading.Event()
+
+        def client():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                name = f"free-sa{i}.test"
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+                        s.sendall(name.encode() + b"\r\n")
+                        results.append((name, s.makefile("rb").read()))
+                except OSError as e:
+                    failures.append(repr(e))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for _ in range(3):
+            time.sleep(1)
+            intake.restart()
+        time.sleep(1)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not failures, failures[:5]
+        assert len(results) > 50
+        bad = [(n, r) for n, r in results if r != f"{n} available\r\n".encode()]
+        assert not bad, bad[:5]
+        # the ZeroMQ side kept its inherited socket too: never unlinked and bound again
+        assert os.stat(router_path).st_ino == router_inode
+        assert c.ask("taken-sa.test")["status"] == "registered"
+    finally:
+        registry.close()
