@@ -61,8 +61,8 @@ av_timing_bucket(uint64_t us)
     return b >= AV_TIMING_BUCKETS ? AV_TIMING_BUCKETS - 1 : b;
 }
 
-static uint64_t
-bucket_upper_us(int b)
+uint64_t
+av_timing_bucket_upper_us(int b)
 {
     if (b < 4)
         return (uint64_t)b;
@@ -84,9 +84,9 @@ av_timing_quantile(const av_timing_counts_t *c, double q)
     for (int b = 0; b < AV_TIMING_BUCKETS; b++) {
         seen += c->hist[b];
         if (seen >= want)
-            return bucket_upper_us(b);
+            return av_timing_bucket_upper_us(b);
     }
-    return bucket_upper_us(AV_TIMING_BUCKETS - 1);
+    return av_timing_bucket_upper_us(AV_TIMING_BUCKETS - 1);
 }
 
 static void

@@ -66,5 +66,7 @@ int av_cache_timing(av_cache_t *self, uint64_t now_ms, av_timing_fn fn, void *ar
 /* Latency at quantile q (0..1) from a histogram, in microseconds. */
 uint64_t av_timing_quantile(const av_timing_counts_t *c, double q);
 int av_timing_bucket(uint64_t latency_us);
+/* The largest latency bucket b holds, in microseconds. */
+uint64_t av_timing_bucket_upper_us(int b);
 
 #endif

@@ -665,6 +665,7 @@ teardown(av_daemon_t *d)
     sd_event_source_disable_unref(d->drain_timer);
     av_control_close(d);
     av_reporter_close(d);
+    av_zap_close(d);
     if (d->loop)
         sd_event_unref(d->loop);
     remove_pid_file(d);

@@ -60,6 +60,8 @@ struct av_daemon {
     sd_event_source *defer;
 
     zsock_t *control;
+    zsock_t *zap;            /* ZAP handler, once a tcp:// endpoint is bound */
+    uint64_t *zap_refused;
 
     zsock_t *reporter;
     uint64_t *events_sent;
@@ -83,5 +85,6 @@ int av_reporter_open(av_daemon_t *d);
 void av_reporter_close(av_daemon_t *d);
 int av_daemon_reload(av_daemon_t *d, char *err, size_t errlen);
 void av_watches_close(av_daemon_t *d);
+void av_zap_close(av_daemon_t *d);
 
 #endif

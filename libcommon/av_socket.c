@@ -77,6 +77,75 @@ av_inherited_socket(const char *endpoint)
     return -1;
 }
 
+/* ---- ZAP: cidr_allow and cidr_deny on tcp:// endpoints ------------------
+ * ZeroMQ asks a ZAP handler (RFC 27) about every peer of a socket that has
+ * a ZAP domain; ours answers from the daemon's cidr lists. */
+
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+
+static void
+on_zap(av_daemon_t *d, zsock_t *sock, void *arg)
+{
+    (void)arg;
+    zmsg_t *req = zmsg_recv(sock);
+    if (!req)
+        return;
+    char *version = zmsg_popstr(req);
+    char *request_id = zmsg_popstr(req);
+    char *domain = zmsg_popstr(req);
+    char *address = zmsg_popstr(req);
+    const av_process_cfg_t *p = av_daemon_process(d);
+    struct sockaddr_storage ss = { 0 };
+    bool parsed = false;
+    if (address && inet_pton(AF_INET, address, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+        ss.ss_family = AF_INET;
+        parsed = true;
+    } else if (address && inet_pton(AF_INET6, address, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+        ss.ss_family = AF_INET6;
+        parsed = true;
+    }
+    bool allowed = parsed && av_cidr_allowed(&p->cidr_allow, &p->cidr_deny, (struct sockaddr *)&ss);
+    if (!allowed) {
+        (*d->zap_refused)++;
+        av_log_info("refused a ZeroMQ peer from %s (cidr_allow/cidr_deny)", address ? address : "?");
+    }
+    zmsg_t *rep = zmsg_new();
+    zmsg_addstr(rep, "1.0");
+    zmsg_addstr(rep, request_id ? request_id : "");
+    zmsg_addstr(rep, allowed ? "200" : "400");
+    zmsg_addstr(rep, allowed ? "OK" : "address not allowed");
+    zmsg_addstr(rep, "");
+    zmsg_addmem(rep, "", 0);
+    zmsg_send(&rep, sock);
+    free(version);
+    free(request_id);
+    free(domain);
+    free(address);
+    zmsg_destroy(&req);
+}
+
+static int
+zap_start(av_daemon_t *d)
+{
+    if (d->zap)
+        return 0;
+    d->zap_refused = av_daemon_counter(d, "zap_refused");
+    d->zap = zsock_new_rep("@" ZAP_ENDPOINT);
+    if (!d->zap || av_daemon_watch(d, d->zap, on_zap, NULL) < 0) {
+        av_log_err("cannot start the ZAP handler for cidr_allow/cidr_deny");
+        return -1;
+    }
+    return 0;
+}
+
+void
+av_zap_close(av_daemon_t *d)
+{
+    if (d->zap)
+        av_daemon_unwatch(d, d->zap);
+    zsock_destroy(&d->zap);
+}
+
 zsock_t *
 av_daemon_bind(av_daemon_t *d, int type, const char *endpoint)
 {
@@ -84,6 +153,14 @@ av_daemon_bind(av_daemon_t *d, int type, const char *endpoint)
     if (!s) {
         av_log_err("cannot create a socket for %s: %s", endpoint, zmq_strerror(zmq_errno()));
         return NULL;
+    }
+    /* tcp:// reaches beyond this host: peers pass cidr_allow/cidr_deny. */
+    if (d && strncmp(endpoint, "tcp://", 6) == 0) {
+        if (zap_start(d) < 0) {
+            zsock_destroy(&s);
+            return NULL;
+        }
+        zsock_set_zap_domain(s, "availd");
     }
     /* A listening socket inherited from systemd (a socket unit) stays
      * bound while we restart: frontends queue instead of being refused. */

@@ -189,28 +189,45 @@ typedef struct {
     msgpack_sbuffer body;
     msgpack_packer pk;
     uint32_t count;
+    bool buckets;
 } timing_list_t;
 
 static void
 collect_timing(void *arg, const av_timing_t *t)
 {
     timing_list_t *l = arg;
-    msgpack_pack_map(&l->pk, 4);
+    msgpack_pack_map(&l->pk, l->buckets ? 5 : 4);
     av_pack_kv_str(&l->pk, "registry", t->registry);
     av_pack_kv_uint(&l->pk, "last", t->last_ms);
     av_pack_str(&l->pk, "total");
     pack_counts(&l->pk, &t->total);
     av_pack_str(&l->pk, "recent");
     pack_counts(&l->pk, &t->recent);
+    if (l->buckets) {
+        /* The lifetime histogram as [upper bound in us, count] pairs,
+         * empty buckets left out: for Prometheus exporters. */
+        uint32_t used = 0;
+        for (int b = 0; b < AV_TIMING_BUCKETS; b++)
+            used += t->total.hist[b] != 0;
+        av_pack_str(&l->pk, "buckets");
+        msgpack_pack_array(&l->pk, used);
+        for (int b = 0; b < AV_TIMING_BUCKETS; b++) {
+            if (!t->total.hist[b])
+                continue;
+            msgpack_pack_array(&l->pk, 2);
+            msgpack_pack_uint64(&l->pk, av_timing_bucket_upper_us(b));
+            msgpack_pack_uint32(&l->pk, t->total.hist[b]);
+        }
+    }
     l->count++;
 }
 
 static int
 cmd_stats(av_daemon_t *d, const msgpack_object *req, msgpack_packer *pk, char *err, size_t errlen)
 {
-    (void)req;
     cache_t *c = av_daemon_state(d);
     timing_list_t l = { .count = 0 };
+    av_obj_get_bool(req, "buckets", &l.buckets);
     av_batch_flush(c->batch);
     msgpack_sbuffer_init(&l.body);
     msgpack_packer_init(&l.pk, &l.body, msgpack_sbuffer_write);

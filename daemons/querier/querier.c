@@ -414,6 +414,32 @@ querier_registry(const av_config_t *cfg, const char *instance)
     return av_config_registry(cfg, name);
 }
 
+static uint64_t
+gauge_inflight(av_daemon_t *d)
+{
+    return ((querier_t *)av_daemon_state(d))->inflight.count;
+}
+
+static uint64_t
+gauge_waiting(av_daemon_t *d)
+{
+    return ((querier_t *)av_daemon_state(d))->waiting.count;
+}
+
+static uint64_t
+gauge_credit(av_daemon_t *d)
+{
+    return credit(av_daemon_state(d));
+}
+
+static uint64_t
+gauge_backoff_ms(av_daemon_t *d)
+{
+    querier_t *q = av_daemon_state(d);
+    uint64_t now = av_mono_us();
+    return q->backoff_until_us > now ? (q->backoff_until_us - now) / 1000 : 0;
+}
+
 int
 querier_start(querier_t *q, av_daemon_t *d)
 {
@@ -440,6 +466,10 @@ querier_start(querier_t *q, av_daemon_t *d)
     q->backoffs = av_daemon_counter(d, "backoffs");
     q->malformed = av_daemon_counter(d, "malformed");
     q->handed_back = av_daemon_counter(d, "handed_back");
+    av_daemon_gauge(d, "inflight", gauge_inflight);
+    av_daemon_gauge(d, "waiting", gauge_waiting);
+    av_daemon_gauge(d, "credit", gauge_credit);
+    av_daemon_gauge(d, "backoff_ms", gauge_backoff_ms);
     if (configure(q, r) < 0 || !(q->poller = av_poller_new(av_daemon_loop(d))))
         return -1;
     if (sd_event_add_time(av_daemon_loop(d), &q->pump_timer, CLOCK_MONOTONIC, 0, 1000, on_pump, q) < 0)

@@ -72,3 +72,36 @@ def test_intake_restarts_on_inherited_sockets_and_refuses_no_connection(make_clu
         assert c.ask("taken-sa.test")["status"] == "registered"
     finally:
         registry.close()
+
+
+def test_cidr_rules_apply_to_zeromq_tcp_endpoints_through_zap(make_cluster):
+    from harness import free_port
+    registry = FakeRegistry()
+    try:
+        port = free_port()
+        c = make_cluster({
+            "endpoints": {"intake_router": f"tcp://127.0.0.1:{port}"},
+            "dispatcher": {"heartbeat_ms": 100},
+            "intake": {"cidr_allow": ["127.0.0.1/32"], "cidr_deny": ["127.0.0.2/32"]},
+            "registries": {"test": whois_registry(registry.port, ["test"])},
+        }).start_all()
+        assert c.ask("taken-zap.test")["status"] == "registered"  # 127.0.0.1 is allowed
+        # a peer from 127.0.0.2 is refused at the handshake: no answer, ever
+        s = c.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(f"tcp://127.0.0.2;127.0.0.1:{port}".replace("tcp://127.0.0.2;", "tcp://127.0.0.2:0;"))
+        s.send(msgpack.packb({"t": "check", "v": 1, "id": "denied", "name": "taken-zap.test"}))
+        assert not s.poll(1500)
+        wait_until(lambda: c.status("intake")["counters"]["zap_refused"] >= 1, what="a ZAP refusal")
+        # and an address not in cidr_allow is refused the same way
+        c.config["intake"]["cidr_allow"] = ["10.0.0.0/8"]
+        c.write_config()
+        intake = next(d for d in c.daemons if d.kind == "intake")
+        intake.restart()
+        refused_before = c.status("intake")["counters"]["zap_refused"]
+        s2 = c.socket(zmq.DEALER, f"tcp://127.0.0.1:{port}")
+        s2.send(msgpack.packb({"t": "check", "v": 1, "id": "not-allowed", "name": "taken-zap.test"}))
+        assert not s2.poll(1500)
+        assert c.status("intake")["counters"]["zap_refused"] > refused_before
+    finally:
+        registry.close()

@@ -36,6 +36,14 @@ int ctl_request(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, a
 void ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *registry, const char *instance),
                       void *arg);
 
+/* Every daemon instance of the config, as control idents: intake,
+ * dispatcher, cache, errors, then querier-NAME[.N]. */
+void ctl_each_daemon(const av_config_t *cfg, void (*fn)(void *arg, const char *ident), void *arg);
+
+/* One request without arguments beyond cmd; the reply as ctl_request. */
+int ctl_simple(ctl_t *ctl, const char *ident, const char *cmd, av_msg_t *reply, zframe_t **frame, char *err,
+               size_t errlen);
+
 /* msgpack object -> JSON (jansson), for --json output. */
 json_t *ctl_to_json(const msgpack_object *o);
 void ctl_print_json(json_t *j); /* one line, then frees j */
@@ -50,5 +58,8 @@ int cmd_errors(ctl_t *ctl, int argc, char **argv);
 int cmd_run(ctl_t *ctl, int argc, char **argv);
 int cmd_check(ctl_t *ctl, int argc, char **argv);
 int cmd_cache(ctl_t *ctl, int argc, char **argv);
+int cmd_reload(ctl_t *ctl, int argc, char **argv);
+int cmd_registries(ctl_t *ctl, int argc, char **argv);
+int cmd_metrics(ctl_t *ctl, int argc, char **argv);
 
 #endif

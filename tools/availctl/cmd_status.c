@@ -61,12 +61,9 @@ typedef struct {
 } status_walk_t;
 
 static void
-status_querier(void *arg, const char *registry, const char *instance)
+status_daemon(void *arg, const char *ident)
 {
-    (void)registry;
     status_walk_t *w = arg;
-    char ident[128];
-    snprintf(ident, sizeof ident, "querier-%s", instance);
     w->down += status_one(w->ctl, ident, w->req) < 0;
 }
 
@@ -84,11 +81,8 @@ cmd_status(ctl_t *ctl, int argc, char **argv)
         for (int i = 0; i < argc; i++)
             down += status_one(ctl, argv[i], &req) < 0;
     } else {
-        const char *fixed[] = { "intake", "dispatcher", "cache", "errors" };
-        for (int i = 0; i < 4; i++)
-            down += status_one(ctl, fixed[i], &req) < 0;
         status_walk_t walk = { ctl, &req, 0 };
-        ctl_each_querier(cfg, status_querier, &walk);
+        ctl_each_daemon(cfg, status_daemon, &walk);
         down += walk.down;
     }
     msgpack_sbuffer_destroy(&req);

@@ -172,3 +172,40 @@ ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *regis
         }
     }
 }
+
+typedef struct {
+    void (*fn)(void *arg, const char *ident);
+    void *arg;
+} each_daemon_t;
+
+static void
+each_querier_ident(void *arg, const char *registry, const char *instance)
+{
+    (void)registry;
+    each_daemon_t *e = arg;
+    char ident[AV_REGISTRY_MAX + 32];
+    snprintf(ident, sizeof ident, "querier-%s", instance);
+    e->fn(e->arg, ident);
+}
+
+void
+ctl_each_daemon(const av_config_t *cfg, void (*fn)(void *arg, const char *ident), void *arg)
+{
+    static const char *const fixed[] = { "intake", "dispatcher", "cache", "errors" };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        fn(arg, fixed[i]);
+    each_daemon_t e = { fn, arg };
+    ctl_each_querier(cfg, each_querier_ident, &e);
+}
+
+int
+ctl_simple(ctl_t *ctl, const char *ident, const char *cmd, av_msg_t *reply, zframe_t **frame, char *err,
+           size_t errlen)
+{
+    msgpack_sbuffer req;
+    msgpack_sbuffer_init(&req);
+    av_encode_ctl(&req, cmd);
+    int rc = ctl_request(ctl, ident, &req, reply, frame, err, errlen);
+    msgpack_sbuffer_destroy(&req);
+    return rc;
+}

@@ -15,6 +15,10 @@
  *                           is NAME available? one line per name
  *   cache get NAME | purge NAME | purge --all | stats
  *                           the answer cache and per-registry timing
+ *   registries [--json]     per registry: queriers up, rate limit, in flight,
+ *                           backoff, recent latency and error rate, events
+ *   reload [DAEMON...]      every daemon (or those named) re-reads the config
+ *   metrics [--serve H:P]   Prometheus text format, printed or served
  *   run [--no-restart]      the whole constellation in the foreground
  *
  * EXIT STATUS
@@ -47,6 +51,11 @@ usage(FILE *out)
             "                          unknown or invalid, 2 on usage or connection errors\n"
             "  cache get NAME | purge NAME | purge --all | stats\n"
             "                          the answer cache and per-registry timing\n"
+            "  registries [--json]     per registry: queriers up, rate limit, in flight, backoff,\n"
+            "                          recent latency and error rate, error events\n"
+            "  reload [DAEMON...]      re-read the configuration (as SIGHUP); exit 1 if one refused it\n"
+            "  metrics [--serve HOST:PORT]\n"
+            "                          Prometheus text format, printed once or served over HTTP\n"
             "  run [--no-restart]      start every daemon in the foreground, restart those that die,\n"
             "                          stop them all on Ctrl-C\n\n"
             "  -c FILE   configuration (default $AVAILD_CONFIG or %s)\n"
@@ -94,6 +103,12 @@ main(int argc, char **argv)
         rc = cmd_check(&ctl, sub_argc + 1, sub_argv - 1);
     else if (strcmp(cmd, "cache") == 0)
         rc = cmd_cache(&ctl, sub_argc, sub_argv);
+    else if (strcmp(cmd, "reload") == 0)
+        rc = cmd_reload(&ctl, sub_argc, sub_argv);
+    else if (strcmp(cmd, "registries") == 0)
+        rc = cmd_registries(&ctl, sub_argc, sub_argv);
+    else if (strcmp(cmd, "metrics") == 0)
+        rc = cmd_metrics(&ctl, sub_argc, sub_argv);
     else if (strcmp(cmd, "run") == 0)
         rc = cmd_run(&ctl, sub_argc, sub_argv);
     else if (strcmp(cmd, "errors") == 0)

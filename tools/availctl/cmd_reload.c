@@ -1,0 +1,46 @@
+/* availctl reload [DAEMON...]: every daemon (or those named) re-reads the
+ * configuration, as on SIGHUP. A daemon refusing the new file keeps its
+ * old one and says why; exit 1 when any refused or is down. */
+#include "availctl.h"
+
+#include <stdio.h>
+
+typedef struct {
+    ctl_t *ctl;
+    int failed;
+} reload_walk_t;
+
+static void
+reload_one(void *arg, const char *ident)
+{
+    reload_walk_t *w = arg;
+    av_msg_t reply;
+    zframe_t *frame;
+    char err[AV_CONFIG_ERR_MAX + 128];
+    av_msg_init(&reply);
+    if (ctl_simple(w->ctl, ident, "reload", &reply, &frame, err, sizeof err) == 0) {
+        printf("%-24s reloaded\n", ident);
+    } else {
+        printf("%-24s NOT reloaded: %s\n", ident, err);
+        w->failed++;
+    }
+    av_msg_release(&reply);
+    zframe_destroy(&frame);
+}
+
+int
+cmd_reload(ctl_t *ctl, int argc, char **argv)
+{
+    /* The file is checked here first: a typo is reported once, with its
+     * line, instead of once per daemon. */
+    const av_config_t *cfg = ctl_config(ctl);
+    if (!cfg)
+        return EXIT_NEGATIVE;
+    reload_walk_t w = { ctl, 0 };
+    if (argc > 0)
+        for (int i = 0; i < argc; i++)
+            reload_one(&w, argv[i]);
+    else
+        ctl_each_daemon(cfg, reload_one, &w);
+    return w.failed ? EXIT_NEGATIVE : EXIT_OK;
+}
