@@ -105,3 +105,77 @@ def test_cidr_rules_apply_to_zeromq_tcp_endpoints_through_zap(make_cluster):
         assert c.status("intake")["counters"]["zap_refused"] > refused_before
     finally:
         registry.close()
+
+
+def install(destdir):
+    from harness import BUILD_DIR
+    r = subprocess.run(["cmake", "--install", BUILD_DIR, "--prefix", "/usr"], env=dict(os.environ, DESTDIR=destdir),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_install_puts_everything_in_place_and_keeps_an_edited_config(tmp_path):
+    dest = str(tmp_path / "root")
+    install(dest)
+    for f in ["usr/sbin/availd-" + d for d in ("errors", "cache", "dispatcher", "intake", "querier")] + [
+            "usr/bin/availctl", "etc/availd/availd.yaml", "usr/lib/sysusers.d/availd.conf",
+            "usr/lib/systemd/system/availd.target", "usr/lib/systemd/system/availd-querier@.service",
+            "usr/lib/systemd/system/availd-intake.socket", "usr/share/man/man1/availctl.1"] + [
+            f"usr/share/man/man8/availd-{d}.8" for d in ("errors", "cache", "dispatcher", "intake", "querier")]:
+        assert os.path.exists(os.path.join(dest, f)), f
+    page = open(os.path.join(dest, "usr/share/man/man8/availd-querier.8")).read()
+    assert page.startswith(".TH AVAILD-QUERIER 8") and ".SH DESCRIPTION" in page and "CONFIGURATION PARAMETERS" in page
+    # the installed configuration is valid as installed
+    r = subprocess.run([os.path.join(dest, "usr/bin/availctl"), "config", "check",
+                        os.path.join(dest, "etc/availd/availd.yaml")], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    # an operator's edit survives a reinstall; the new file is put beside it
+    conf = os.path.join(dest, "etc/availd/availd.yaml")
+    with open(conf, "a") as f:
+        f.write("# edited by ops\n")
+    out = install(dest)
+    assert "Keeping" in out
+    assert open(conf).read().endswith("# edited by ops\n")
+    assert os.path.exists(conf + ".dist")
+
+
+def test_every_unit_verifies_and_is_hardened(tmp_path):
+    dest = str(tmp_path / "root")
+    install(dest)
+    units = tmp_path / "units"
+    units.mkdir()
+    src = os.path.join(dest, "usr/lib/systemd/system")
+    for name in os.listdir(src):
+        text = open(os.path.join(src, name)).read().replace("/usr/sbin/", os.path.join(dest, "usr/sbin/"))
+        (units / name).write_text(text)
+    # an instance of the template, as `systemctl start availd-querier@verisign` makes
+    (units / "availd-querier@verisign.service").write_text((units / "availd-querier@.service").read_text())
+    names = sorted(n for n in os.listdir(units) if n != "availd-querier@.service")
+    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{units}:")
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no"] + [str(units / n) for n in names],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
+    for n in names:
+        if not n.endswith(".service"):
+            continue
+        r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=25", str(units / n)],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        score = float(r.stdout.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+        assert score <= 2.0, f"{n}: exposure {score}"
+        print(f"{n}: exposure {score}")
+
+
+def test_every_binary_explains_itself(cluster):
+    from harness import binary
+    for kind in ("errors", "cache", "dispatcher", "intake", "querier"):
+        r = subprocess.run([binary(kind), "--help"], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0
+        for option in ("--config", "--check", "--foreground", "--version", "HUP"):
+            assert option in r.stdout, (kind, option)
+        v = subprocess.run([binary(kind), "--version"], capture_output=True, text=True, timeout=10)
+        assert v.stdout.startswith(f"availd-{kind} ")
+    r = subprocess.run([binary("availctl"), "--help"], capture_output=True, text=True, timeout=10)
+    for command in ("config check", "status", "errors", "check", "cache", "registries", "reload", "metrics", "run"):
+        assert command in r.stdout, command
