@@ -64,8 +64,9 @@ av_timing_bucket(uint64_t us)
 uint64_t
 av_timing_bucket_upper_us(int b)
 {
-    if (b < 4)
-        return (uint64_t)b;
+    /* Buckets 4-7 are never used (av_timing_bucket maps 4 us to 8). */
+    if (b < 8)
+        return b < 4 ? (uint64_t)b : 3;
     int msb = b / 4, frac = b % 4;
     return ((uint64_t)(5 + frac) << (msb - 2)) - 1;
 }
@@ -463,9 +464,13 @@ delete_by_expiry(av_cache_t *self, MDB_txn *txn, uint64_t max, uint64_t before_m
     if (mdb_cursor_open(txn, self->expiry, &cur) != 0)
         return 0;
     while (n < max && mdb_cursor_get(cur, &key, &val, MDB_FIRST) == 0) {
-        if (key.mv_size < 8 || (before_ms && av_be64_get(key.mv_data) > before_ms))
+        if (key.mv_size < 8 || key.mv_size - 8 > AV_DOMAIN_MAX || av_be64_get(key.mv_data) > before_ms)
             break;
-        MDB_val name = { key.mv_size - 8, (char *)key.mv_data + 8 };
+        /* The key points into a page the delete rewrites: copy the name
+         * out first, or the second delete reads another entry's. */
+        uint8_t copy[AV_DOMAIN_MAX];
+        MDB_val name = { key.mv_size - 8, copy };
+        memcpy(copy, (char *)key.mv_data + 8, name.mv_size);
         if (mdb_cursor_del(cur, 0) != 0)
             break;
         mdb_del(txn, self->answers, &name, NULL);
@@ -478,7 +483,7 @@ delete_by_expiry(av_cache_t *self, MDB_txn *txn, uint64_t max, uint64_t before_m
 static uint64_t
 evict(av_cache_t *self, MDB_txn *txn, uint64_t count)
 {
-    return delete_by_expiry(self, txn, count, 0);
+    return delete_by_expiry(self, txn, count, UINT64_MAX);
 }
 
 uint64_t

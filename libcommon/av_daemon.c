@@ -347,6 +347,17 @@ av_daemon_request_stop(av_daemon_t *d)
     begin_stop(d, "stop requested");
 }
 
+void
+av_daemon_count_work(av_daemon_t *d, uint64_t n)
+{
+    uint64_t max = av_daemon_process(d)->max_requests;
+    *d->work_done += n;
+    if (max && *d->work_done >= max && !d->stopping) {
+        d->exit_status = AV_EXIT_RECYCLE;
+        begin_stop(d, "max_requests reached, recycling");
+    }
+}
+
 /* ---- reload ------------------------------------------------------------- */
 
 static void
@@ -722,6 +733,7 @@ av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks)
         return 0;
     }
     d->config_path = strdup(config_path);
+    d->work_done = av_daemon_counter(d, "work_done");
     d->reloads = av_daemon_counter(d, "reloads");
     d->reloads_refused = av_daemon_counter(d, "reloads_refused");
     d->started_mono_us = av_mono_us();
@@ -772,7 +784,7 @@ av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks)
     sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%d", d->status_text, (int)getpid());
     tell_parent(d, 0);
     rc = sd_event_loop(d->loop);
-    status = rc < 0 ? 1 : 0;
+    status = rc < 0 ? 1 : d->exit_status;
     if (rc < 0)
         av_log_err("event loop failed: %s", strerror(-rc));
 out:

@@ -22,6 +22,9 @@
 /* Exit status for a refused configuration (sysexits' EX_CONFIG), so a
  * service manager can tell it from a crash and not restart in a loop. */
 #define AV_EXIT_CONFIG 78
+/* Exit status after max_requests (EX_TEMPFAIL): a clean stop that asks to
+ * be started again (Restart=on-failure does; so does availctl run). */
+#define AV_EXIT_RECYCLE 75
 
 typedef struct av_daemon av_daemon_t;
 
@@ -84,8 +87,12 @@ sd_event_source *av_daemon_every(av_daemon_t *d, uint64_t interval_ms, av_timer_
 
 /* Graceful stop is complete (see on_stop). */
 void av_daemon_drained(av_daemon_t *d);
-/* Ask the daemon to stop as if it got SIGTERM (max_requests recycling). */
+/* Ask the daemon to stop as if it got SIGTERM. */
 void av_daemon_request_stop(av_daemon_t *d);
+/* Counts n units of work (checks, requests) against process.max_requests:
+ * past it the daemon stops gracefully and exits AV_EXIT_RECYCLE, to be
+ * started afresh (the old daemon's recycling of its children). */
+void av_daemon_count_work(av_daemon_t *d, uint64_t n);
 
 /* sd_notify STATUS= line, also shown by `availctl status`. */
 void av_daemon_status_text(av_daemon_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

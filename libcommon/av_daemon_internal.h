@@ -75,6 +75,8 @@ struct av_daemon {
     gid_t gid;
     int pid_fd;
     int ready_fd;            /* daemonize: tells the waiting parent we are up */
+    uint64_t *work_done;
+    int exit_status;         /* after a graceful stop */
     uint64_t *reloads;
     uint64_t *reloads_refused;
 };

@@ -27,6 +27,8 @@ check_labels(const char *name, const char **reason)
         return *reason = AV_INVALID_EMPTY, -1;
     if (len > AV_DOMAIN_MAX)
         return *reason = AV_INVALID_TOO_LONG, -1;
+    if (name[len - 1] == '.')
+        return *reason = AV_INVALID_EMPTY_LABEL, -1; /* "a.com.." had one root dot taken */
     const char *p = name;
     while (*p) {
         const char *dot = strchr(p, '.');
@@ -58,7 +60,7 @@ av_name_normalize(const char *input, size_t len, char *out, const char **reason)
 {
     char buf[1024];
     /* Surrounding blanks are a frontend's slip, not part of a name. */
-    while (len && (*input == ' ' || *input == '\t'))
+    while (len && (*input == ' ' || *input == '\t' || *input == '\r' || *input == '\n'))
         input++, len--;
     while (len && (input[len - 1] == ' ' || input[len - 1] == '\t' || input[len - 1] == '\r' ||
                    input[len - 1] == '\n'))
@@ -98,7 +100,7 @@ av_name_normalize(const char *input, size_t len, char *out, const char **reason)
     int rc = idn2_to_ascii_8z(buf, &ascii, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
     if (rc != IDN2_OK) {
         *reason = rc == IDN2_TOO_BIG_DOMAIN ? AV_INVALID_TOO_LONG
-                  : rc == IDN2_TOO_BIG_LABEL ? AV_INVALID_LABEL_LONG
+                  : rc == IDN2_TOO_BIG_LABEL || rc == IDN2_PUNYCODE_BIG_OUTPUT ? AV_INVALID_LABEL_LONG
                                              : AV_INVALID_IDNA;
         return -1;
     }

@@ -579,6 +579,7 @@ request_accept(intake_t *in, origin_t origin, zframe_t *frame, char *owned, cons
     }
     if (in->journal && origin != ORIGIN_GATEWAY)
         journal_put(in->journal, r);
+    av_daemon_count_work(in->d, 1); /* may begin a recycling stop: the journal keeps the rest */
     return r;
 }
 

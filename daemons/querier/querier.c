@@ -307,6 +307,7 @@ querier_take(querier_t *q, const av_check_t *check)
     }
     list_push(&q->waiting, x);
     pump(q);
+    av_daemon_count_work(q->d, 1); /* may begin a recycling stop: hands back what waits */
 }
 
 /* ---- the registry's address ------------------------------------------- */

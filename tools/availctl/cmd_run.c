@@ -206,11 +206,15 @@ on_child(sd_event_source *s, const siginfo_t *si, void *userdata)
         return 0;
     }
     c->restarts++;
-    fprintf(stderr, "availctl run: restarting %s in %u ms\n", c->ident, c->restart_delay_ms);
-    sd_event_add_time_relative(r->loop, &c->restart_timer, CLOCK_MONOTONIC, (uint64_t)c->restart_delay_ms * 1000,
-                               1000, on_restart, c);
-    c->restart_delay_ms = c->restart_delay_ms * 2 > RESTART_DELAY_MAX_MS ? RESTART_DELAY_MAX_MS
-                                                                         : c->restart_delay_ms * 2;
+    /* A recycling daemon (max_requests) asked to be started again: now. */
+    bool recycled = si->si_code == CLD_EXITED && si->si_status == AV_EXIT_RECYCLE;
+    uint32_t delay_ms = recycled ? 0 : c->restart_delay_ms;
+    fprintf(stderr, "availctl run: restarting %s in %u ms\n", c->ident, delay_ms);
+    sd_event_add_time_relative(r->loop, &c->restart_timer, CLOCK_MONOTONIC, (uint64_t)delay_ms * 1000, 1000,
+                               on_restart, c);
+    if (!recycled)
+        c->restart_delay_ms = c->restart_delay_ms * 2 > RESTART_DELAY_MAX_MS ? RESTART_DELAY_MAX_MS
+                                                                             : c->restart_delay_ms * 2;
     (void)was_ready; /* if it never got ready, its READY after the restart starts the next */
     return 0;
 }
