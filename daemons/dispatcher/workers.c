@@ -122,7 +122,7 @@ worker_forget(dispatcher_t *ds, worker_t *w, const char *why)
     if (r->n_workers == 0)
         r->workers_gone_us = av_mono_us();
     zhashx_delete(ds->workers_by_key, w->key);
-    if (strcmp(why, "stopping") != 0) {
+    if (strcmp(why, "stopping") != 0 && !(w->leaving && w->tasks == 0)) {
         (*ds->workers_lost)++;
         av_report(ds->d, AV_LOG_WARNING, r->name, "querier_lost", "querier pid %u %s; %u checks re-dispatched",
                   w->pid, why, w->tasks);

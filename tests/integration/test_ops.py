@@ -179,3 +179,44 @@ def test_every_binary_explains_itself(cluster):
     r = subprocess.run([binary("availctl"), "--help"], capture_output=True, text=True, timeout=10)
     for command in ("config check", "status", "errors", "check", "cache", "registries", "reload", "metrics", "run"):
         assert command in r.stdout, command
+
+
+def test_max_requests_recycles_querier_and_intake_without_losing_a_check(make_cluster):
+    from harness import binary
+    from test_restarts import Frontend
+    registry = FakeRegistry(delay_ms=50)
+    run = None
+    try:
+        c = make_cluster({
+            "dispatcher": {"heartbeat_ms": 100},
+            "querier": {"max_requests": 40},
+            "intake": {"max_requests": 120},
+            "registries": {"test": whois_registry(registry.port, ["test"], concurrency=50)},
+        })
+        # availctl run is the supervisor here: it starts a recycled daemon again
+        # (its output and the daemons' logs go to a file: a pipe nobody
+        # reads would fill and block them all)
+        run_log = os.path.join(c.dir, "run.log")
+        run = subprocess.Popen([binary("availctl"), "-c", c.config_path, "run"], stdout=subprocess.DEVNULL,
+                               stderr=open(run_log, "w"))
+        wait_until(lambda: c.availctl("status").returncode == 0, timeout=30, what="every daemon up")
+        fe = Frontend(c)
+        names = {f"m{i}": f"recycle{i}.test" for i in range(300)}
+        for rid, name in names.items():
+            fe.send(rid, name)
+            time.sleep(0.002)
+        # A recycling intake loses what was still in its socket buffers when
+        # it closed (as any intake stop does): the frontend asks again.
+        answers = fe.collect(300, timeout=60, retry_after=5)
+        assert sorted(answers) == sorted(names)
+        assert fe.retried < 20
+        bad = {k: v for k, v in answers.items() if len(v) != 1 or v[0]["status"] != truth(names[k])}
+        assert not bad, list(bad.items())[:3]
+    finally:
+        if run:
+            run.terminate()
+            run.wait(60)
+            err = open(run_log).read()
+            assert err.count("querier-test exited with status 75") >= 5, err[-3000:]
+            assert err.count("intake exited with status 75") >= 2, err[-3000:]
+        registry.close()

@@ -32,16 +32,27 @@ class Frontend:
         self.sock.setsockopt(zmq.ROUTING_ID, routing_id)
         self.sock.connect(cluster.endpoint("intake_router"))
         self.answers = {}
+        self.sent = {}   # id -> (name, fields, last sent)
+        self.retried = 0
 
     def send(self, rid, name, **fields):
+        self.sent[rid] = (name, fields, time.monotonic())
         self.sock.send(msgpack.packb(dict({"t": "check", "v": 1, "id": rid, "name": name}, **fields)))
 
-    def collect(self, want, timeout=30):
+    def collect(self, want, timeout=30, retry_after=None):
+        """Reads answers; with retry_after, asks again (same id) for what
+        got no answer by then, as a frontend does after an intake crash."""
         deadline = time.monotonic() + timeout
         while len(self.answers) < want and time.monotonic() < deadline:
             if self.sock.poll(100):
                 a = msgpack.unpackb(self.sock.recv(), raw=False)
                 self.answers.setdefault(a["id"], []).append(a)
+            if retry_after:
+                now = time.monotonic()
+                for rid, (name, fields, at) in list(self.sent.items()):
+                    if rid not in self.answers and now - at > retry_after:
+                        self.retried += 1
+                        self.send(rid, name, **fields)
         return self.answers
 
 
