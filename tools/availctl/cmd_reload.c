@@ -1,9 +1,12 @@
 /* availctl reload [DAEMON...]: every daemon (or those named) re-reads the
  * configuration, as on SIGHUP. A daemon refusing the new file keeps its
- * old one and says why; exit 1 when any refused or is down. */
+ * old one and says why; exit 1 when any refused (or did not answer). A
+ * daemon not running is listed and skipped: a registry just added has no
+ * querier yet, and a stopped one reads the file when it starts. */
 #include "availctl.h"
 
 #include <stdio.h>
+#include <string.h>
 
 typedef struct {
     ctl_t *ctl;
@@ -20,6 +23,8 @@ reload_one(void *arg, const char *ident)
     av_msg_init(&reply);
     if (ctl_simple(w->ctl, ident, "reload", &reply, &frame, err, sizeof err) == 0) {
         printf("%-24s reloaded\n", ident);
+    } else if (strncmp(err, "not running", 11) == 0) {
+        printf("%-24s %s\n", ident, err);
     } else {
         printf("%-24s NOT reloaded: %s\n", ident, err);
         w->failed++;
