@@ -71,7 +71,9 @@ send_answer(querier_t *q, const query_t *x, av_status_t status, const char *reas
         .status = status,
         .reason = av_str(reason),
         .registry = av_str(q->registry->name),
-        .source = q->protocol->source,
+        /* Answered without asking (backoff, overload, deadline): no source,
+         * and so no timing sample. */
+        .source = x->started_us ? q->protocol->source : AV_SOURCE_NONE,
         .at_ms = av_now_ms(),
         .latency_us = x->started_us ? now_us - x->started_us : 0,
         .matched = av_str(pattern),

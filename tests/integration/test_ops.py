@@ -220,3 +220,68 @@ def test_max_requests_recycles_querier_and_intake_without_losing_a_check(make_cl
             assert err.count("querier-test exited with status 75") >= 5, err[-3000:]
             assert err.count("intake exited with status 75") >= 2, err[-3000:]
         registry.close()
+
+
+def test_availctl_registries_and_metrics_report_what_happened(make_cluster):
+    import json
+    import urllib.request
+    from harness import free_port
+    registry = FakeRegistry(delay_ms=20)
+    try:
+        c = make_cluster({"dispatcher": {"heartbeat_ms": 100},
+                          "registries": {"test": whois_registry(registry.port, ["test"], backoff_s=30,
+                                                                rate_limit={"queries": 100, "period_s": 1}),
+                                         "idle": whois_registry(registry.port, ["idle"])}}).start_all()
+        c.ask([f"reg{i}.test" for i in range(20)])
+        c.ask("limit-r.test")  # a rate-limit reply: the querier backs off
+        c.ask("taken-r.test")  # during the backoff: unknown rate_limited
+        next(d for d in c.daemons if d.ident == "querier-idle").stop()
+        wait_until(lambda: c.control("cache", "stats")["timing"], what="timing samples")
+        r = c.availctl("registries")
+        assert r.returncode == 1  # querier-idle is down
+        rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:] if line.strip()}
+        assert rows["test"][1] == "1/1" and rows["test"][2] == "100/1s" and rows["test"][5].endswith("s")
+        assert rows["idle"][1] == "0/1"
+        r = c.availctl("--json", "registries")
+        test = next(json.loads(line) for line in r.stdout.splitlines() if '"registry":"test"' in line)
+        assert test["queriers_up"] == 1 and test["backoff_ms"] > 20000 and test["rate_limit_per_s"] == 100
+        # 20 answers and the rate-limit reply; the check answered from the
+        # backoff asked nobody and is no timing sample
+        assert test["recent"]["answers"] == 21 and test["recent"]["rate_limited"] == 1
+        assert 15 <= test["recent"]["p50_ms"] <= 40
+        assert test["error_events"] >= 1
+
+        text = c.availctl("metrics", check=0).stdout
+        lines = text.splitlines()
+        assert 'availd_up{daemon="querier-test"} 1' in lines
+        assert 'availd_up{daemon="querier-idle"} 0' in lines
+        assert 'availd_registry_answers_total{registry="test"} 21' in lines
+        assert 'availd_registry_rate_limited_total{registry="test"} 1' in lines
+        assert 'availd_registry_latency_seconds_count{registry="test"} 21' in lines
+        assert "# TYPE availd_registry_latency_seconds histogram" in lines
+        assert any(line.startswith('availd_checks_total{daemon="dispatcher"} 22') for line in lines)
+        families = [line.split()[2] for line in lines if line.startswith("# TYPE")]
+        assert len(families) == len(set(families)), "a metric family announced twice"
+        buckets = [float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith('availd_registry_latency_seconds_bucket{registry="test"')]
+        assert buckets == sorted(buckets) and buckets[-1] == 21  # cumulative
+        # served over HTTP for a scraper
+        port = free_port()
+        from harness import binary
+        server = subprocess.Popen([binary("availctl"), "-c", c.config_path, "metrics", "--serve",
+                                   f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            def scrape():
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                        return resp.headers["Content-Type"], resp.read().decode()
+                except OSError:
+                    return None
+            ctype, body = wait_until(scrape, what="a scrape")
+            assert ctype.startswith("text/plain; version=0.0.4")
+            assert 'availd_registry_answers_total{registry="test"} 21' in body.splitlines()
+        finally:
+            server.terminate()
+            server.wait(10)
+    finally:
+        registry.close()

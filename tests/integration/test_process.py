@@ -92,3 +92,51 @@ def test_log_level_and_a_file_target(make_cluster, tmp_path):
     quiet.start()
     quiet.stop()
     assert log.read_text() == ""
+
+
+class FakeLogSocket:
+    """A datagram socket at a system logging path (/dev/log for syslog,
+    journald's socket), made only where none exists, removed after."""
+
+    def __init__(self, path):
+        import socket
+        assert not os.path.exists(path), f"{path} exists: a real logger runs here; test on a machine without one"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.2)
+        self.received = []
+
+    def read(self):
+        import socket
+        while True:
+            try:
+                self.received.append(self.sock.recv(65536))
+            except socket.timeout:
+                return b"\n".join(self.received)
+
+    def close(self):
+        self.sock.close()
+        os.unlink(self.path)
+
+
+def test_log_to_syslog_and_to_journald(make_cluster):
+    syslog = FakeLogSocket("/dev/log")
+    journal = FakeLogSocket("/run/systemd/journal/socket")
+    try:
+        c = make_cluster({"errors": {"log": ["syslog", "journald"], "log_level": 3,
+                                     "daemon_name": "whoisd-errors"}})
+        errors = c.start("errors")
+        errors.stop()
+        got_syslog = syslog.read()
+        got_journal = journal.read()
+        # syslog: <priority>... ident[pid]: message, facility daemon (3 << 3), notice = 5
+        assert b"<29>" in got_syslog and b"whoisd-errors[" in got_syslog and b"stopped" in got_syslog
+        # journald's native protocol: KEY=value lines
+        assert b"MESSAGE=stopped" in got_journal and b"PRIORITY=5" in got_journal
+        assert b"SYSLOG_IDENTIFIER=whoisd-errors" in got_journal
+        assert errors.log() == ""  # stderr was not a target
+    finally:
+        syslog.close()
+        journal.close()
