@@ -28,13 +28,14 @@ struct av_classifier {
 };
 
 static const av_pattern_kind_t decision_order[AV_PAT_KINDS] = {
-    AV_PAT_RATE_LIMITED, AV_PAT_RESERVED, AV_PAT_REGISTERED, AV_PAT_AVAILABLE,
+    AV_PAT_RATE_LIMITED, AV_PAT_ERROR, AV_PAT_RESERVED, AV_PAT_REGISTERED, AV_PAT_AVAILABLE,
 };
 
 const char *
 av_pattern_kind_name(av_pattern_kind_t kind)
 {
-    static const char *const names[AV_PAT_KINDS] = { "available", "registered", "reserved", "rate_limited" };
+    static const char *const names[AV_PAT_KINDS] = { "available", "registered", "reserved", "rate_limited",
+                                                     "error" };
     return (unsigned)kind < AV_PAT_KINDS ? names[kind] : "?";
 }
 
@@ -208,6 +209,10 @@ av_classify(av_classifier_t *self, const char *reply, size_t len, av_verdict_t *
         case AV_PAT_RATE_LIMITED:
             out->status = AV_STATUS_UNKNOWN;
             out->reason = AV_REASON_RATE_LIMITED;
+            break;
+        case AV_PAT_ERROR:
+            out->status = AV_STATUS_UNKNOWN;
+            out->reason = AV_REASON_REGISTRY_ERROR;
             break;
         case AV_PAT_RESERVED: out->status = AV_STATUS_RESERVED; break;
         case AV_PAT_REGISTERED: out->status = AV_STATUS_REGISTERED; break;

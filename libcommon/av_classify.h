@@ -24,8 +24,9 @@ av_classifier_t *av_classifier_new(const av_registry_cfg_t *reg, char *err, size
 void av_classifier_destroy(av_classifier_t **self_p);
 
 /* Rate-limit wording wins over everything (a throttled reply can quote the
- * name), then reserved, registered and last available: a reply that could
- * mean either is never `available`. No match and empty replies are unknown. */
+ * name), then the registry's own error codes (registry_error), reserved,
+ * registered and last available: a reply that could mean either is never
+ * `available`. No match and empty replies are unknown. */
 void av_classify(av_classifier_t *self, const char *reply, size_t len, av_verdict_t *out);
 
 /* Checks one pattern compiles; used by config validation. */

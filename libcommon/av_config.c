@@ -3,6 +3,7 @@
  * place, and every error can point at the line and column it is about. */
 #include "av_config.h"
 
+#include "av_bootstrap.h"
 #include "av_classify.h"
 
 #include <arpa/inet.h>
@@ -476,6 +477,7 @@ static const field_t pattern_fields[] = {
     { "registered", K_STRLIST, OFF(av_registry_cfg_t, patterns[AV_PAT_REGISTERED]), 0, 256, false, NULL, NULL },
     { "reserved", K_STRLIST, OFF(av_registry_cfg_t, patterns[AV_PAT_RESERVED]), 0, 256, false, NULL, NULL },
     { "rate_limited", K_STRLIST, OFF(av_registry_cfg_t, patterns[AV_PAT_RATE_LIMITED]), 0, 256, false, NULL, NULL },
+    { "error", K_STRLIST, OFF(av_registry_cfg_t, patterns[AV_PAT_ERROR]), 0, 256, false, NULL, NULL },
 };
 static const table_t pattern_table = { "patterns", pattern_fields, NFIELDS(pattern_fields), -1 };
 
@@ -512,6 +514,9 @@ static const field_t registry_fields[] = {
     { "ttl", K_SECTION, 0, 0, 0, false, &ttl_table, NULL },
     U32("raw_bytes", av_registry_cfg_t, raw_bytes, 0, 4096),
     U32("queriers", av_registry_cfg_t, queriers, 1, 64),
+    { "dns_precheck", K_BOOL, OFF(av_registry_cfg_t, dns_precheck), 0, 0, false, NULL, NULL },
+    { "dns_servers", K_STRLIST, OFF(av_registry_cfg_t, dns_servers), 0, 16, false, NULL, NULL },
+    { "ca_file", K_STR, OFF(av_registry_cfg_t, ca_file), 0, 0, false, NULL, NULL },
 };
 static const table_t registry_table = { "registry", registry_fields, NFIELDS(registry_fields), -1 };
 
@@ -542,6 +547,8 @@ registry_free(av_registry_cfg_t *r)
     free(r->query);
     for (int i = 0; i < AV_PAT_KINDS; i++)
         free_strlist(&r->patterns[i]);
+    free_strlist(&r->dns_servers);
+    free(r->ca_file);
 }
 
 static yaml_node_t *
@@ -612,33 +619,36 @@ validate_registry(parser_t *p, yaml_node_t *node, av_registry_cfg_t *r)
             r->port = r->protocol == AV_PROTO_WHOIS ? 43 : 4343;
         break;
     case AV_PROTO_RDAP:
-        if (!r->base_url || strncmp(r->base_url, "http", 4) != 0)
-            return error_at(p, node, "registry '%s' (protocol rdap) needs 'base_url' (http:// or https://)",
+        /* No base_url: the bootstrap file gives it, once the whole
+         * configuration (and its rdap_bootstrap) is read. */
+        if (r->base_url && strncmp(r->base_url, "http://", 7) != 0 && strncmp(r->base_url, "https://", 8) != 0)
+            return error_at(p, map_get(p, node, "base_url"), "base_url of '%s' must be http:// or https://",
                             r->name);
         break;
     }
-    if (!r->query && !(r->query = strdup(r->protocol == AV_PROTO_DAS ? "get 1.0 %s\r\n" : "%s\r\n")))
+    if (!r->query && !(r->query = strdup("%s\r\n")))
         return error_at(p, node, "out of memory");
-    /* The template must hold exactly one %s: it is handed to a formatter
-     * that sees nothing else, and two would read past the argument. */
+    /* The template holds exactly one name: %s (the whole name) or %l (its
+     * label under the registry's suffix, as EURid's DAS wants it). */
     int conversions = 0;
     for (const char *c = r->query; *c; c++) {
         if (*c != '%')
             continue;
-        if (c[1] == 's')
+        if (c[1] == 's' || c[1] == 'l')
             conversions++;
         else if (c[1] != '%')
-            return error_at(p, map_get(p, node, "query"), "query template of '%s' may hold only %%s and %%%%",
-                            r->name);
+            return error_at(p, map_get(p, node, "query"),
+                            "query template of '%s' may hold only %%s, %%l and %%%%", r->name);
         c++;
     }
     if (conversions != 1)
         return error_at(p, map_get(p, node, "query") ? map_get(p, node, "query") : node,
-                        "query template of '%s' must hold exactly one %%s", r->name);
+                        "query template of '%s' must hold exactly one %%s or %%l", r->name);
     if (r->rate_queries && !r->rate_burst)
         r->rate_burst = r->rate_queries < 10 ? r->rate_queries : 10;
     yaml_node_t *pats = map_get(p, node, "patterns");
-    static const char *const kinds[AV_PAT_KINDS] = { "available", "registered", "reserved", "rate_limited" };
+    static const char *const kinds[AV_PAT_KINDS] = { "available", "registered", "reserved", "rate_limited",
+                                                     "error" };
     for (int k = 0; k < AV_PAT_KINDS; k++) {
         yaml_node_t *list = map_get(p, pats, kinds[k]);
         for (uint32_t i = 0; i < r->patterns[k].count; i++) {
@@ -726,6 +736,7 @@ static const field_t top_fields[] = {
     { "include", K_CUSTOM, 0, 0, 0, false, NULL, parse_include },
     { "runtime_dir", K_STR, OFF(av_config_t, runtime_dir), 0, 0, false, NULL, NULL },
     { "state_dir", K_STR, OFF(av_config_t, state_dir), 0, 0, false, NULL, NULL },
+    { "rdap_bootstrap", K_STR, OFF(av_config_t, rdap_bootstrap), 0, 0, false, NULL, NULL },
     { "endpoints", K_SECTION, OFF(av_config_t, endpoints), 0, 0, false, &endpoints_table, NULL },
     { "process", K_SECTION, OFF(av_config_t, process), 0, 0, false, &process_table, NULL },
     { "intake", K_CUSTOM, 0, 0, 0, false, NULL, parse_intake },
@@ -932,6 +943,8 @@ finish(av_config_t *c, char *err, size_t errlen)
     rc |= set_str(&c->state_dir, "/var/lib/availd");
     rc |= resolve(&c->runtime_dir, cfgdir);
     rc |= resolve(&c->state_dir, cfgdir);
+    rc |= set_str(&c->rdap_bootstrap, "rdap-bootstrap.json");
+    rc |= resolve(&c->rdap_bootstrap, cfgdir);
     av_endpoints_cfg_t *e = &c->endpoints;
     rc |= set_str(&e->intake_pull, "ipc://intake-pull.sock");
     rc |= set_str(&e->intake_router, "ipc://intake.sock");
@@ -963,6 +976,21 @@ finish(av_config_t *c, char *err, size_t errlen)
     if (rc) {
         snprintf(err, errlen, "%s: out of memory", c->path);
         return -1;
+    }
+    for (uint32_t i = 0; i < c->n_registries; i++) {
+        av_registry_cfg_t *r = &c->registries[i];
+        char url[2048], why[AV_CONFIG_ERR_MAX];
+        if (r->protocol != AV_PROTO_RDAP || r->base_url)
+            continue;
+        if (av_bootstrap_lookup(c->rdap_bootstrap, r->tlds.items[0], url, sizeof url, why, sizeof why) < 0) {
+            snprintf(err, errlen, "%s:%u:%u: registry '%s' (protocol rdap) has no base_url, and %s", c->path,
+                     r->line, r->column, r->name, why);
+            return -1;
+        }
+        if (!(r->base_url = strdup(url))) {
+            snprintf(err, errlen, "%s: out of memory", c->path);
+            return -1;
+        }
     }
     return 0;
 }
@@ -1006,6 +1034,7 @@ av_config_free(av_config_t **self_p)
     free(c->path);
     free(c->runtime_dir);
     free(c->state_dir);
+    free(c->rdap_bootstrap);
     char **eps[] = { &c->endpoints.intake_pull, &c->endpoints.intake_router, &c->endpoints.intake_results,
                      &c->endpoints.intake_gateway, &c->endpoints.dispatcher, &c->endpoints.dispatcher_workers,
                      &c->endpoints.cache_puts, &c->endpoints.errors_events, &c->endpoints.errors_publish,

@@ -125,6 +125,7 @@ typedef enum {
     AV_PAT_REGISTERED,
     AV_PAT_RESERVED,
     AV_PAT_RATE_LIMITED,
+    AV_PAT_ERROR,        /* the registry reports a failure of its own: unknown, registry_error */
     AV_PAT_KINDS
 } av_pattern_kind_t;
 
@@ -140,7 +141,7 @@ typedef struct {
     char *host;
     uint32_t port;
     char *base_url;
-    char *query;                 /* template, one %s */
+    char *query;                 /* template: one %s (the name) or %l (its first label) */
     av_strlist_t patterns[AV_PAT_KINDS];
     bool posix_patterns;         /* POSIX ERE instead of PCRE2 */
     uint32_t rate_queries;       /* rate limit: queries per rate_period_s */
@@ -154,6 +155,9 @@ typedef struct {
     uint32_t ttl_s[5];           /* by av_status_t */
     uint32_t raw_bytes;          /* excerpt kept with an answer; 0 = none */
     uint32_t queriers;           /* querier processes: NAME, NAME.2 ... NAME.N */
+    bool dns_precheck;           /* a delegation in the TLD's zone means registered */
+    av_strlist_t dns_servers;    /* "IP" or "IP:PORT"; none: the system's resolvers */
+    char *ca_file;               /* RDAP: trust these CAs (PEM) instead of the system's */
     uint32_t line; uint32_t column; /* where it was defined, for messages */
 } av_registry_cfg_t;
 
@@ -161,6 +165,7 @@ typedef struct {
     char *path;                  /* the file loaded */
     char *runtime_dir;           /* relative ipc:// endpoints live here */
     char *state_dir;             /* relative database paths live here */
+    char *rdap_bootstrap;        /* RFC 9224 dns.json: base URLs of RDAP registries without one */
     av_endpoints_cfg_t endpoints;
     av_process_cfg_t process;    /* defaults for every daemon */
     av_intake_cfg_t intake;

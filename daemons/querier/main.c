@@ -21,6 +21,15 @@
  *   patterns: rate-limit wording first, then reserved, registered,
  *   available; no match is `unknown` (unparseable), never `available`.
  *
+ *   Protocols: whois (RFC 3912) and registry availability services (DAS:
+ *   the same exchange, their own status lines and RC codes) on TCP; RDAP
+ *   (RFC 9082/9083) over HTTPS with libcurl (200 registered, or reserved;
+ *   redemption and pending delete stay registered; 404 available; 429/503
+ *   rate limited, Retry-After honoured), base_url from the registry or the
+ *   IANA bootstrap (rdap_bootstrap). With dns_precheck, a name delegated
+ *   in its TLD's zone (NS records, c-ares) is answered registered without
+ *   asking the registry; no delegation sends it on to the registry.
+ *
  *   On a rate-limit reply the querier stops asking that registry for
  *   backoff_s, answers what waits `unknown` (rate_limited) at once, and
  *   reports a `rate_limited` error event. Timeouts and connection errors
@@ -36,6 +45,8 @@
  */
 #include "querier.h"
 
+#include <ares.h>
+#include <curl/curl.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 
@@ -84,7 +95,10 @@ querier_fini(av_daemon_t *d)
 int
 main(int argc, char **argv)
 {
-    return av_daemon_main(argc, argv,
+    /* Before any thread (ZeroMQ's) exists, as libcurl and c-ares ask. */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    ares_library_init(ARES_LIB_INIT_ALL);
+    int rc = av_daemon_main(argc, argv,
                           &(av_daemon_hooks_t){
                               .name = "querier",
                               .summary = "availd-querier: asks one registry whether names are available",
@@ -95,4 +109,7 @@ main(int argc, char **argv)
                               .on_stop = querier_on_stop,
                               .fini = querier_fini,
                           });
+    ares_library_cleanup();
+    curl_global_cleanup();
+    return rc;
 }

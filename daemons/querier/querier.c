@@ -54,7 +54,7 @@ query_free(query_t *x)
 static uint32_t
 credit(const querier_t *q)
 {
-    uint32_t load = q->waiting.count + q->inflight.count;
+    uint32_t load = q->waiting.count + q->inflight.count + q->dns_pending.count;
     return load >= q->capacity ? 0 : q->capacity - load;
 }
 
@@ -73,7 +73,7 @@ send_answer(querier_t *q, const query_t *x, av_status_t status, const char *reas
         .registry = av_str(q->registry->name),
         /* Answered without asking (backoff, overload, deadline): no source,
          * and so no timing sample. */
-        .source = x->started_us ? q->protocol->source : AV_SOURCE_NONE,
+        .source = x->source ? x->source : x->started_us ? q->protocol->source : AV_SOURCE_NONE,
         .at_ms = av_now_ms(),
         .latency_us = x->started_us ? now_us - x->started_us : 0,
         .matched = av_str(pattern),
@@ -102,15 +102,17 @@ static void pump_once(querier_t *q);
 static void hand_back(querier_t *q, query_list_t *list);
 
 static void
-enter_backoff(querier_t *q, const char *why)
+enter_backoff(querier_t *q, uint32_t seconds, const char *why)
 {
     uint64_t now = av_mono_us();
     bool already = q->backoff_until_us > now;
-    q->backoff_until_us = now + (uint64_t)q->registry->backoff_s * 1000000;
+    uint64_t until = now + (uint64_t)seconds * 1000000;
+    if (until > q->backoff_until_us)
+        q->backoff_until_us = until;
     if (!already) {
         (*q->backoffs)++;
         av_report(q->d, AV_LOG_WARNING, q->registry->name, "rate_limited", "%s: backing off for %u s", why,
-                  q->registry->backoff_s);
+                  seconds);
     }
     /* Waiting checks would wait out the whole backoff: answer them now. */
     while (q->waiting.head) {
@@ -123,24 +125,32 @@ enter_backoff(querier_t *q, const char *why)
 }
 
 void
-querier_finish(querier_t *q, query_t *x)
+querier_decide(querier_t *q, query_t *x, av_status_t status, const char *reason, const char *decided_by,
+               uint32_t backoff_s)
 {
-    av_verdict_t v;
     list_remove(&q->inflight, x);
     q->protocol->abort(q, x);
-    av_classify(q->classifier, x->reply, x->reply_len, &v);
-    if (v.reason && strcmp(v.reason, AV_REASON_RATE_LIMITED) == 0) {
+    if (reason && strcmp(reason, AV_REASON_RATE_LIMITED) == 0) {
         (*q->rate_limited)++;
-        send_answer(q, x, v.status, v.reason, v.pattern);
-        enter_backoff(q, "the registry says we exceed its rate limit");
+        send_answer(q, x, status, reason, decided_by);
+        enter_backoff(q, backoff_s ? backoff_s : q->registry->backoff_s,
+                      "the registry says we exceed its rate limit");
     } else {
-        if (v.reason && strcmp(v.reason, AV_REASON_UNPARSEABLE) == 0)
+        if (reason && strcmp(reason, AV_REASON_UNPARSEABLE) == 0)
             av_report(q->d, AV_LOG_NOTICE, q->registry->name, "unparseable",
                       "no pattern matched the reply for %s (%zu bytes)", x->name, x->reply_len);
-        send_answer(q, x, v.status, v.reason, v.pattern);
+        send_answer(q, x, status, reason, decided_by);
     }
     query_free(x);
     pump(q);
+}
+
+void
+querier_finish(querier_t *q, query_t *x)
+{
+    av_verdict_t v;
+    av_classify(q->classifier, x->reply, x->reply_len, &v);
+    querier_decide(q, x, v.status, v.reason, v.pattern, 0);
 }
 
 void
@@ -307,9 +317,30 @@ querier_take(querier_t *q, const av_check_t *check)
         query_free(x);
         return;
     }
+    if (q->registry->dns_precheck && q->dns) {
+        list_push(&q->dns_pending, x);
+        dns_precheck(q, x);
+    } else {
+        list_push(&q->waiting, x);
+        pump(q);
+    }
+    av_daemon_count_work(q->d, 1); /* may begin a recycling stop: hands back what waits */
+}
+
+void
+querier_dns_done(querier_t *q, query_t *x, bool delegated)
+{
+    list_remove(&q->dns_pending, x);
+    if (delegated) {
+        /* Registered, and the registry's quota not spent. */
+        x->source = AV_SOURCE_DNS;
+        send_answer(q, x, AV_STATUS_REGISTERED, NULL, "dns: delegated");
+        query_free(x);
+        return;
+    }
+    x->started_us = 0; /* the registry's round trip is timed from when it is asked */
     list_push(&q->waiting, x);
     pump(q);
-    av_daemon_count_work(q->d, 1); /* may begin a recycling stop: hands back what waits */
 }
 
 /* ---- the registry's address ------------------------------------------- */
@@ -395,11 +426,22 @@ configure(querier_t *q, const av_registry_cfg_t *r)
     av_classifier_destroy(&q->classifier);
     q->classifier = classifier;
     q->registry = r;
-    q->protocol = &whois_protocol;
+    q->protocol = r->protocol == AV_PROTO_RDAP ? &rdap_protocol
+                  : r->protocol == AV_PROTO_DAS ? &das_protocol
+                                                : &whois_protocol;
     q->capacity = r->concurrency + r->queue;
     q->tokens = r->rate_burst;
     q->tokens_at_us = av_mono_us();
-    resolve(q);
+    if (r->dns_precheck && !q->dns && q->d && dns_open(q) < 0)
+        return -1;
+    if (r->protocol == AV_PROTO_RDAP) {
+        /* libcurl resolves the base URL's host itself, off the loop. */
+        q->addr_ready = true;
+        if (q->rdap)
+            rdap_set_base(q, r->base_url);
+    } else {
+        resolve(q);
+    }
     return 0;
 }
 
@@ -430,6 +472,12 @@ gauge_waiting(av_daemon_t *d)
 }
 
 static uint64_t
+gauge_dns_pending(av_daemon_t *d)
+{
+    return ((querier_t *)av_daemon_state(d))->dns_pending.count;
+}
+
+static uint64_t
 gauge_credit(av_daemon_t *d)
 {
     return credit(av_daemon_state(d));
@@ -453,10 +501,6 @@ querier_start(querier_t *q, av_daemon_t *d)
         av_log_err("no registry for instance '%s' in %s", av_daemon_instance(d), cfg->path);
         return -1;
     }
-    if (r->protocol != AV_PROTO_WHOIS) {
-        av_log_err("registry '%s': this querier speaks whois only", r->name);
-        return -1;
-    }
     q->checks = av_daemon_counter(d, "checks");
     for (int s = 0; s < AV_STATUS_COUNT; s++) {
         char name[32];
@@ -473,8 +517,13 @@ querier_start(querier_t *q, av_daemon_t *d)
     av_daemon_gauge(d, "waiting", gauge_waiting);
     av_daemon_gauge(d, "credit", gauge_credit);
     av_daemon_gauge(d, "backoff_ms", gauge_backoff_ms);
-    if (configure(q, r) < 0 || !(q->poller = av_poller_new(av_daemon_loop(d))))
+    av_daemon_gauge(d, "dns_pending", gauge_dns_pending);
+    if (!(q->poller = av_poller_new(av_daemon_loop(d))) || configure(q, r) < 0)
         return -1;
+    if (r->protocol == AV_PROTO_RDAP && rdap_open(q) < 0) {
+        av_log_err("registry '%s': cannot set up RDAP transfers", r->name);
+        return -1;
+    }
     if (sd_event_add_time(av_daemon_loop(d), &q->pump_timer, CLOCK_MONOTONIC, 0, 1000, on_pump, q) < 0)
         return -1;
     sd_event_source_set_enabled(q->pump_timer, SD_EVENT_OFF);
@@ -489,7 +538,10 @@ querier_start(querier_t *q, av_daemon_t *d)
     if (!q->dispatcher || av_daemon_watch(d, q->dispatcher, on_dispatcher, q) < 0)
         return -1;
     send_credit(q, AV_MSG_READY);
-    av_daemon_status_text(d, "querying %s (%s:%u)", r->name, r->host, r->port);
+    if (r->protocol == AV_PROTO_RDAP)
+        av_daemon_status_text(d, "querying %s (rdap %s)", r->name, r->base_url);
+    else
+        av_daemon_status_text(d, "querying %s (%s %s:%u)", r->name, q->protocol->name, r->host, r->port);
     return 0;
 }
 
@@ -501,7 +553,7 @@ querier_reload(querier_t *q, const av_registry_cfg_t *next)
                    q->registry->name);
         return -1;
     }
-    if (next->protocol != AV_PROTO_WHOIS) {
+    if (next->protocol != q->registry->protocol) {
         av_log_err("registry '%s' changed protocol: that needs a restart", next->name);
         return -1;
     }
@@ -551,6 +603,7 @@ querier_stop(querier_t *q)
 void
 querier_close(querier_t *q)
 {
+    dns_close(q); /* lookups still pending end up waiting: handed back below */
     if (q->dispatcher) {
         hand_back(q, &q->waiting);
         hand_back(q, &q->inflight); /* the drain ran out: these too */
@@ -560,6 +613,7 @@ querier_close(querier_t *q)
     sd_event_source_disable_unref(q->timeout_timer);
     sd_event_source_disable_unref(q->heartbeat_timer);
     zsock_destroy(&q->dispatcher);
+    rdap_close(q);
     av_poller_destroy(&q->poller);
     av_classifier_destroy(&q->classifier);
 }

@@ -34,6 +34,9 @@ struct query {
     size_t reply_len;
     size_t reply_cap;
     bool truncated;           /* reply longer than max_reply_bytes */
+    void *http;               /* RDAP: the transfer (CURL easy handle) */
+    av_source_t source;       /* set when the verdict is not the protocol's (DNS) */
+    uint32_t retry_after_s;   /* RDAP: from a 429/503 reply */
 };
 
 typedef struct {
@@ -51,6 +54,8 @@ typedef struct {
 } protocol_t;
 
 extern const protocol_t whois_protocol;
+extern const protocol_t das_protocol;
+extern const protocol_t rdap_protocol;
 
 struct querier {
     av_daemon_t *d;
@@ -59,6 +64,9 @@ struct querier {
     av_classifier_t *classifier;
     zsock_t *dispatcher;                /* DEALER to the dispatcher's workers ROUTER */
     av_poller_t *poller;                /* the registry connections */
+    struct rdap *rdap;                  /* RDAP transfers (rdap.c) */
+    struct dns *dns;                    /* the DNS pre-check (dns.c) */
+    query_list_t dns_pending;           /* asked in the DNS first */
     struct sockaddr_storage addr;       /* the registry's server */
     socklen_t addr_len;
     bool addr_ready;
@@ -85,13 +93,27 @@ struct querier {
 
 const av_registry_cfg_t *querier_registry(const av_config_t *cfg, const char *instance);
 int querier_start(querier_t *q, av_daemon_t *d);
+/* rdap.c: the transfer machinery of an RDAP registry. */
+/* dns.c: the pre-check. dns_precheck asks for x's delegation and calls
+ * querier_dns_done with the result (also when the lookup fails). */
+int dns_open(querier_t *q);
+void dns_close(querier_t *q);
+int dns_precheck(querier_t *q, query_t *x);
+void querier_dns_done(querier_t *q, query_t *x, bool delegated);
+int rdap_open(querier_t *q);
+void rdap_set_base(querier_t *q, const char *base_url);
+void rdap_close(querier_t *q);
 int querier_reload(querier_t *q, const av_registry_cfg_t *next);
 void querier_stop(querier_t *q);  /* hand back the waiting, keep the in-flight */
 void querier_close(querier_t *q);
 void querier_take(querier_t *q, const av_check_t *check);
 
 /* Protocols call one of these exactly once per started query. */
-void querier_finish(querier_t *q, query_t *query);               /* reply in query->reply */
+void querier_finish(querier_t *q, query_t *query); /* reply in query->reply: the patterns decide */
+/* The protocol decided itself (RDAP's HTTP status); a rate_limited reason
+ * backs off for backoff_s, or the registry's backoff_s when 0. */
+void querier_decide(querier_t *q, query_t *query, av_status_t status, const char *reason, const char *decided_by,
+                    uint32_t backoff_s);
 void querier_fail(querier_t *q, query_t *query, const char *reason, const char *detail);
 
 #endif

@@ -19,16 +19,19 @@ static int
 format_request(querier_t *q, query_t *x)
 {
     const char *tmpl = q->registry->query;
-    const char *at = strstr(tmpl, "%s");
-    size_t len = strlen(tmpl) - 2 + strlen(x->name);
-    /* The template was checked at load: one %s, %% as the only escape. */
+    size_t name_len = strlen(x->name);
+    /* %l: the label under the registry's suffix; the dispatcher only sends
+     * names one label under it, so that is the first label. */
+    size_t label_len = strcspn(x->name, ".");
+    size_t len = strlen(tmpl) + name_len;
+    /* The template was checked at load: one %s or %l, %% as the only escape. */
     x->request = malloc(len + 1);
     if (!x->request)
         return -1;
     size_t o = 0;
     for (const char *c = tmpl; *c; c++) {
-        if (c == at) {
-            size_t n = strlen(x->name);
+        if (c[0] == '%' && (c[1] == 's' || c[1] == 'l')) {
+            size_t n = c[1] == 's' ? name_len : label_len;
             memcpy(x->request + o, x->name, n);
             o += n;
             c++;
@@ -176,6 +179,16 @@ on_io(void *arg, uint32_t revents)
 const protocol_t whois_protocol = {
     .name = "whois",
     .source = AV_SOURCE_WHOIS,
+    .start = whois_start,
+    .abort = whois_abort,
+};
+
+/* Registry availability services (EURid's and DNS Belgium's DAS on port
+ * 4343, Norid's on 79): the same exchange, a status in the reply, an
+ * `RC` code for errors; what the codes mean is in the registry's patterns. */
+const protocol_t das_protocol = {
+    .name = "das",
+    .source = AV_SOURCE_DAS,
     .start = whois_start,
     .abort = whois_abort,
 };

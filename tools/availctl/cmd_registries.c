@@ -4,6 +4,11 @@
  * database, last five minutes) and the error events held about it. */
 #include "availctl.h"
 
+#include "av_bootstrap.h"
+
+#include <errno.h>
+#include <unistd.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -144,14 +149,58 @@ print_row(ctl_t *ctl, const registry_row_t *r)
            p50, p99, err, (unsigned long long)r->events);
 }
 
+/* availctl registries update-bootstrap FILE: a newer IANA dns.json in place
+ * of the configured one (rdap_bootstrap), checked first, then swapped in
+ * with a rename so a daemon reading it never sees half a file. It takes
+ * effect at the next reload. */
+static int
+update_bootstrap(ctl_t *ctl, const char *file)
+{
+    char err[512], tmp[4200];
+    size_t services = 0;
+    const av_config_t *cfg = ctl_config(ctl);
+    if (!cfg)
+        return EXIT_USAGE;
+    if (av_bootstrap_check(file, &services, err, sizeof err) < 0) {
+        fprintf(stderr, "availctl: %s\n", err);
+        return EXIT_NEGATIVE;
+    }
+    snprintf(tmp, sizeof tmp, "%s.new", cfg->rdap_bootstrap);
+    FILE *in = fopen(file, "rb"), *out = fopen(tmp, "wb");
+    char buf[65536];
+    size_t n;
+    int rc = in && out ? 0 : -1;
+    while (rc == 0 && (n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            rc = -1;
+    if (in)
+        fclose(in);
+    if (out && fclose(out) != 0)
+        rc = -1;
+    if (rc < 0 || rename(tmp, cfg->rdap_bootstrap) < 0) {
+        fprintf(stderr, "availctl: cannot write %s: %s\n", cfg->rdap_bootstrap, strerror(errno));
+        unlink(tmp);
+        return EXIT_USAGE;
+    }
+    printf("%s: %zu services; run `availctl reload` to use it\n", cfg->rdap_bootstrap, services);
+    return EXIT_OK;
+}
+
 int
 cmd_registries(ctl_t *ctl, int argc, char **argv)
 {
+    if (argc >= 1 && strcmp(argv[0], "update-bootstrap") == 0) {
+        if (argc != 2) {
+            fprintf(stderr, "usage: availctl registries update-bootstrap FILE\n");
+            return EXIT_USAGE;
+        }
+        return update_bootstrap(ctl, argv[1]);
+    }
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             ctl->json = true;
         } else {
-            fprintf(stderr, "usage: availctl registries [--json]\n");
+            fprintf(stderr, "usage: availctl registries [--json] | registries update-bootstrap FILE\n");
             return EXIT_USAGE;
         }
     }
