@@ -379,7 +379,7 @@ test_full_file_sets_every_section(void **state)
     assert_non_null(r);
     assert_int_equal(r->protocol, AV_PROTO_DAS);
     assert_int_equal(r->port, 4343);             /* das default */
-    assert_string_equal(r->query, "get 1.0 %s\r\n"); /* das default */
+    assert_string_equal(r->query, "%s\r\n"); /* das: the name, as DNS Belgium's; EURid's needs get 1.0 %l */
 
     assert_null(av_config_registry(c, "nope"));
 }
@@ -634,7 +634,7 @@ test_error_missing_required_value(void **state)
         "    tlds: fr\n"
         "    protocol: rdap\n"
         "    base_url: ftp://rdap.nic.fr/\n",
-        3, 5, "registry 'nic-fr' (protocol rdap) needs 'base_url'");
+        5, 15, "base_url of 'nic-fr' must be http:// or https://");
     /* `tlds:` with nothing is an empty list: no TLD served. */
     assert_refused_at(f,
         "registries:\n"
@@ -773,23 +773,23 @@ test_error_bad_query_template(void **state)
         "registries:\n"
         WHOIS_REGISTRY("verisign")
         "    query: \"domain\\r\\n\"\n",
-        6, 12, "query template of 'verisign' must hold exactly one %s");
+        6, 12, "query template of 'verisign' must hold exactly one %s or %l");
     assert_refused_at(f,
         "registries:\n"
         WHOIS_REGISTRY("verisign")
         "    query: \"%s %s\\r\\n\"\n",
-        6, 12, "query template of 'verisign' must hold exactly one %s");
+        6, 12, "query template of 'verisign' must hold exactly one %s or %l");
     assert_refused_at(f,
         "registries:\n"
         WHOIS_REGISTRY("verisign")
         "    query: \"%d %s\\r\\n\"\n",
-        6, 12, "query template of 'verisign' may hold only %s and %%");
+        6, 12, "query template of 'verisign' may hold only %s, %l and %%");
     /* A lone '%' at the end would make a formatter read past the string. */
     assert_refused_at(f,
         "registries:\n"
         WHOIS_REGISTRY("verisign")
         "    query: \"%s%\"\n",
-        6, 12, "may hold only %s and %%");
+        6, 12, "may hold only %s, %l and %%");
     /* The contrast: %% is a literal percent and is allowed. */
     const av_config_t *c = load_ok(f,
         "registries:\n"
@@ -857,6 +857,34 @@ test_error_control_template_needs_one_percent_s(void **state)
         load_refused(f, inputs[i]);
         assert_error_at(f->err, f->path, 2, 12, "'control' must hold exactly one %s");
     }
+}
+
+static void
+test_rdap_registry_without_base_url_takes_it_from_the_bootstrap(void **state)
+{
+    fixture_t *f = *state;
+    write_in_dir(f, "rdap-bootstrap.json",
+                 "{\"version\": \"1.0\", \"services\": ["
+                 "[[\"com\", \"net\"], [\"http://rdap.example/com/\", \"https://rdap.example/com/\"]],"
+                 "[[\"uk\"], [\"https://rdap.example/uk/\"]]]}");
+    const av_config_t *c = load_ok(f,
+        "registries:\n"
+        "  verisign:\n"
+        "    tlds: [com, net]\n"
+        "    protocol: rdap\n"
+        "  nominet:\n"
+        "    tlds: [co.uk]\n"
+        "    protocol: rdap\n");
+    /* https preferred; co.uk by its longest listed suffix, uk */
+    assert_string_equal(av_config_registry(c, "verisign")->base_url, "https://rdap.example/com/");
+    assert_string_equal(av_config_registry(c, "nominet")->base_url, "https://rdap.example/uk/");
+    /* a TLD the bootstrap does not list: refused, at the registry */
+    assert_refused_at(f,
+        "registries:\n"
+        "  other:\n"
+        "    tlds: [zz]\n"
+        "    protocol: rdap\n",
+        2, 3, "registry 'other' (protocol rdap) has no base_url, and");
 }
 
 static void
@@ -1146,6 +1174,7 @@ main(void)
         T(test_error_bad_registry_name_or_twice_defined),
         T(test_error_control_template_needs_one_percent_s),
         T(test_error_missing_file),
+        T(test_rdap_registry_without_base_url_takes_it_from_the_bootstrap),
         T(test_error_is_truncated_to_the_buffer_not_overflowing_it),
         cmocka_unit_test(test_cidr_parse_reads_address_family_and_prefix),
         cmocka_unit_test(test_cidr_parse_rejects_malformed_text),
