@@ -517,6 +517,7 @@ static const field_t registry_fields[] = {
     { "dns_precheck", K_BOOL, OFF(av_registry_cfg_t, dns_precheck), 0, 0, false, NULL, NULL },
     { "dns_servers", K_STRLIST, OFF(av_registry_cfg_t, dns_servers), 0, 16, false, NULL, NULL },
     { "ca_file", K_STR, OFF(av_registry_cfg_t, ca_file), 0, 0, false, NULL, NULL },
+    U32("connections", av_registry_cfg_t, connections, 1, 1024),
 };
 static const table_t registry_table = { "registry", registry_fields, NFIELDS(registry_fields), -1 };
 
@@ -535,6 +536,7 @@ registry_defaults(av_registry_cfg_t *r)
     r->ttl_s[2] = 86400;
     r->raw_bytes = 512;
     r->queriers = 1;
+    r->connections = 8;
 }
 
 static void

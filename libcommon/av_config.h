@@ -158,6 +158,7 @@ typedef struct {
     bool dns_precheck;           /* a delegation in the TLD's zone means registered */
     av_strlist_t dns_servers;    /* "IP" or "IP:PORT"; none: the system's resolvers */
     char *ca_file;               /* RDAP: trust these CAs (PEM) instead of the system's */
+    uint32_t connections;        /* RDAP: connections to the server (HTTP/2 multiplexes on each) */
     uint32_t line; uint32_t column; /* where it was defined, for messages */
 } av_registry_cfg_t;
 

@@ -306,8 +306,12 @@ rdap_open(querier_t *q)
     curl_multi_setopt(q->rdap->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(q->rdap->multi, CURLMOPT_TIMERDATA, q);
     curl_multi_setopt(q->rdap->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-    /* Beside the querier's own cap: never more connections than queries. */
-    curl_multi_setopt(q->rdap->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)r->concurrency);
+    /* A few connections, many streams each (HTTP/2): a TLS connection costs
+     * far more than a stream, in handshakes and in memory. A server that
+     * speaks only HTTP/1.1 gets at most this many queries at a time. */
+    curl_multi_setopt(q->rdap->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                      (long)(r->connections < r->concurrency ? r->connections : r->concurrency));
+    curl_multi_setopt(q->rdap->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)r->concurrency);
     if (sd_event_add_time(av_daemon_loop(q->d), &q->rdap->timer, CLOCK_MONOTONIC, 0, 1000, on_timer, q) < 0)
         return -1;
     sd_event_source_set_enabled(q->rdap->timer, SD_EVENT_OFF);
