@@ -46,13 +46,13 @@ on_flush(sd_event_source *s, void *userdata)
     return 0;
 }
 
-static void
+static bool
 on_message(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     av_batch_t *self = arg;
     zmsg_t *msg = zmsg_recv(sock);
     if (!msg)
-        return;
+        return false;
     (*self->received)++;
     /* One frame: the message. Anything else is not ours. */
     zframe_t *frame = zmsg_size(msg) == 1 ? zmsg_pop(msg) : NULL;
@@ -74,13 +74,14 @@ on_message(av_daemon_t *d, zsock_t *sock, void *arg)
             av_log_debug("dropped a malformed message: %s", why);
         av_msg_release(&p->msg);
         zframe_destroy(&frame);
-        return;
+        return true;
     }
     p->frame = frame;
     if (++self->n == self->max)
         av_batch_flush(self);
     else
         sd_event_source_set_enabled(self->flush, SD_EVENT_ONESHOT);
+    return true;
 }
 
 av_batch_t *

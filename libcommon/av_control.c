@@ -32,12 +32,14 @@ pack_status(av_daemon_t *d, msgpack_packer *pk)
         av_pack_kv_uint(pk, d->gauges[i].name, d->gauges[i].fn(d));
 }
 
-static void
+static bool
 on_control(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     (void)arg;
     av_envelope_t env;
     zframe_t *body = av_router_recv(sock, &env);
+    if (!body && !env.identity)
+        return false;
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
     av_msg_t msg;
@@ -82,6 +84,7 @@ on_control(av_daemon_t *d, zsock_t *sock, void *arg)
     msgpack_sbuffer_destroy(&sbuf);
     zframe_destroy(&body);
     av_envelope_clear(&env);
+    return true;
 }
 
 int

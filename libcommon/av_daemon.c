@@ -182,14 +182,16 @@ compact_watches(av_daemon_t *d)
     d->n_watches = kept;
 }
 
-/* Returns true when the socket still had messages after a full batch. */
+/* Reads until the socket has nothing (each read is non-blocking, so no
+ * ZMQ_EVENTS call, and its syscalls, per message), then asks ZMQ_EVENTS
+ * once: that re-arms ZMQ_FD. Returns true when the socket still had
+ * messages after a full batch. */
 static bool
 drain_watch(av_daemon_t *d, av_watch_t *w)
 {
     for (int n = 0; n < WATCH_BATCH; n++) {
-        if (w->dead || !(zsock_events(w->sock) & ZMQ_POLLIN))
-            return false;
-        w->fn(d, w->sock, w->arg);
+        if (w->dead || !w->fn(d, w->sock, w->arg))
+            return !w->dead && (zsock_events(w->sock) & ZMQ_POLLIN);
     }
     return !w->dead && (zsock_events(w->sock) & ZMQ_POLLIN);
 }
@@ -234,6 +236,7 @@ av_daemon_watch(av_daemon_t *d, zsock_t *sock, av_zsock_fn fn, void *arg)
     w->sock = sock;
     w->fn = fn;
     w->arg = arg;
+    zsock_set_rcvtimeo(sock, 0); /* fn's reads never wait */
     if (sd_event_add_io(d->loop, &w->io, zsock_fd(sock), EPOLLIN, on_watch_io, d) < 0) {
         free(w);
         return -1;

@@ -75,8 +75,10 @@ typedef int (*av_command_fn)(av_daemon_t *d, const msgpack_object *request, msgp
                              size_t errlen);
 int av_daemon_command(av_daemon_t *d, const char *cmd, av_command_fn fn);
 
-/* Calls fn whenever sock has a message to read; fn reads one message. */
-typedef void (*av_zsock_fn)(av_daemon_t *d, zsock_t *sock, void *arg);
+/* Calls fn whenever sock may have a message to read. fn reads one message
+ * without waiting (watched sockets have a receive timeout of 0) and returns
+ * false when there was none. */
+typedef bool (*av_zsock_fn)(av_daemon_t *d, zsock_t *sock, void *arg);
 int av_daemon_watch(av_daemon_t *d, zsock_t *sock, av_zsock_fn fn, void *arg);
 void av_daemon_unwatch(av_daemon_t *d, zsock_t *sock);
 

@@ -83,13 +83,13 @@ av_inherited_socket(const char *endpoint)
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
-static void
+static bool
 on_zap(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     (void)arg;
     zmsg_t *req = zmsg_recv(sock);
     if (!req)
-        return;
+        return false;
     char *version = zmsg_popstr(req);
     char *request_id = zmsg_popstr(req);
     char *domain = zmsg_popstr(req);
@@ -122,6 +122,7 @@ on_zap(av_daemon_t *d, zsock_t *sock, void *arg)
     free(domain);
     free(address);
     zmsg_destroy(&req);
+    return true;
 }
 
 static int

@@ -318,12 +318,14 @@ peer_id_read(zframe_t *frame, peer_id_t *out)
     return true;
 }
 
-static void
+static bool
 on_frontend(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     dispatcher_t *ds = arg;
     av_envelope_t env;
     zframe_t *body = av_router_recv(sock, &env);
+    if (!body && !env.identity)
+        return false;
     peer_id_t intake;
     av_msg_t msg;
     av_msg_init(&msg);
@@ -342,6 +344,7 @@ on_frontend(av_daemon_t *d, zsock_t *sock, void *arg)
     av_msg_release(&msg);
     zframe_destroy(&body);
     av_envelope_clear(&env);
+    return true;
 }
 
 /* ---- timers ------------------------------------------------------------- */

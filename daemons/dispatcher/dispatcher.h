@@ -113,7 +113,7 @@ int dispatcher_reload(dispatcher_t *ds, const av_config_t *next);
 void dispatcher_close(dispatcher_t *ds);
 
 /* workers.c */
-void workers_on_message(av_daemon_t *d, zsock_t *sock, void *arg);
+bool workers_on_message(av_daemon_t *d, zsock_t *sock, void *arg);
 void workers_scan(dispatcher_t *ds, uint64_t now_us);
 /* Sends the task to the querier with the most credit, or leaves it
  * pending. Returns false when the registry has no querier at all. */

@@ -224,12 +224,14 @@ on_bye(dispatcher_t *ds, worker_t *w, const av_ready_t *bye)
     av_log_info("querier pid %u of %s is leaving; %u checks handed back", w->pid, w->registry->name, back);
 }
 
-void
+bool
 workers_on_message(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     dispatcher_t *ds = arg;
     av_envelope_t env;
     zframe_t *body = av_router_recv(sock, &env);
+    if (!body && !env.identity)
+        return false;
     av_msg_t msg;
     peer_id_t id = { 0 };
     char key[2 * PEER_ID_MAX + 1];
@@ -283,4 +285,5 @@ out:
     av_msg_release(&msg);
     zframe_destroy(&body);
     av_envelope_clear(&env);
+    return true;
 }

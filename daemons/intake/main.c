@@ -77,34 +77,38 @@ validate(intake_t *in, origin_t origin, zframe_t *body, const av_envelope_t *env
     return false;
 }
 
-static void
+static bool
 on_pull(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     (void)d;
     intake_t *in = arg;
     zmsg_t *msg = zmsg_recv(sock);
     if (!msg)
-        return;
+        return false;
     zframe_t *body = zmsg_size(msg) == 1 ? zmsg_pop(msg) : NULL;
     zmsg_destroy(&msg);
     if (validate(in, ORIGIN_PULL, body, NULL))
         request_accept(in, ORIGIN_PULL, body, NULL, &in->msg.u.check, NULL, NULL);
     else
         zframe_destroy(&body);
+    return true;
 }
 
-static void
+static bool
 on_router(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     (void)d;
     intake_t *in = arg;
     av_envelope_t env;
     zframe_t *body = av_router_recv(sock, &env);
+    if (!body && !env.identity)
+        return false;
     if (validate(in, ORIGIN_ROUTER, body, &env))
         request_accept(in, ORIGIN_ROUTER, body, NULL, &in->msg.u.check, &env, NULL);
     else
         zframe_destroy(&body);
     av_envelope_clear(&env);
+    return true;
 }
 
 /* Requests still queued on the sockets when we stop: taken in so they

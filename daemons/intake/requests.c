@@ -678,13 +678,13 @@ resubmit(void *arg, uint64_t rid, const msgpack_object *rec)
 
 /* ---- answers from the dispatcher --------------------------------------- */
 
-static void
+static bool
 on_answer(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     intake_t *in = arg;
     zframe_t *frame = zframe_recv(sock);
     if (!frame)
-        return;
+        return false;
     int rc = av_msg_decode(&in->msg, zframe_data(frame), zframe_size(frame));
     if (rc != 0 || in->msg.type != AV_MSG_ANSWER || in->msg.u.answer.rid == 0) {
         char why[128];
@@ -692,7 +692,7 @@ on_answer(av_daemon_t *d, zsock_t *sock, void *arg)
         av_report(d, AV_LOG_WARNING, NULL, "malformed_message", "dropped a message from the dispatcher: %s",
                   rc ? av_msg_strerror(&in->msg, rc, why, sizeof why) : "not an answer to a request of ours");
         zframe_destroy(&frame);
-        return;
+        return true;
     }
     const av_answer_t *a = &in->msg.u.answer;
     request_t *r = find(in, a->rid);
@@ -703,17 +703,20 @@ on_answer(av_daemon_t *d, zsock_t *sock, void *arg)
     else
         deliver(in, r, a->idx, a);
     zframe_destroy(&frame);
+    return true;
 }
 
 /* The DEALER's connection events: when the dispatcher comes back (a new
  * process), what the old one held is gone: send it all again now rather
  * than after resend_ms. */
-static void
+static bool
 on_monitor(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     (void)d;
     intake_t *in = arg;
     zmsg_t *msg = zmsg_recv(sock);
+    if (!msg)
+        return false;
     zframe_t *head = msg ? zmsg_first(msg) : NULL;
     if (head && zframe_size(head) >= 2) {
         uint16_t event;
@@ -728,6 +731,7 @@ on_monitor(av_daemon_t *d, zsock_t *sock, void *arg)
         }
     }
     zmsg_destroy(&msg);
+    return true;
 }
 
 void

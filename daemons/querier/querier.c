@@ -387,14 +387,14 @@ on_heartbeat(av_daemon_t *d, void *arg)
         send_credit(q, AV_MSG_HEARTBEAT);
 }
 
-static void
+static bool
 on_dispatcher(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     querier_t *q = arg;
     zframe_t *frame = zframe_recv(sock);
     av_msg_t msg;
     if (!frame)
-        return;
+        return false;
     av_msg_init(&msg);
     int rc = av_msg_decode(&msg, zframe_data(frame), zframe_size(frame));
     if (rc == 0 && msg.type == AV_MSG_CHECK && msg.u.check.n_names == 0) {
@@ -410,6 +410,7 @@ on_dispatcher(av_daemon_t *d, zsock_t *sock, void *arg)
     }
     av_msg_release(&msg);
     zframe_destroy(&frame);
+    return true;
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
