@@ -393,6 +393,8 @@ answer_pair(decoder_t *d, av_answer_t *a, const msgpack_object *k, const msgpack
         ok = get_str(d, v, "raw", AV_RAW_MAX, &a->raw);
     } else if (key_is(k, "matched")) {
         ok = get_str(d, v, "matched", AV_REASON_MAX, &a->matched);
+    } else if (key_is(k, "batches")) {
+        ok = get_bool(d, v, "batches", &a->batches);
     } else if (key_is(k, "rid")) {
         ok = get_u64(d, v, "rid", &a->rid);
     } else if (key_is(k, "idx")) {
@@ -404,52 +406,159 @@ answer_pair(decoder_t *d, av_answer_t *a, const msgpack_object *k, const msgpack
     return ok ? 1 : -1;
 }
 
+/* The keys of one check; 1 handled, 0 not a check key, -1 error. */
+static int
+check_field(decoder_t *d, av_check_t *c, const msgpack_object *k, const msgpack_object *v)
+{
+    bool ok;
+    if (key_is(k, "id")) {
+        d->seen |= SEEN_ID;
+        ok = get_str(d, v, "id", AV_ID_MAX, &c->id);
+    } else if (key_is(k, "name")) {
+        d->seen |= SEEN_NAME;
+        ok = get_str(d, v, "name", AV_NAME_MAX, &c->name);
+    } else if (key_is(k, "names")) {
+        d->seen |= SEEN_NAMES;
+        if (v->type != MSGPACK_OBJECT_ARRAY)
+            return fail(d, AV_PROTO_E_TYPE, "names") ? 1 : -1;
+        if (v->via.array.size == 0)
+            return fail(d, AV_PROTO_E_VALUE, "names") ? 1 : -1;
+        if (v->via.array.size > AV_BATCH_MAX)
+            return fail(d, AV_PROTO_E_TOO_LONG, "names") ? 1 : -1;
+        for (uint32_t i = 0; i < v->via.array.size; i++) {
+            av_str_t s;
+            if (!get_str(d, &v->via.array.ptr[i], "names", AV_NAME_MAX, &s))
+                return -1;
+        }
+        c->names = v;
+        c->n_names = v->via.array.size;
+        ok = true;
+    } else if (key_is(k, "fresh")) {
+        ok = get_bool(d, v, "fresh", &c->fresh);
+    } else if (key_is(k, "raw")) {
+        ok = get_bool(d, v, "raw", &c->raw);
+    } else if (key_is(k, "deadline_ms")) {
+        ok = get_u32(d, v, "deadline_ms", &c->deadline_ms);
+    } else if (key_is(k, "rid")) {
+        ok = get_u64(d, v, "rid", &c->rid);
+    } else if (key_is(k, "idx")) {
+        ok = get_u32(d, v, "idx", &c->idx);
+    } else if (key_is(k, "batches")) {
+        ok = get_bool(d, v, "batches", &c->batches);
+    } else {
+        return 0;
+    }
+    return ok ? 1 : -1;
+}
+
+/* `more`: an array of maps, each read by field (1/0/-1 as above) and
+ * required to hold `want` (SEEN_* bits; `alt` may stand in for a bit). */
+typedef int (*field_fn)(decoder_t *d, void *target, const msgpack_object *k, const msgpack_object *v);
+
+static bool
+read_more(decoder_t *d, const msgpack_object *v, void *scratch, size_t scratch_size, field_fn field, unsigned want,
+          unsigned alt)
+{
+    if (v->type != MSGPACK_OBJECT_ARRAY)
+        return fail(d, AV_PROTO_E_TYPE, "more");
+    if (v->via.array.size > AV_MORE_MAX)
+        return fail(d, AV_PROTO_E_TOO_LONG, "more");
+    unsigned seen = d->seen;
+    for (uint32_t i = 0; i < v->via.array.size; i++) {
+        const msgpack_object *m = &v->via.array.ptr[i];
+        if (m->type != MSGPACK_OBJECT_MAP)
+            return fail(d, AV_PROTO_E_TYPE, "more");
+        d->seen = 0;
+        memset(scratch, 0, scratch_size);
+        for (uint32_t j = 0; j < m->via.map.size; j++)
+            if (m->via.map.ptr[j].key.type == MSGPACK_OBJECT_STR &&
+                field(d, scratch, &m->via.map.ptr[j].key, &m->via.map.ptr[j].val) < 0)
+                return false;
+        unsigned have = d->seen | ((d->seen & alt) ? want : 0);
+        if ((have & want) != want)
+            return fail(d, AV_PROTO_E_MISSING, "more");
+    }
+    d->seen = seen;
+    return true;
+}
+
+static int
+check_field_any(decoder_t *d, void *target, const msgpack_object *k, const msgpack_object *v)
+{
+    return check_field(d, target, k, v);
+}
+
 static bool
 check_pair(decoder_t *d, const msgpack_object *k, const msgpack_object *v)
 {
     av_check_t *c = &d->msg->u.check;
-    if (key_is(k, "id")) {
-        d->seen |= SEEN_ID;
-        return get_str(d, v, "id", AV_ID_MAX, &c->id);
+    int r = check_field(d, c, k, v);
+    if (r != 0)
+        return r > 0;
+    if (key_is(k, "more")) {
+        av_check_t scratch;
+        if (!read_more(d, v, &scratch, sizeof scratch, check_field_any, SEEN_ID | SEEN_NAME, SEEN_NAMES))
+            return false;
+        c->more = v;
+        c->n_more = v->via.array.size;
     }
-    if (key_is(k, "name")) {
-        d->seen |= SEEN_NAME;
-        return get_str(d, v, "name", AV_NAME_MAX, &c->name);
-    }
-    if (key_is(k, "names")) {
-        d->seen |= SEEN_NAMES;
-        if (v->type != MSGPACK_OBJECT_ARRAY)
-            return fail(d, AV_PROTO_E_TYPE, "names");
-        if (v->via.array.size == 0)
-            return fail(d, AV_PROTO_E_VALUE, "names");
-        if (v->via.array.size > AV_BATCH_MAX)
-            return fail(d, AV_PROTO_E_TOO_LONG, "names");
-        for (uint32_t i = 0; i < v->via.array.size; i++) {
-            av_str_t s;
-            if (!get_str(d, &v->via.array.ptr[i], "names", AV_NAME_MAX, &s))
-                return false;
-        }
-        c->names = v;
-        c->n_names = v->via.array.size;
-        return true;
-    }
-    if (key_is(k, "fresh"))
-        return get_bool(d, v, "fresh", &c->fresh);
-    if (key_is(k, "raw"))
-        return get_bool(d, v, "raw", &c->raw);
-    if (key_is(k, "deadline_ms"))
-        return get_u32(d, v, "deadline_ms", &c->deadline_ms);
-    if (key_is(k, "rid"))
-        return get_u64(d, v, "rid", &c->rid);
-    if (key_is(k, "idx"))
-        return get_u32(d, v, "idx", &c->idx);
     return true;
+}
+
+static void
+read_back(const msgpack_object *m, void *out, field_fn field)
+{
+    decoder_t d = { 0 };
+    av_msg_t scratch;
+    memset(&scratch, 0, sizeof scratch);
+    d.msg = &scratch;
+    for (uint32_t j = 0; j < m->via.map.size; j++)
+        if (m->via.map.ptr[j].key.type == MSGPACK_OBJECT_STR)
+            field(&d, out, &m->via.map.ptr[j].key, &m->via.map.ptr[j].val);
+}
+
+int
+av_check_more_at(const av_check_t *check, uint32_t i, av_check_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!check->more || i >= check->n_more)
+        return AV_PROTO_E_VALUE;
+    read_back(&check->more->via.array.ptr[i], out, check_field_any);
+    return 0;
+}
+
+static int
+answer_field_any(decoder_t *d, void *target, const msgpack_object *k, const msgpack_object *v)
+{
+    return answer_pair(d, target, k, v);
 }
 
 static bool
 answer_only_pair(decoder_t *d, const msgpack_object *k, const msgpack_object *v)
 {
-    return answer_pair(d, &d->msg->u.answer, k, v) >= 0;
+    av_answer_t *a = &d->msg->u.answer;
+    int r = answer_pair(d, a, k, v);
+    if (r != 0)
+        return r > 0;
+    if (key_is(k, "more")) {
+        av_answer_t scratch;
+        if (!read_more(d, v, &scratch, sizeof scratch, answer_field_any, SEEN_NAME | SEEN_STATUS, 0))
+            return false;
+        a->more = v;
+        a->n_more = v->via.array.size;
+    }
+    return true;
+}
+
+int
+av_answer_more_at(const av_answer_t *answer, uint32_t i, av_answer_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->status = AV_STATUS_UNKNOWN;
+    if (!answer->more || i >= answer->n_more)
+        return AV_PROTO_E_VALUE;
+    read_back(&answer->more->via.array.ptr[i], out, answer_field_any);
+    return 0;
 }
 
 static bool
@@ -832,46 +941,74 @@ finish(msgpack_sbuffer *sbuf, size_t before)
     return sbuf->size > before ? 0 : AV_PROTO_E_NOMEM;
 }
 
+static uint32_t
+check_pair_count(const av_check_t *c)
+{
+    return 2 + (c->fresh ? 1 : 0) + (c->raw ? 1 : 0) + (c->deadline_ms ? 1 : 0) + (c->rid ? 2 : 0) +
+           (c->batches ? 1 : 0);
+}
+
+static void
+pack_check_pairs(msgpack_packer *pk, const av_check_t *c)
+{
+    av_pack_kv_strn(pk, "id", c->id);
+    if (c->n_names) {
+        av_pack_str(pk, "names");
+        msgpack_pack_array(pk, c->n_names);
+        for (uint32_t i = 0; i < c->n_names; i++)
+            av_pack_strn(pk, av_check_name_at(c, i));
+    } else {
+        av_pack_kv_strn(pk, "name", c->name);
+    }
+    if (c->fresh)
+        av_pack_kv_bool(pk, "fresh", true);
+    if (c->raw)
+        av_pack_kv_bool(pk, "raw", true);
+    if (c->deadline_ms)
+        av_pack_kv_uint(pk, "deadline_ms", c->deadline_ms);
+    if (c->rid) {
+        av_pack_kv_uint(pk, "rid", c->rid);
+        av_pack_kv_uint(pk, "idx", c->idx);
+    }
+    if (c->batches)
+        av_pack_kv_bool(pk, "batches", true);
+}
+
 int
 av_encode_check(msgpack_sbuffer *sbuf, const av_check_t *c)
+{
+    return av_encode_checks(sbuf, c, 1);
+}
+
+int
+av_encode_checks(msgpack_sbuffer *sbuf, const av_check_t *checks, uint32_t n)
 {
     size_t before = sbuf->size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
-    uint32_t pairs = 2 + (c->fresh ? 1 : 0) + (c->raw ? 1 : 0) + (c->deadline_ms ? 1 : 0) + (c->rid ? 2 : 0);
-    pack_header(&pk, AV_MSG_CHECK, pairs);
-    av_pack_kv_strn(&pk, "id", c->id);
-    if (c->n_names) {
-        av_pack_str(&pk, "names");
-        msgpack_pack_array(&pk, c->n_names);
-        for (uint32_t i = 0; i < c->n_names; i++)
-            av_pack_strn(&pk, av_check_name_at(c, i));
-    } else {
-        av_pack_kv_strn(&pk, "name", c->name);
-    }
-    if (c->fresh)
-        av_pack_kv_bool(&pk, "fresh", true);
-    if (c->raw)
-        av_pack_kv_bool(&pk, "raw", true);
-    if (c->deadline_ms)
-        av_pack_kv_uint(&pk, "deadline_ms", c->deadline_ms);
-    if (c->rid) {
-        av_pack_kv_uint(&pk, "rid", c->rid);
-        av_pack_kv_uint(&pk, "idx", c->idx);
+    pack_header(&pk, AV_MSG_CHECK, check_pair_count(&checks[0]) + (n > 1 ? 1 : 0));
+    pack_check_pairs(&pk, &checks[0]);
+    if (n > 1) {
+        av_pack_str(&pk, "more");
+        msgpack_pack_array(&pk, n - 1);
+        for (uint32_t i = 1; i < n; i++) {
+            msgpack_pack_map(&pk, check_pair_count(&checks[i]));
+            pack_check_pairs(&pk, &checks[i]);
+        }
     }
     return finish(sbuf, before);
 }
 
-static uint32_t
-answer_pairs(const av_answer_t *a)
+uint32_t
+av_answer_pair_count(const av_answer_t *a)
 {
     return 5 + (a->query.len ? 1 : 0) + (a->reason.len ? 1 : 0) + (a->registry.len ? 1 : 0) +
            (a->latency_us ? 1 : 0) + (a->raw.len ? 1 : 0) + (a->matched.len ? 1 : 0) + (a->rid ? 1 : 0) +
-           (a->rid || a->has_idx ? 1 : 0);
+           (a->rid || a->has_idx ? 1 : 0) + (a->batches ? 1 : 0);
 }
 
-static void
-pack_answer_pairs(msgpack_packer *pk, const av_answer_t *a)
+void
+av_pack_answer_pairs(msgpack_packer *pk, const av_answer_t *a)
 {
     av_pack_kv_strn(pk, "id", a->id);
     av_pack_kv_strn(pk, "name", a->name);
@@ -894,6 +1031,8 @@ pack_answer_pairs(msgpack_packer *pk, const av_answer_t *a)
         av_pack_kv_uint(pk, "rid", a->rid);
     if (a->rid || a->has_idx)
         av_pack_kv_uint(pk, "idx", a->idx);
+    if (a->batches)
+        av_pack_kv_bool(pk, "batches", true);
 }
 
 int
@@ -902,8 +1041,8 @@ av_encode_answer(msgpack_sbuffer *sbuf, const av_answer_t *a)
     size_t before = sbuf->size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
-    pack_header(&pk, AV_MSG_ANSWER, answer_pairs(a));
-    pack_answer_pairs(&pk, a);
+    pack_header(&pk, AV_MSG_ANSWER, av_answer_pair_count(a));
+    av_pack_answer_pairs(&pk, a);
     return finish(sbuf, before);
 }
 
@@ -919,8 +1058,8 @@ av_pack_answers_begin(msgpack_packer *pk, av_str_t id, uint32_t count)
 void
 av_pack_answer_map(msgpack_packer *pk, const av_answer_t *a)
 {
-    msgpack_pack_map(pk, answer_pairs(a));
-    pack_answer_pairs(pk, a);
+    msgpack_pack_map(pk, av_answer_pair_count(a));
+    av_pack_answer_pairs(pk, a);
 }
 
 int
@@ -929,8 +1068,8 @@ av_encode_put(msgpack_sbuffer *sbuf, const av_put_t *p)
     size_t before = sbuf->size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
-    pack_header(&pk, AV_MSG_PUT, answer_pairs(&p->answer) + 2);
-    pack_answer_pairs(&pk, &p->answer);
+    pack_header(&pk, AV_MSG_PUT, av_answer_pair_count(&p->answer) + 2);
+    av_pack_answer_pairs(&pk, &p->answer);
     av_pack_kv_uint(&pk, "ttl_s", p->ttl_s);
     av_pack_kv_bool(&pk, "timing", p->timing);
     return finish(sbuf, before);

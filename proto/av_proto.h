@@ -119,7 +119,15 @@ typedef struct {
      * at 1; idx (position in the request) travels only with a rid. */
     uint64_t rid;
     uint32_t idx;
+    /* Between daemons: further checks riding in the same message (an older
+     * daemon ignores the key and sees only the first), sent only to a peer
+     * that said `batches` itself. */
+    const msgpack_object *more;
+    uint32_t n_more;
+    bool batches;         /* the sender reads batches too */
 } av_check_t;
+
+#define AV_MORE_MAX 4096  /* checks or answers riding in one message */
 
 typedef struct {
     av_str_t id;
@@ -137,6 +145,10 @@ typedef struct {
     bool has_idx;         /* send idx even without rid (batch answers to frontends) */
     /* Pattern that decided (for audit); optional. */
     av_str_t matched;
+    /* Further answers in the same message, as for checks. */
+    const msgpack_object *more;
+    uint32_t n_more;
+    bool batches;
 } av_answer_t;
 
 typedef struct {
@@ -226,6 +238,16 @@ size_t av_utf8_sanitize(char *dst, size_t size, const char *src, size_t len);
 /* The name at position i of a check, whether single or batch. */
 av_str_t av_check_name_at(const av_check_t *check, uint32_t i);
 uint32_t av_check_count(const av_check_t *check);
+
+/* The i-th further check or answer of a message (validated when it was
+ * decoded). Returns 0. */
+int av_check_more_at(const av_check_t *check, uint32_t i, av_check_t *out);
+int av_answer_more_at(const av_answer_t *answer, uint32_t i, av_answer_t *out);
+/* A check message holding n checks (the first, and the rest in `more`). */
+int av_encode_checks(msgpack_sbuffer *sbuf, const av_check_t *checks, uint32_t n);
+/* The pairs of an answer map, for building messages by hand. */
+uint32_t av_answer_pair_count(const av_answer_t *answer);
+void av_pack_answer_pairs(msgpack_packer *pk, const av_answer_t *answer);
 
 /* Answer i of an `answers` message (validated when it was decoded). */
 int av_answers_at(const av_answers_t *answers, uint32_t i, av_answer_t *out);

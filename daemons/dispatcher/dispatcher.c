@@ -71,19 +71,113 @@ task_by_id(dispatcher_t *ds, uint64_t id)
 /* ---- answering intakes ------------------------------------------------ */
 
 static void
-send_to_intake(dispatcher_t *ds, const peer_id_t *intake, const av_answer_t *a)
+send_raw(dispatcher_t *ds, const peer_id_t *intake, const msgpack_sbuffer *body, uint32_t answers)
 {
-    msgpack_sbuffer_clear(&ds->sbuf);
-    if (av_encode_answer(&ds->sbuf, a) != 0)
-        return;
     void *s = zsock_resolve(ds->frontend);
     /* ROUTER_MANDATORY: an intake that went away fails the first frame;
      * its requests live in its journal and will be asked again. */
     if (zmq_send(s, intake->bytes, intake->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_send(s, ds->sbuf.data, ds->sbuf.size, ZMQ_DONTWAIT) < 0)
-        (*ds->answers_lost)++;
+        zmq_send(s, body->data, body->size, ZMQ_DONTWAIT) < 0)
+        *ds->answers_lost += answers;
     else
-        (*ds->answers_out)++;
+        *ds->answers_out += answers;
+}
+
+static bool
+same_peer(const peer_id_t *a, const peer_id_t *b)
+{
+    return a->len == b->len && memcmp(a->bytes, b->bytes, a->len) == 0;
+}
+
+static void
+flush_peer(dispatcher_t *ds, intake_peer_t *p)
+{
+    if (p->count == 0)
+        return;
+    msgpack_packer pk;
+    msgpack_sbuffer_clear(&ds->sbuf);
+    msgpack_packer_init(&pk, &ds->sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2 + p->first_pairs + (p->count > 1 ? 1 : 0));
+    av_pack_kv_str(&pk, "t", "answer");
+    av_pack_kv_uint(&pk, "v", AV_PROTO_VERSION);
+    msgpack_sbuffer_write(&ds->sbuf, p->first.data, p->first.size);
+    if (p->count > 1) {
+        av_pack_str(&pk, "more");
+        msgpack_pack_array(&pk, p->count - 1);
+        msgpack_sbuffer_write(&ds->sbuf, p->rest.data, p->rest.size);
+    }
+    send_raw(ds, &p->id, &ds->sbuf, p->count);
+    msgpack_sbuffer_clear(&p->first);
+    msgpack_sbuffer_clear(&p->rest);
+    p->count = 0;
+}
+
+static int
+on_flush(sd_event_source *s, void *userdata)
+{
+    (void)s;
+    dispatcher_t *ds = userdata;
+    for (uint32_t i = 0; i < ds->n_peers; i++)
+        flush_peer(ds, &ds->peers[i]);
+    return 0;
+}
+
+/* The intake's entry; NULL when it never said it reads batches. */
+static intake_peer_t *
+peer_of(dispatcher_t *ds, const peer_id_t *id, bool batches)
+{
+    intake_peer_t *oldest = NULL;
+    for (uint32_t i = 0; i < ds->n_peers; i++) {
+        intake_peer_t *p = &ds->peers[i];
+        if (same_peer(&p->id, id)) {
+            p->batches |= batches;
+            p->last_seen_us = av_mono_us();
+            return p->batches ? p : NULL;
+        }
+        if (!oldest || p->last_seen_us < oldest->last_seen_us)
+            oldest = p;
+    }
+    if (!batches)
+        return NULL;
+    intake_peer_t *p = ds->n_peers < INTAKE_PEERS_MAX ? &ds->peers[ds->n_peers++] : oldest;
+    if (p == oldest && oldest)
+        flush_peer(ds, oldest); /* a gone intake's place */
+    else {
+        msgpack_sbuffer_init(&p->first);
+        msgpack_sbuffer_init(&p->rest);
+    }
+    p->id = *id;
+    p->batches = true;
+    p->count = 0;
+    p->last_seen_us = av_mono_us();
+    return p;
+}
+
+static void
+send_to_intake(dispatcher_t *ds, const peer_id_t *intake, const av_answer_t *a)
+{
+    intake_peer_t *p = peer_of(ds, intake, false);
+    if (!p) {
+        msgpack_sbuffer_clear(&ds->sbuf);
+        if (av_encode_answer(&ds->sbuf, a) == 0)
+            send_raw(ds, intake, &ds->sbuf, 1);
+        return;
+    }
+    av_answer_t batched = *a;
+    msgpack_packer pk;
+    if (p->count == 0) {
+        batched.batches = true;
+        msgpack_packer_init(&pk, &p->first, msgpack_sbuffer_write);
+        av_pack_answer_pairs(&pk, &batched);
+        p->first_pairs = av_answer_pair_count(&batched);
+    } else {
+        msgpack_packer_init(&pk, &p->rest, msgpack_sbuffer_write);
+        av_pack_answer_map(&pk, &batched);
+    }
+    if (++p->count == AV_MORE_MAX + 1)
+        flush_peer(ds, p);
+    else
+        sd_event_source_set_enabled(ds->flush, SD_EVENT_ONESHOT);
 }
 
 static void
@@ -307,6 +401,14 @@ take_name(dispatcher_t *ds, const av_config_t *cfg, const peer_id_t *intake, con
     dispatch_task(ds, t);
 }
 
+static void
+take_check(dispatcher_t *ds, const av_config_t *cfg, const peer_id_t *intake, const av_check_t *check)
+{
+    uint32_t n = av_check_count(check);
+    for (uint32_t i = 0; i < n; i++)
+        take_name(ds, cfg, intake, check, i);
+}
+
 static bool
 peer_id_read(zframe_t *frame, peer_id_t *out)
 {
@@ -327,21 +429,25 @@ on_frontend(av_daemon_t *d, zsock_t *sock, void *arg)
     if (!body && !env.identity)
         return false;
     peer_id_t intake;
-    av_msg_t msg;
-    av_msg_init(&msg);
-    int rc = body ? av_msg_decode(&msg, zframe_data(body), zframe_size(body)) : AV_PROTO_E_NOT_MSGPACK;
-    if (!env.identity || !peer_id_read(env.identity, &intake) || rc != 0 || msg.type != AV_MSG_CHECK) {
+    av_msg_t *msg = &ds->msg;
+    int rc = body ? av_msg_decode(msg, zframe_data(body), zframe_size(body)) : AV_PROTO_E_NOT_MSGPACK;
+    if (!env.identity || !peer_id_read(env.identity, &intake) || rc != 0 || msg->type != AV_MSG_CHECK) {
         char why[128];
         (*ds->malformed)++;
         av_report(d, AV_LOG_WARNING, NULL, "malformed_message", "dropped a message from an intake: %s",
-                  rc ? av_msg_strerror(&msg, rc, why, sizeof why) : "not a check");
+                  rc ? av_msg_strerror(msg, rc, why, sizeof why) : "not a check");
     } else {
         const av_config_t *cfg = av_daemon_config(d);
-        uint32_t n = av_check_count(&msg.u.check);
-        for (uint32_t i = 0; i < n; i++)
-            take_name(ds, cfg, &intake, &msg.u.check, i);
+        const av_check_t *check = &msg->u.check;
+        if (check->batches)
+            peer_of(ds, &intake, true);
+        take_check(ds, cfg, &intake, check);
+        for (uint32_t i = 0; i < check->n_more; i++) {
+            av_check_t more;
+            av_check_more_at(check, i, &more);
+            take_check(ds, cfg, &intake, &more);
+        }
     }
-    av_msg_release(&msg);
     zframe_destroy(&body);
     av_envelope_clear(&env);
     return true;
@@ -435,6 +541,10 @@ dispatcher_start(dispatcher_t *ds, av_daemon_t *d)
     const av_config_t *cfg = av_daemon_config(d);
     ds->d = d;
     msgpack_sbuffer_init(&ds->sbuf);
+    av_msg_init(&ds->msg);
+    if (sd_event_add_defer(av_daemon_loop(d), &ds->flush, on_flush, ds) < 0)
+        return -1;
+    sd_event_source_set_enabled(ds->flush, SD_EVENT_OFF);
     ds->checks = av_daemon_counter(d, "checks");
     ds->cache_hits = av_daemon_counter(d, "cache_hits");
     ds->coalesced = av_daemon_counter(d, "coalesced");
@@ -489,6 +599,8 @@ dispatcher_reload(dispatcher_t *ds, const av_config_t *next)
 void
 dispatcher_close(dispatcher_t *ds)
 {
+    if (ds->flush && ds->frontend)
+        on_flush(ds->flush, ds); /* the turn's answers go out */
     if (ds->tasks_by_name) {
         /* Unanswered tasks are dropped, not answered: an answer would be
          * final, and intakes journal every request and ask again. */
@@ -519,5 +631,11 @@ dispatcher_close(dispatcher_t *ds)
     zhashx_destroy(&ds->tasks_by_name);
     zhashx_destroy(&ds->tasks_by_id);
     zhashx_destroy(&ds->workers_by_key);
+    sd_event_source_disable_unref(ds->flush);
+    for (uint32_t i = 0; i < ds->n_peers; i++) {
+        msgpack_sbuffer_destroy(&ds->peers[i].first);
+        msgpack_sbuffer_destroy(&ds->peers[i].rest);
+    }
+    av_msg_release(&ds->msg);
     msgpack_sbuffer_destroy(&ds->sbuf);
 }

@@ -75,9 +75,27 @@ struct registry_state {
     task_list_t sent;          /* at a querier, in send order */
 };
 
+/* An intake we answer. One that says it reads batches gets the answers of
+ * a loop turn in one message (the first answer, the rest under `more`). */
+typedef struct {
+    peer_id_t id;
+    bool batches;
+    uint64_t last_seen_us;
+    msgpack_sbuffer first;     /* the pairs of the turn's first answer */
+    uint32_t first_pairs;
+    msgpack_sbuffer rest;      /* the maps of the others */
+    uint32_t count;
+} intake_peer_t;
+
+#define INTAKE_PEERS_MAX 64
+
 typedef struct {
     av_daemon_t *d;
     av_names_t *names;
+    intake_peer_t peers[INTAKE_PEERS_MAX];
+    uint32_t n_peers;
+    sd_event_source *flush;    /* the end of a turn: batched answers go out */
+    av_msg_t msg;              /* reused for every message from an intake */
     registry_state_t *registries;
     zsock_t *frontend;         /* ROUTER: intakes */
     zsock_t *workers;          /* ROUTER: queriers */

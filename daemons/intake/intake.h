@@ -75,6 +75,7 @@ struct intake {
     zsock_t *dispatcher;         /* DEALER */
     zsock_t *monitor;            /* PAIR: the DEALER's connection events */
     bool dispatcher_was_lost;
+    bool dispatcher_batches;     /* it reads checks in batches (it said so) */
     gateway_t *gateway;
     journal_t *journal;          /* NULL when intake.journal is "" */
     zhashx_t *requests;          /* rid -> request */

@@ -384,8 +384,9 @@ send_check(intake_t *in, request_t *r, uint32_t idx, bool whole)
     msgpack_packer pk;
     msgpack_sbuffer_clear(&in->sbuf);
     msgpack_packer_init(&pk, &in->sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 9);
+    msgpack_pack_map(&pk, 10);
     av_pack_kv_str(&pk, "t", "check");
+    av_pack_kv_bool(&pk, "batches", true); /* we read answers in batches too */
     av_pack_kv_uint(&pk, "v", AV_PROTO_VERSION);
     av_pack_kv_strn(&pk, "id", r->id);
     if (whole && r->n_names > 1) {
@@ -454,6 +455,56 @@ requests_resend_all(intake_t *in)
     }
 }
 
+/* One message per turn for the single-name requests of the turn (each
+ * ZeroMQ message costs both daemons more than its content), when the
+ * dispatcher said it reads batches; the others go one by one. */
+#define FORWARD_BATCH 512
+
+static void
+forward_all(intake_t *in)
+{
+    av_check_t batch[FORWARD_BATCH];
+    request_t *sent[FORWARD_BATCH];
+    uint32_t n = 0;
+    uint64_t now = av_mono_us();
+    for (uint32_t i = 0; i < in->to_forward.count; i++) {
+        request_t *r = find(in, in->to_forward.rids[i]);
+        if (!r || r->forwarded)
+            continue;
+        if (!in->dispatcher_batches || r->n_names != 1 || r->answered) {
+            forward(in, r);
+            continue;
+        }
+        batch[n] = (av_check_t){
+            .id = r->id, .name = r->names[0], .fresh = r->fresh, .raw = r->raw, .rid = r->rid, .idx = 0,
+            .deadline_ms = r->deadline_us > now ? (uint32_t)((r->deadline_us - now) / 1000) : 1, .batches = true,
+        };
+        sent[n++] = r;
+        if (n == FORWARD_BATCH || i + 1 == in->to_forward.count) {
+            msgpack_sbuffer_clear(&in->sbuf);
+            if (av_encode_checks(&in->sbuf, batch, n) == 0)
+                av_zsock_send_nowait(in->dispatcher, in->sbuf.data, in->sbuf.size); /* else: resend */
+            for (uint32_t k = 0; k < n; k++) {
+                sent[k]->forwarded = true;
+                sent[k]->last_sent_us = now;
+                sent_append(in, sent[k]);
+            }
+            n = 0;
+        }
+    }
+    if (n) {
+        msgpack_sbuffer_clear(&in->sbuf);
+        if (av_encode_checks(&in->sbuf, batch, n) == 0)
+            av_zsock_send_nowait(in->dispatcher, in->sbuf.data, in->sbuf.size);
+        for (uint32_t k = 0; k < n; k++) {
+            sent[k]->forwarded = true;
+            sent[k]->last_sent_us = now;
+            sent_append(in, sent[k]);
+        }
+    }
+    in->to_forward.count = 0;
+}
+
 /* The end of a loop turn: commit, then act. */
 static int
 on_turn_end(sd_event_source *s, void *userdata)
@@ -470,12 +521,7 @@ on_turn_end(sd_event_source *s, void *userdata)
     in->to_rejournal.count = 0;
     if (in->journal)
         journal_commit(in->journal); /* on failure: handled, but not durable */
-    for (uint32_t i = 0; i < in->to_forward.count; i++) {
-        request_t *r = find(in, in->to_forward.rids[i]);
-        if (r && !r->forwarded)
-            forward(in, r);
-    }
-    in->to_forward.count = 0;
+    forward_all(in);
     for (uint32_t i = 0; i < in->n_outbox; i++)
         send_now(in, &in->outbox[i]);
     in->n_outbox = 0;
@@ -678,6 +724,18 @@ resubmit(void *arg, uint64_t rid, const msgpack_object *rec)
 
 /* ---- answers from the dispatcher --------------------------------------- */
 
+static void
+take_answer(intake_t *in, const av_answer_t *a)
+{
+    request_t *r = a->rid ? find(in, a->rid) : NULL;
+    if (!r)
+        (*in->stale)++; /* answered already, or past its deadline */
+    else if (a->idx >= r->n_names || r->done[a->idx])
+        (*in->duplicates)++;
+    else
+        deliver(in, r, a->idx, a);
+}
+
 static bool
 on_answer(av_daemon_t *d, zsock_t *sock, void *arg)
 {
@@ -695,13 +753,14 @@ on_answer(av_daemon_t *d, zsock_t *sock, void *arg)
         return true;
     }
     const av_answer_t *a = &in->msg.u.answer;
-    request_t *r = find(in, a->rid);
-    if (!r)
-        (*in->stale)++; /* answered already, or past its deadline */
-    else if (a->idx >= r->n_names || r->done[a->idx])
-        (*in->duplicates)++;
-    else
-        deliver(in, r, a->idx, a);
+    if (a->batches)
+        in->dispatcher_batches = true;
+    take_answer(in, a);
+    for (uint32_t i = 0; i < a->n_more; i++) {
+        av_answer_t more;
+        av_answer_more_at(a, i, &more);
+        take_answer(in, &more);
+    }
     zframe_destroy(&frame);
     return true;
 }
@@ -723,6 +782,7 @@ on_monitor(av_daemon_t *d, zsock_t *sock, void *arg)
         memcpy(&event, zframe_data(head), 2);
         if (event == ZMQ_EVENT_DISCONNECTED) {
             in->dispatcher_was_lost = true;
+            in->dispatcher_batches = false; /* the next one may be older: it says so */
             av_log_notice("lost the dispatcher; unanswered checks go again when it is back");
         } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && in->dispatcher_was_lost) {
             in->dispatcher_was_lost = false;

@@ -117,7 +117,9 @@ def test_roll_every_daemon_under_load_loses_nothing(make_cluster):
         rss_steady = {ident: rss_kb(d.pid, "RssAnon") for ident, d in by_ident.items()}
         for ident in rss_start:
             grown = rss_steady[ident] - rss_start[ident]
-            assert grown < rss_start[ident] * 0.25 + 8 * 1024, \
+            # allowance: a quarter, plus what ASan's quarantine (16 MB in
+            # the suite) keeps of freed memory, plus 8 MB
+            assert grown < rss_start[ident] * 0.25 + 24 * 1024, \
                 f"{ident} grew from {rss_start[ident]} to {rss_steady[ident]} kB under steady load"
 
         events = []
