@@ -244,3 +244,42 @@ def test_past_the_bounds_checks_are_answered_overloaded_at_once(make_cluster):
         assert c.status("dispatcher")["counters"]["overloaded"] == 30
     finally:
         registry.close()
+
+
+def test_batches_between_intake_and_dispatcher_only_with_a_peer_that_reads_them(make_cluster):
+    """An older intake (no `batches` key) gets one answer per message; one
+    that says `batches` may get a turn's answers in one message (`more`),
+    and may send several checks in one."""
+    registry = FakeRegistry()
+    try:
+        c = cluster_for(make_cluster, registry).start_all()
+        names = [f"b{i}.test" for i in range(30)]
+
+        def collect(sock, want):
+            got, messages, deadline = {}, 0, time.monotonic() + 10
+            while len(got) < want and time.monotonic() < deadline:
+                if sock.poll(200):
+                    a = msgpack.unpackb(sock.recv(), raw=False)
+                    messages += 1
+                    for x in [a] + a.get("more", []):
+                        assert x["rid"] not in got, "an answer twice"
+                        got[x["rid"]] = x
+            return got, messages
+
+        old = c.socket(zmq.DEALER, c.endpoint("dispatcher"))
+        for i, name in enumerate(names):
+            old.send(msgpack.packb({"t": "check", "v": 1, "id": "o", "name": name, "rid": i + 1, "idx": 0}))
+        got, messages = collect(old, len(names))
+        assert len(got) == len(names) and messages == len(names)  # never batched to it
+        assert all(got[i + 1]["status"] == truth(n) for i, n in enumerate(names))
+
+        new = c.socket(zmq.DEALER, c.endpoint("dispatcher"))
+        checks = [{"id": "n", "name": name, "rid": 100 + i, "idx": 0, "batches": True}
+                  for i, name in enumerate(names)]
+        new.send(msgpack.packb(dict({"t": "check", "v": 1, "more": checks[1:]}, **checks[0])))
+        got, messages = collect(new, len(names))
+        assert sorted(got) == [100 + i for i in range(len(names))]
+        assert messages < len(names)  # the cached answers of one turn came together
+        assert all(got[100 + i]["status"] == truth(n) for i, n in enumerate(names))
+    finally:
+        registry.close()
