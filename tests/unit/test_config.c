@@ -177,7 +177,20 @@ test_shipped_config_loads(void **state)
     assert_int_equal(c->dispatcher.heartbeat_misses, 3);
     assert_int_equal(c->cache.map_size_mb, 4096);
     assert_int_equal(c->errors.retention_s, 2592000);
-    assert_int_equal(c->n_registries, 0);
+    /* The default registry table (registries.yaml, included). */
+    assert_true(c->n_registries >= 60);
+    const av_registry_cfg_t *com = av_config_registry(c, "verisign-com");
+    assert_non_null(com);
+    assert_int_equal(com->protocol, AV_PROTO_RDAP);
+    assert_string_equal(com->base_url, "https://rdap.verisign.com/com/v1/");
+    const av_registry_cfg_t *de = av_config_registry(c, "denic");
+    assert_non_null(de);
+    assert_int_equal(de->protocol, AV_PROTO_WHOIS);
+    assert_string_equal(de->query, "-T dn,ace %s\r\n");
+    const av_registry_cfg_t *eu = av_config_registry(c, "eurid");
+    assert_non_null(eu);
+    assert_int_equal(eu->protocol, AV_PROTO_DAS);
+    assert_int_equal(eu->port, 4343);
 }
 
 static void
