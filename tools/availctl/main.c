@@ -19,6 +19,9 @@
  *                           backoff, recent latency and error rate, events
  *   reload [DAEMON...]      every daemon (or those named) re-reads the config
  *   metrics [--serve H:P]   Prometheus text format, printed or served
+ *   classify NAME [FILE] [--json]
+ *                           explain a verdict: classify a raw registry reply
+ *                           (FILE or stdin) with NAME's registry, no network
  *   run [--no-restart]      the whole constellation in the foreground
  *
  * EXIT STATUS
@@ -56,6 +59,10 @@ usage(FILE *out)
             "  reload [DAEMON...]      re-read the configuration (as SIGHUP); exit 1 if one refused it\n"
             "  metrics [--serve HOST:PORT]\n"
             "                          Prometheus text format, printed once or served over HTTP\n"
+            "  classify NAME [FILE] [--json]\n"
+            "                          classify a raw registry reply (FILE or stdin) with NAME's registry\n"
+            "                          and print the status, reason and deciding pattern; no network;\n"
+            "                          exit 0 definite, 1 unknown or invalid, 2 usage\n"
             "  run [--no-restart]      start every daemon in the foreground, restart those that die,\n"
             "                          stop them all on Ctrl-C\n\n"
             "  -c FILE   configuration (default $AVAILD_CONFIG or %s)\n"
@@ -109,6 +116,8 @@ main(int argc, char **argv)
         rc = cmd_registries(&ctl, sub_argc, sub_argv);
     else if (strcmp(cmd, "metrics") == 0)
         rc = cmd_metrics(&ctl, sub_argc, sub_argv);
+    else if (strcmp(cmd, "classify") == 0)
+        rc = cmd_classify(&ctl, sub_argc + 1, sub_argv - 1); /* getopt wants argv[0] */
     else if (strcmp(cmd, "run") == 0)
         rc = cmd_run(&ctl, sub_argc, sub_argv);
     else if (strcmp(cmd, "errors") == 0)
