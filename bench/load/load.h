@@ -226,15 +226,28 @@ void mode_gateway_close(void **self_p);
 typedef struct {
     pid_t pid;
     char label[64];            /* argv[0]'s base name, @registry for a querier */
+    bool tree;                 /* --watch-tree: the process and all its descendants */
     bool gone;                 /* vanished during the run: a crash? */
     double cpu_start_s, cpu_end_s;
-    uint64_t rss_kb, hwm_kb;
+    uint64_t rss_kb, hwm_kb;   /* a tree: sums over its live processes at the end */
+    uint32_t procs;            /* a tree: its processes at the end */
 } load_watch_t;
 
 int procstat_cpu_s(pid_t pid, double *cpu_s);
 int procstat_memory_kb(pid_t pid, uint64_t *rss_kb, uint64_t *hwm_kb);
+/* A process and its descendants, found by scanning /proc: CPU is the sum of
+ * utime + stime + cutime + cstime over the live tree (a reaped child's time
+ * is in its parent's cutime/cstime, so children that a pre-forking server
+ * recycled during the run are counted, and none twice); memory the sums
+ * of VmRSS and VmHWM. -1 when pid is gone. */
+int procstat_tree_cpu_s(pid_t pid, double *cpu_s, uint32_t *procs);
+int procstat_tree_memory_kb(pid_t pid, uint64_t *rss_kb, uint64_t *hwm_kb, uint32_t *procs);
 void procstat_label(pid_t pid, char *out, size_t size);
 double procstat_self_cpu_s(void);
+/* Every CPU's busy time (all but idle and iowait) since boot, from
+ * /proc/stat, and how many CPUs: what the whole machine did during the run,
+ * to tell the watched processes' share from other work on a shared host. */
+int procstat_machine_busy_s(double *busy_s, uint32_t *cpus);
 
 /* ---- the report (report.c) ------------------------------------------------- */
 
@@ -253,6 +266,8 @@ typedef struct {
     const load_watch_t *watch;
     uint32_t n_watch;
     double self_cpu_s;
+    double machine_busy_s;       /* every CPU's busy time during the run; < 0 unknown */
+    uint32_t machine_cpus;
 } load_report_t;
 
 void report_print_text(const load_report_t *r);

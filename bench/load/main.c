@@ -9,7 +9,7 @@
  *               [--duration S] [--count N] [--timeout-ms MS]
  *               [--deadline-ms MS] [--linger-ms MS] [--sockets K]
  *               [--verify hash] [--json]
- *               [--watch-pid PID]...
+ *               [--watch-pid PID]... [--watch-tree PID]...
  *
  * DESCRIPTION
  *   Asks intake for many names, one of three ways (push: PUSH to
@@ -22,7 +22,10 @@
  *   wrong name, and, with --verify hash, answers that contradict the fake
  *   registry's hash rule. Then it reports throughput, latency quantiles,
  *   answers by status and source, and the CPU and memory of every
- *   --watch-pid. bench/load/README.md explains each option and figure.
+ *   --watch-pid (one process) and --watch-tree (a process and all its
+ *   descendants, children that exited during the run included: a
+ *   pre-forking server). bench/load/README.md explains each option and
+ *   figure.
  *
  *   Before measuring it sends probes until one is answered (in push mode
  *   that is also how it knows its subscription has joined); none within
@@ -103,7 +106,7 @@ usage(FILE *out)
             "                   [--outstanding N | --rate R [--max-outstanding N]]\n"
             "                   [--duration S] [--count N] [--timeout-ms MS] [--deadline-ms MS]\n"
             "                   [--linger-ms MS]\n"
-            "                   [--sockets K] [--verify hash] [--json] [--watch-pid PID]...\n"
+            "                   [--sockets K] [--verify hash] [--json] [--watch-pid PID]... [--watch-tree PID]...\n"
             "Defaults: --names %s, closed loop of %d outstanding, %.0f s, timeout %d ms.\n"
             "See bench/load/README.md.\n",
             DEFAULT_NAMES, DEFAULT_OUTSTANDING, DEFAULT_DURATION_S, DEFAULT_TIMEOUT_MS);
@@ -139,19 +142,27 @@ parse_integer(const char *opt, const char *arg, uint64_t lo, uint64_t hi, uint64
 }
 
 static int
-add_watch(opts_t *o, const char *arg)
+watch_cpu_s(load_watch_t *w, double *cpu_s)
 {
+    return w->tree ? procstat_tree_cpu_s(w->pid, cpu_s, &w->procs) : procstat_cpu_s(w->pid, cpu_s);
+}
+
+static int
+add_watch(opts_t *o, const char *arg, bool tree)
+{
+    const char *opt = tree ? "watch-tree" : "watch-pid";
     uint64_t pid;
-    if (parse_integer("watch-pid", arg, 1, 4194304, &pid) < 0)
+    if (parse_integer(opt, arg, 1, 4194304, &pid) < 0)
         return -1;
     if (o->n_watch == LOAD_WATCH_MAX) {
-        fprintf(stderr, "availd-load: at most %d --watch-pid\n", LOAD_WATCH_MAX);
+        fprintf(stderr, "availd-load: at most %d --watch-pid and --watch-tree in all\n", LOAD_WATCH_MAX);
         return -1;
     }
     load_watch_t *w = &o->watch[o->n_watch];
     w->pid = (pid_t)pid;
-    if (procstat_cpu_s(w->pid, &w->cpu_start_s) < 0) {
-        fprintf(stderr, "availd-load: --watch-pid %s: no such process\n", arg);
+    w->tree = tree;
+    if (watch_cpu_s(w, &w->cpu_start_s) < 0) {
+        fprintf(stderr, "availd-load: --%s %s: no such process\n", opt, arg);
         return -1;
     }
     procstat_label(w->pid, w->label, sizeof w->label);
@@ -163,7 +174,7 @@ add_watch(opts_t *o, const char *arg)
 enum {
     OPT_MODE = 256, OPT_ENDPOINT, OPT_RESULTS, OPT_NAMES, OPT_WARMUP, OPT_BATCH, OPT_OUTSTANDING, OPT_RATE,
     OPT_MAX_OUTSTANDING, OPT_DURATION, OPT_COUNT, OPT_TIMEOUT, OPT_DEADLINE, OPT_SOCKETS, OPT_VERIFY, OPT_JSON,
-    OPT_WATCH, OPT_LINGER,
+    OPT_WATCH, OPT_LINGER, OPT_WATCH_TREE,
 };
 
 static int
@@ -189,6 +200,7 @@ parse_args(opts_t *o, int argc, char **argv)
         { "verify", required_argument, NULL, OPT_VERIFY },
         { "json", no_argument, NULL, OPT_JSON },
         { "watch-pid", required_argument, NULL, OPT_WATCH },
+        { "watch-tree", required_argument, NULL, OPT_WATCH_TREE },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -281,7 +293,8 @@ parse_args(opts_t *o, int argc, char **argv)
             break;
         case OPT_JSON: o->json = true; break;
         case OPT_WATCH:
-            if (add_watch(o, optarg) < 0)
+        case OPT_WATCH_TREE:
+            if (add_watch(o, optarg, opt == OPT_WATCH_TREE) < 0)
                 return -1;
             break;
         case 'h': usage(stdout); exit(LOAD_EXIT_OK);
@@ -430,7 +443,7 @@ static void
 sample_start(opts_t *o)
 {
     for (uint32_t i = 0; i < o->n_watch; i++)
-        if (procstat_cpu_s(o->watch[i].pid, &o->watch[i].cpu_start_s) < 0)
+        if (watch_cpu_s(&o->watch[i], &o->watch[i].cpu_start_s) < 0)
             o->watch[i].gone = true;
 }
 
@@ -439,8 +452,10 @@ sample_end(opts_t *o)
 {
     for (uint32_t i = 0; i < o->n_watch; i++) {
         load_watch_t *w = &o->watch[i];
-        if (w->gone || procstat_cpu_s(w->pid, &w->cpu_end_s) < 0 ||
-            procstat_memory_kb(w->pid, &w->rss_kb, &w->hwm_kb) < 0)
+        if (w->gone || watch_cpu_s(w, &w->cpu_end_s) < 0)
+            w->gone = true;
+        else if (w->tree ? procstat_tree_memory_kb(w->pid, &w->rss_kb, &w->hwm_kb, &w->procs) < 0
+                         : procstat_memory_kb(w->pid, &w->rss_kb, &w->hwm_kb) < 0)
             w->gone = true;
     }
 }
@@ -542,11 +557,15 @@ main(int argc, char **argv)
         .stats = &run_stats,
     };
     sample_start(&o);
+    double machine_start_s = 0, machine_end_s = 0;
+    uint32_t machine_cpus = 0;
+    bool machine_known = procstat_machine_busy_s(&machine_start_s, &machine_cpus) == 0;
     double self_cpu_start_s = procstat_self_cpu_s();
     bool interrupted_before = load_engine_interrupted();
     if (!interrupted_before)
         load_engine_run(e, &run);
     double self_cpu_s = procstat_self_cpu_s() - self_cpu_start_s;
+    machine_known = machine_known && procstat_machine_busy_s(&machine_end_s, &machine_cpus) == 0;
     sample_end(&o);
 
     if (o.mode == MODE_PUSH)
@@ -568,6 +587,8 @@ main(int argc, char **argv)
         .watch = o.watch,
         .n_watch = o.n_watch,
         .self_cpu_s = self_cpu_s,
+        .machine_busy_s = machine_known ? machine_end_s - machine_start_s : -1,
+        .machine_cpus = machine_cpus,
     };
     if (o.json)
         report_print_json(&report);

@@ -118,20 +118,33 @@ report_print_text(const load_report_t *r)
     }
     printf("\n");
     text_phase(r->run, r->verify);
-    printf("\n%-32s %9s %11s %9s %9s\n", "process", "cpu s", "us/answer", "rss MB", "hwm MB");
+    printf("\n%-36s %9s %11s %9s %9s\n", "process", "cpu s", "us/answer", "rss MB", "hwm MB");
     for (uint32_t i = 0; i < r->n_watch; i++) {
         const load_watch_t *w = &r->watch[i];
-        char label[96];
-        snprintf(label, sizeof label, "%s (%d)", w->label, (int)w->pid);
+        char label[112];
+        if (w->tree)
+            snprintf(label, sizeof label, "%s tree (%d, %u procs)", w->label, (int)w->pid, w->procs);
+        else
+            snprintf(label, sizeof label, "%s (%d)", w->label, (int)w->pid);
         if (w->gone) {
-            printf("%-32s gone during the run\n", label);
+            printf("%-36s gone during the run\n", label);
             continue;
         }
         double cpu = w->cpu_end_s - w->cpu_start_s;
-        printf("%-32s %9.2f %11.1f %9.1f %9.1f\n", label, cpu, cpu_us_per_answer(cpu, r->run->answers),
+        printf("%-36s %9.2f %11.1f %9.1f %9.1f\n", label, cpu, cpu_us_per_answer(cpu, r->run->answers),
                (double)w->rss_kb / 1024.0, (double)w->hwm_kb / 1024.0);
     }
-    printf("%-32s %9.2f %11.1f\n", "availd-load (self)", r->self_cpu_s, cpu_us_per_answer(r->self_cpu_s, r->run->answers));
+    printf("%-36s %9.2f %11.1f\n", "availd-load (self)", r->self_cpu_s, cpu_us_per_answer(r->self_cpu_s, r->run->answers));
+    if (r->machine_busy_s >= 0) {
+        double watched = r->self_cpu_s, wall = elapsed_s(r->run) * (r->machine_cpus ? r->machine_cpus : 1);
+        for (uint32_t i = 0; i < r->n_watch; i++)
+            if (!r->watch[i].gone)
+                watched += r->watch[i].cpu_end_s - r->watch[i].cpu_start_s;
+        double other = r->machine_busy_s > watched ? r->machine_busy_s - watched : 0;
+        printf("%-36s %9.2f %11.1f   (%u CPUs %.0f%% busy; not watched: %.2f s, %.0f%%)\n", "machine (all CPUs)",
+               r->machine_busy_s, cpu_us_per_answer(r->machine_busy_s, r->run->answers), r->machine_cpus,
+               wall > 0 ? 100.0 * r->machine_busy_s / wall : 0.0, other, wall > 0 ? 100.0 * other / wall : 0.0);
+    }
 }
 
 /* ---- JSON ------------------------------------------------------------------ */
@@ -222,10 +235,16 @@ report_print_json(const load_report_t *r)
         double cpu = w->gone ? 0 : w->cpu_end_s - w->cpu_start_s;
         printf("%s{\"pid\":%d,\"label\":", i ? "," : "", (int)w->pid);
         json_str(w->label);
-        printf(",\"gone\":%s,\"cpu_s\":%.3f,\"cpu_us_per_answer\":%.2f,\"rss_kb\":%llu,\"hwm_kb\":%llu}",
-               w->gone ? "true" : "false", cpu, cpu_us_per_answer(cpu, r->run->answers),
-               (unsigned long long)w->rss_kb, (unsigned long long)w->hwm_kb);
+        printf(",\"tree\":%s,\"procs\":%u,\"gone\":%s,\"cpu_s\":%.3f,\"cpu_us_per_answer\":%.2f,\"rss_kb\":%llu,"
+               "\"hwm_kb\":%llu}",
+               w->tree ? "true" : "false", w->tree ? w->procs : 1, w->gone ? "true" : "false", cpu,
+               cpu_us_per_answer(cpu, r->run->answers), (unsigned long long)w->rss_kb,
+               (unsigned long long)w->hwm_kb);
     }
-    printf("],\"self\":{\"cpu_s\":%.3f,\"cpu_us_per_answer\":%.2f}}\n", r->self_cpu_s,
+    printf("],\"self\":{\"cpu_s\":%.3f,\"cpu_us_per_answer\":%.2f},", r->self_cpu_s,
            cpu_us_per_answer(r->self_cpu_s, r->run->answers));
+    if (r->machine_busy_s >= 0)
+        printf("\"machine\":{\"cpus\":%u,\"busy_cpu_s\":%.3f}}\n", r->machine_cpus, r->machine_busy_s);
+    else
+        printf("\"machine\":null}\n");
 }
