@@ -95,6 +95,9 @@ struct intake {
     av_msg_t msg;                /* reused for every message decoded */
     msgpack_sbuffer sbuf;        /* reused for every message encoded */
     sd_event_source *scan_timer;
+    bool listening;              /* pull and router are still read */
+    uint64_t stop_began_us;
+    uint64_t last_request_us;    /* when a frontend's message last came in */
     uint64_t *requests_in;
     uint64_t *names_in;
     uint64_t *invalid_requests;

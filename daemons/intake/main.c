@@ -37,10 +37,15 @@
  *   request-reply frontends by their routing id. Unanswered names are sent
  *   again when the dispatcher comes back, and after intake.resend_ms.
  *
- *   SIGTERM: takes in what is queued on its sockets (into the journal),
- *   stops listening, waits for the gateway clients' answers (within
+ *   SIGTERM: keeps taking in what frontends send (into the journal) until
+ *   they have been quiet for 50 ms, or for at most a second, so that a
+ *   burst already on its way is not lost with the sockets; then stops
+ *   listening, waits for the gateway clients' answers (within
  *   process.drain_ms) and exits; the journal holds the rest for the next
- *   intake. Without a journal it waits for every answer.
+ *   intake. Without a journal it waits for every answer. What a frontend
+ *   sends after that, or what is still in the kernel's socket buffers when
+ *   intake closes them, is lost with the connection: a frontend asks again
+ *   when its answer is overdue.
  *
  * CONFIGURATION PARAMETERS
  *   endpoints.intake_pull, intake_router, intake_results, intake_gateway,
@@ -85,6 +90,7 @@ on_pull(av_daemon_t *d, zsock_t *sock, void *arg)
     zmsg_t *msg = zmsg_recv(sock);
     if (!msg)
         return false;
+    in->last_request_us = av_mono_us();
     zframe_t *body = zmsg_size(msg) == 1 ? zmsg_pop(msg) : NULL;
     zmsg_destroy(&msg);
     if (validate(in, ORIGIN_PULL, body, NULL))
@@ -103,6 +109,7 @@ on_router(av_daemon_t *d, zsock_t *sock, void *arg)
     zframe_t *body = av_router_recv(sock, &env);
     if (!body && !env.identity)
         return false;
+    in->last_request_us = av_mono_us();
     if (validate(in, ORIGIN_ROUTER, body, &env))
         request_accept(in, ORIGIN_ROUTER, body, NULL, &in->msg.u.check, &env, NULL);
     else
@@ -114,6 +121,12 @@ on_router(av_daemon_t *d, zsock_t *sock, void *arg)
 /* Requests still queued on the sockets when we stop: taken in so they
  * reach the journal (and the next intake) instead of dying with us. */
 #define STOP_INTAKE_MAX 100000
+/* A stopping intake listens on until frontends have been quiet this long:
+ * ZeroMQ's I/O thread may not yet have moved a burst out of the kernel's
+ * socket buffers (a busy machine, a frontend catching up after our
+ * restart), and what is there when the sockets close is lost. */
+#define STOP_QUIET_US (50 * 1000)
+#define STOP_LISTEN_MAX_US (1000 * 1000)
 
 static bool
 drained(intake_t *in)
@@ -123,6 +136,17 @@ drained(intake_t *in)
     return in->journal ? gateway_waiting(in->gateway) == 0 : zhashx_size(in->requests) == 0;
 }
 
+static void take_in_queued(av_daemon_t *d, intake_t *in);
+
+static void
+stop_listening(av_daemon_t *d, intake_t *in)
+{
+    take_in_queued(d, in);
+    av_daemon_unwatch(d, in->pull);
+    av_daemon_unwatch(d, in->router);
+    in->listening = false;
+}
+
 static void
 on_scan(av_daemon_t *d, void *arg)
 {
@@ -130,7 +154,11 @@ on_scan(av_daemon_t *d, void *arg)
     uint64_t now = av_mono_us();
     requests_scan(in, now);
     gateway_scan(in->gateway, now);
-    if (av_daemon_stopping(d) && drained(in))
+    if (!av_daemon_stopping(d))
+        return;
+    if (in->listening && (now - in->last_request_us >= STOP_QUIET_US || now - in->stop_began_us >= STOP_LISTEN_MAX_US))
+        stop_listening(d, in);
+    if (!in->listening && drained(in))
         av_daemon_drained(d);
 }
 
@@ -183,6 +211,7 @@ intake_init(av_daemon_t *d)
         return -1;
     if (av_daemon_watch(d, in->pull, on_pull, in) < 0 || av_daemon_watch(d, in->router, on_router, in) < 0)
         return -1;
+    in->listening = true;
     if (!(in->scan_timer = av_daemon_every(d, SCAN_INTERVAL_MS, on_scan, in)))
         return -1;
     av_daemon_gauge(d, "requests_inflight", gauge_requests);
@@ -206,10 +235,9 @@ intake_stop(av_daemon_t *d)
 {
     intake_t *in = av_daemon_state(d);
     take_in_queued(d, in);
-    av_daemon_unwatch(d, in->pull);
-    av_daemon_unwatch(d, in->router);
     gateway_stop_listening(in->gateway);
-    return drained(in);
+    in->stop_began_us = av_mono_us();
+    return 0; /* on_scan stops listening once frontends are quiet */
 }
 
 static void

@@ -190,7 +190,7 @@ def test_max_requests_recycles_querier_and_intake_without_losing_a_check(make_cl
         c = make_cluster({
             "dispatcher": {"heartbeat_ms": 100},
             "querier": {"max_requests": 40},
-            "intake": {"max_requests": 120},
+            "intake": {"max_requests": 60},
             "registries": {"test": whois_registry(registry.port, ["test"], concurrency=50)},
         })
         # availctl run is the supervisor here: it starts a recycled daemon again
@@ -202,14 +202,19 @@ def test_max_requests_recycles_querier_and_intake_without_losing_a_check(make_cl
         wait_until(lambda: c.availctl("status").returncode == 0, timeout=30, what="every daemon up")
         fe = Frontend(c)
         names = {f"m{i}": f"recycle{i}.test" for i in range(300)}
-        for rid, name in names.items():
+        # three waves, each more than one intake's max_requests
+        for n, (rid, name) in enumerate(names.items()):
             fe.send(rid, name)
-            time.sleep(0.002)
-        # A recycling intake loses what was still in its socket buffers when
-        # it closed (as any intake stop does): the frontend asks again.
+            time.sleep(0.5 if n % 100 == 99 else 0.002)
+        # The frontend's backlog floods each new intake, which recycles in
+        # the middle of it: a stopping intake listens on until the burst is
+        # in (its journal), so almost nothing needs asking again (before it
+        # did, 40 of 300 were lost on a busy machine). What is still in the
+        # kernel's socket buffers when it closes is lost, so the frontend
+        # asks again what is overdue, as frontends must.
         answers = fe.collect(300, timeout=60, retry_after=5)
         assert sorted(answers) == sorted(names)
-        assert fe.retried < 20
+        assert fe.retried <= 5
         bad = {k: v for k, v in answers.items() if len(v) != 1 or v[0]["status"] != truth(names[k])}
         assert not bad, list(bad.items())[:3]
     finally:
