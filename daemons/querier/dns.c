@@ -23,6 +23,7 @@ typedef struct {
 
 struct dns {
     querier_t *q;
+    bool library_ready;          /* ares_library_init succeeded: cleanup owed */
     ares_channel channel;
     sd_event_source *timer;
     dns_socket_t sockets[DNS_SOCKETS_MAX];
@@ -169,6 +170,9 @@ dns_open(querier_t *q)
         return -1;
     dns->q = q;
     q->dns = dns;
+    if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
+        return -1;
+    dns->library_ready = true;
     dns->delegated = av_daemon_counter(q->d, "dns_delegated");
     dns->not_delegated = av_daemon_counter(q->d, "dns_not_delegated");
     opts.sock_state_cb = on_sock_state;
@@ -210,6 +214,8 @@ dns_close(querier_t *q)
         if (dns->sockets[i].used)
             av_poller_del(q->poller, &dns->sockets[i].poll);
     sd_event_source_disable_unref(dns->timer);
+    if (dns->library_ready)
+        ares_library_cleanup();
     free(dns);
     q->dns = NULL;
 }

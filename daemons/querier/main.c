@@ -45,8 +45,6 @@
  */
 #include "querier.h"
 
-#include <ares.h>
-#include <curl/curl.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 
@@ -95,10 +93,7 @@ querier_fini(av_daemon_t *d)
 int
 main(int argc, char **argv)
 {
-    /* Before any thread (ZeroMQ's) exists, as libcurl and c-ares ask. */
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    ares_library_init(ARES_LIB_INIT_ALL);
-    int rc = av_daemon_main(argc, argv,
+    return av_daemon_main(argc, argv,
                           &(av_daemon_hooks_t){
                               .name = "querier",
                               .summary = "availd-querier: asks one registry whether names are available",
@@ -109,7 +104,4 @@ main(int argc, char **argv)
                               .on_stop = querier_on_stop,
                               .fini = querier_fini,
                           });
-    ares_library_cleanup();
-    curl_global_cleanup();
-    return rc;
 }

@@ -226,6 +226,7 @@ pump_once(querier_t *q)
     while (q->waiting.head && q->inflight.count < q->registry->concurrency) {
         uint64_t wait_us = 0;
         if (!take_token(q, now, &wait_us)) {
+            (*q->rate_limit_waits)++;
             arm_pump(q, now + wait_us);
             return;
         }
@@ -512,6 +513,7 @@ querier_start(querier_t *q, av_daemon_t *d)
     q->registry_errors = av_daemon_counter(d, "registry_errors");
     q->rate_limited = av_daemon_counter(d, "rate_limited");
     q->backoffs = av_daemon_counter(d, "backoffs");
+    q->rate_limit_waits = av_daemon_counter(d, "rate_limit_waits");
     q->malformed = av_daemon_counter(d, "malformed");
     q->handed_back = av_daemon_counter(d, "handed_back");
     av_daemon_gauge(d, "inflight", gauge_inflight);

@@ -87,6 +87,7 @@ struct querier {
     uint64_t *registry_errors;
     uint64_t *rate_limited;
     uint64_t *backoffs;
+    uint64_t *rate_limit_waits;  /* times our own rate_limit held queries back */
     uint64_t *malformed;
     uint64_t *handed_back;
 };

@@ -14,6 +14,7 @@
 #include <time.h>
 
 struct rdap {
+    bool curl_ready;           /* curl_global_init succeeded: cleanup owed */
     CURLM *multi;
     sd_event_source *timer;
     char base[2048];           /* base URL, ending in "/" */
@@ -298,6 +299,12 @@ rdap_open(querier_t *q)
     const av_registry_cfg_t *r = q->registry;
     if (!(q->rdap = calloc(1, sizeof *q->rdap)))
         return -1;
+    /* Here rather than at start (libcurl is thread-safe since 7.84): a
+     * whois or DAS querier never loads OpenSSL's configuration and keeps
+     * several megabytes of its pages out of memory. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return -1;
+    q->rdap->curl_ready = true;
     rdap_set_base(q, r->base_url);
     if (!(q->rdap->multi = curl_multi_init()))
         return -1;
@@ -326,6 +333,8 @@ rdap_close(querier_t *q)
     if (q->rdap->multi)
         curl_multi_cleanup(q->rdap->multi);
     sd_event_source_disable_unref(q->rdap->timer);
+    if (q->rdap->curl_ready)
+        curl_global_cleanup();
     free(q->rdap);
     q->rdap = NULL;
 }
