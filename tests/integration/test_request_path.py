@@ -322,7 +322,7 @@ def test_a_registry_without_a_querier_is_answered_no_querier_at_once(make_cluste
     t0 = time.monotonic()
     a = c.ask("free-x.lonely")
     assert (a["status"], a["reason"]) == ("unknown", "no_querier")
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 2  # the deadline (10 s) would be a hang
 
 
 def test_status_covers_every_daemon(make_cluster, registry):
