@@ -23,13 +23,16 @@ class SteadyLoad(threading.Thread):
         self.rate = rate_per_s
         self.sent, self.answers = {}, {}
         self.stop_sending = threading.Event()
+        self.paused = threading.Event()
         self.done = threading.Event()
 
     def run(self):
         i, next_send = 0, time.monotonic()
         while not self.done.is_set():
             now = time.monotonic()
-            while not self.stop_sending.is_set() and next_send <= now:
+            if self.paused.is_set():
+                next_send = now
+            while not self.stop_sending.is_set() and not self.paused.is_set() and next_send <= now:
                 i += 1
                 self.sent[f"s{i}"] = f"steady{i}.test"
                 self.sock.send(msgpack.packb({"t": "check", "v": 1, "id": f"s{i}", "name": f"steady{i}.test"}))
@@ -85,7 +88,11 @@ def test_reload_under_load_changes_registries_patterns_limits_ttls_and_log_level
         reload_all(c)
         assert c.ask("taken-o2.other")["reason"] == "unsupported_tld"
 
-        # a rate limit appears: 6 fresh queries at 3 a second take a while
+        # a rate limit appears: 6 fresh queries at 3 a second take a while.
+        # The steady load (300 new names a second) pauses meanwhile: against
+        # 3 a second it would only queue up until its deadlines.
+        load.paused.set()
+        wait_until(lambda: len(load.answers) == len(load.sent), timeout=20, what="the steady load answered")
         c.config["registries"]["test"]["rate_limit"] = {"queries": 3, "period_s": 1, "burst": 1}
         c.write_config()
         reload_all(c)
@@ -101,6 +108,7 @@ def test_reload_under_load_changes_registries_patterns_limits_ttls_and_log_level
         waits = c.status("querier-test")["counters"]["rate_limit_waits"]
         c.ask([f"fast{i}.test" for i in range(6)], fresh=True, timeout=20)
         assert c.status("querier-test")["counters"]["rate_limit_waits"] == waits
+        load.paused.clear()
 
         # TTLs: available answers not cached, then cached
         c.config["registries"]["test"]["ttl"] = {"available": 0}
