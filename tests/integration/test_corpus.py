@@ -190,7 +190,7 @@ def corpus(request):
     """Runs the whole plan once: every corpus file, the redemption replies,
     then the throttled answers and a check during the backoff they caused."""
     if not os.path.isdir(FIXTURES):
-        pytest.skip(f"no fixtures at {FIXTURES}")
+        pytest.fail(f"no fixtures at {FIXTURES}: ../shared must be beside the checkout (or AVAILD_FIXTURES set)")
     table = load_table()
     by_suffix = routes(table)
     pairs = discover_pairs()
@@ -403,7 +403,7 @@ def test_no_available_pattern_matches_any_registered_or_reserved_answer():
     # ANY registry is too loose to trust for its own. (Python's re stands in
     # for PCRE2 here; the corpus test above runs the real classifier.)
     if not os.path.isdir(FIXTURES):
-        pytest.skip(f"no fixtures at {FIXTURES}")
+        pytest.fail(f"no fixtures at {FIXTURES}: ../shared must be beside the checkout (or AVAILD_FIXTURES set)")
     taken = {}
     for root, dirs, files in os.walk(FIXTURES):
         for f in files:
@@ -482,7 +482,7 @@ def fixture(path):
 @pytest.fixture
 def need_fixtures():
     if not os.path.isdir(FIXTURES):
-        pytest.skip(f"no fixtures at {FIXTURES}")
+        pytest.fail(f"no fixtures at {FIXTURES}: ../shared must be beside the checkout (or AVAILD_FIXTURES set)")
 
 
 def test_classify_explains_a_verdict_from_a_file(need_fixtures):

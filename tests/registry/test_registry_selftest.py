@@ -34,7 +34,7 @@ def registry_truth(name):
 class Registry:
     def __init__(self, *args):
         if not os.path.exists(BINARY):
-            pytest.skip(f"{BINARY}: build first")
+            pytest.fail(f"{BINARY} is missing: build first")
         self.proc = subprocess.Popen([BINARY, *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         line = self.proc.stdout.readline().decode()
@@ -201,7 +201,7 @@ def test_stats_counts_one_name_asked_concurrently_and_reset_zeroes(registry):
 
 def test_non_loopback_listen_addresses_are_refused():
     if not os.path.exists(BINARY):
-        pytest.skip(f"{BINARY}: build first")
+        pytest.fail(f"{BINARY} is missing: build first")
     for addr in ["0.0.0.0:0", "10.1.2.3:0", "192.168.0.1:4343", "[::1]:0", "example.com:43", "127.0.0.1"]:
         p = subprocess.run([BINARY, "--listen", addr], capture_output=True, timeout=10, text=True)
         assert p.returncode == 2, addr
