@@ -241,11 +241,15 @@ class Cluster:
         }
 
     def write_config(self, text=None):
-        with open(self.config_path, "w") as f:
+        # Written beside and renamed over, as ops' tools do: a daemon
+        # reloading meanwhile reads the old file or the new, never half.
+        tmp = self.config_path + ".new"
+        with open(tmp, "w") as f:
             if text is not None:
                 f.write(text)
             else:
                 yaml.safe_dump(self.config, f, sort_keys=False)
+        os.rename(tmp, self.config_path)
 
     def endpoint(self, name):
         ep = self.config.get("endpoints", {}).get(name)
