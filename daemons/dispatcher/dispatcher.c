@@ -457,13 +457,25 @@ on_frontend(av_daemon_t *d, zsock_t *sock, void *arg)
 
 /* Pending tasks past their time are given up; sent tasks past their
  * registry's timeout (plus margin) go to a querier again. */
+/* A querier is judged silent only on what reached us: its messages that
+ * came while this loop was not running (a busy machine) are read first, and
+ * a scan far behind its time judges no one, for their heartbeats may still
+ * be in ZeroMQ's I/O thread. */
+#define SCAN_READ_MAX 10000
+#define SCAN_LATE_US (3 * SCAN_INTERVAL_MS * 1000ULL)
+
 static void
 on_scan(av_daemon_t *d, void *arg)
 {
     dispatcher_t *ds = arg;
-    uint64_t now = av_mono_us();
     const av_config_t *cfg = av_daemon_config(d);
-    workers_scan(ds, now);
+    for (int n = 0; n < SCAN_READ_MAX && (zsock_events(ds->workers) & ZMQ_POLLIN); n++)
+        workers_on_message(d, ds->workers, ds);
+    uint64_t now = av_mono_us();
+    bool late = ds->last_scan_us && now - ds->last_scan_us > SCAN_LATE_US;
+    ds->last_scan_us = now;
+    if (!late)
+        workers_scan(ds, now);
     if (av_daemon_stopping(d) && ds->n_tasks == 0) {
         av_daemon_drained(d);
         return;

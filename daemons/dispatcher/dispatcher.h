@@ -110,6 +110,7 @@ typedef struct {
     uint32_t n_waiters;
     msgpack_sbuffer sbuf;      /* reused for every message sent */
     sd_event_source *scan_timer;
+    uint64_t last_scan_us;
     uint64_t *checks;
     uint64_t *cache_hits;
     uint64_t *coalesced;
