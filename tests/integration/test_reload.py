@@ -58,7 +58,7 @@ def test_reload_under_load_changes_registries_patterns_limits_ttls_and_log_level
         # no `available` pattern yet: free- names are unparseable, never available
         del test["patterns"]["available"]
         c = make_cluster({
-            "dispatcher": {"heartbeat_ms": 100},
+            "dispatcher": {"heartbeat_ms": 300},  # no querier is killed here: a wide window for a busy machine
             "process": {"log_level": 2},
             "registries": {"test": test},
         }).start_all()
