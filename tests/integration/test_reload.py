@@ -35,7 +35,10 @@ class SteadyLoad(threading.Thread):
             while not self.stop_sending.is_set() and not self.paused.is_set() and next_send <= now:
                 i += 1
                 self.sent[f"s{i}"] = f"steady{i}.test"
-                self.sock.send(msgpack.packb({"t": "check", "v": 1, "id": f"s{i}", "name": f"steady{i}.test"}))
+                # A deadline far beyond any slowness of a busy machine: an
+                # unknown `deadline` here means a check was dropped.
+                self.sock.send(msgpack.packb({"t": "check", "v": 1, "id": f"s{i}", "name": f"steady{i}.test",
+                                              "deadline_ms": 60000}))
                 next_send += 1.0 / self.rate
             while self.sock.poll(0):
                 a = msgpack.unpackb(self.sock.recv(), raw=False)
@@ -93,7 +96,7 @@ def test_reload_under_load_changes_registries_patterns_limits_ttls_and_log_level
         # The steady load (300 new names a second) pauses meanwhile: against
         # 3 a second it would only queue up until its deadlines.
         load.paused.set()
-        wait_until(lambda: len(load.answers) == len(load.sent), timeout=20, what="the steady load answered")
+        wait_until(lambda: len(load.answers) == len(load.sent), timeout=90, what="the steady load answered")
         c.config["registries"]["test"]["rate_limit"] = {"queries": 3, "period_s": 1, "burst": 1}
         c.write_config()
         reload_all(c)
@@ -159,7 +162,7 @@ def test_reload_under_load_changes_registries_patterns_limits_ttls_and_log_level
         c.write_config(good)
 
         load.stop_sending.set()
-        wait_until(lambda: len(load.answers) == len(load.sent), timeout=20, what="every steady check answered")
+        wait_until(lambda: len(load.answers) == len(load.sent), timeout=90, what="every steady check answered")
         time.sleep(0.5)
         load.done.set()
         load.join(5)
