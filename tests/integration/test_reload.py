@@ -15,7 +15,7 @@ from harness import FakeRegistry, truth, wait_until, whois_registry
 class SteadyLoad(threading.Thread):
     """Checks of .test names at a steady rate, answers counted by id."""
 
-    def __init__(self, cluster, rate_per_s=300):
+    def __init__(self, cluster, rate_per_s=100):
         super().__init__(daemon=True)
         self.sock = cluster.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.ROUTING_ID, b"reload-load")
@@ -57,7 +57,8 @@ def test_reload_under_load_changes_registries_patterns_limits_ttls_and_log_level
     registry = FakeRegistry()
     load = None
     try:
-        test = whois_registry(registry.port, ["test"], concurrency=100)
+        # a registry timeout far beyond a busy machine's slowness: unknowns here are the configuration's
+        test = whois_registry(registry.port, ["test"], concurrency=100, timeout_ms=10000)
         # no `available` pattern yet: free- names are unparseable, never available
         del test["patterns"]["available"]
         c = make_cluster({
@@ -93,7 +94,7 @@ def test_reload_under_load_changes_registries_patterns_limits_ttls_and_log_level
         assert c.ask("taken-o2.other")["reason"] == "unsupported_tld"
 
         # a rate limit appears: 6 fresh queries at 3 a second take a while.
-        # The steady load (300 new names a second) pauses meanwhile: against
+        # The steady load (100 new names a second) pauses meanwhile: against
         # 3 a second it would only queue up until its deadlines.
         load.paused.set()
         wait_until(lambda: len(load.answers) == len(load.sent), timeout=90, what="the steady load answered")
@@ -166,7 +167,7 @@ def test_reload_under_load_changes_registries_patterns_limits_ttls_and_log_level
         time.sleep(0.5)
         load.done.set()
         load.join(5)
-        assert len(load.sent) > 1000
+        assert len(load.sent) > 500
         dup = [k for k, v in load.answers.items() if len(v) > 1]
         wrong = [k for k, v in load.answers.items() if v[0]["status"] in ("available", "registered")
                  and v[0]["status"] != truth(load.sent[k])]
