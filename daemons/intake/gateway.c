@@ -52,15 +52,6 @@ gateway_clients(const gateway_t *gw)
     return gw ? gw->count : 0;
 }
 
-uint32_t
-gateway_waiting(const gateway_t *gw)
-{
-    uint32_t n = 0;
-    for (const gateway_conn_t *c = gw ? gw->head : NULL; c; c = c->next)
-        n += c->request != NULL;
-    return n;
-}
-
 void
 gateway_stop_listening(gateway_t *gw)
 {

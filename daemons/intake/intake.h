@@ -136,9 +136,8 @@ void gateway_scan(gateway_t *gw, uint64_t now_us);
 /* The answer for the connection's name: write the line and close. */
 void gateway_answer(gateway_conn_t *conn, const char *line, size_t len);
 void gateway_conn_bind(gateway_conn_t *conn, request_t *r);
+/* Connections open: accepted and not yet answered and closed. */
 uint32_t gateway_clients(const gateway_t *gw);
-/* Clients waiting for their answer. */
-uint32_t gateway_waiting(const gateway_t *gw);
 /* Stop accepting; the connections open finish. */
 void gateway_stop_listening(gateway_t *gw);
 

@@ -40,8 +40,9 @@
  *   SIGTERM: keeps taking in what frontends send (into the journal) until
  *   they have been quiet for 50 ms, or for at most a second, so that a
  *   burst already on its way is not lost with the sockets; then stops
- *   listening, waits for the gateway clients' answers (within
- *   process.drain_ms) and exits; the journal holds the rest for the next
+ *   listening, answers every gateway client it accepted, also one whose
+ *   line is still on its way (within process.drain_ms and
+ *   intake.gateway_timeout_ms), and exits; the journal holds the rest for the next
  *   intake. Without a journal it waits for every answer. What a frontend
  *   sends after that, or what is still in the kernel's socket buffers when
  *   intake closes them, is lost with the connection: a frontend asks again
@@ -132,8 +133,11 @@ static bool
 drained(intake_t *in)
 {
     /* With a journal, what is in flight is the next intake's to finish,
-     * but for gateway clients, whose connections die with us. */
-    return in->journal ? gateway_waiting(in->gateway) == 0 : zhashx_size(in->requests) == 0;
+     * but for gateway clients, whose connections die with us: every one
+     * accepted is answered, also one whose line has not come in yet. */
+    if (gateway_clients(in->gateway) > 0)
+        return false;
+    return in->journal || zhashx_size(in->requests) == 0;
 }
 
 static void take_in_queued(av_daemon_t *d, intake_t *in);

@@ -215,6 +215,22 @@ def test_whois_client_against_the_gateway(make_cluster, registry):
         assert s.makefile("rb").read() == b"free-gw.test available\r\n"
 
 
+def test_a_gateway_client_accepted_before_a_stop_is_answered_when_its_line_comes_after(make_cluster, registry):
+    import signal
+    c = constellation(make_cluster, registry)
+    port = int(c.config["endpoints"]["intake_gateway"].rsplit(":", 1)[1])
+    intake = next(d for d in c.daemons if d.kind == "intake")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        wait_until(lambda: c.status("intake")["gauges"]["gateway_clients"] == 1, what="the connection accepted")
+        intake.signal(signal.SIGTERM)
+        wait_until(lambda: "SIGTERM: stopping" in intake.log(), what="intake stopping")
+        time.sleep(0.3)
+        assert intake.alive(), "intake left a client it had accepted"
+        s.sendall(b"taken-late.test\r\n")
+        assert s.makefile("rb").read() == b"taken-late.test registered\r\n"
+    assert intake.proc.wait(10) == 0
+
+
 def test_cidr_deny_refuses_a_gateway_client(make_cluster, registry):
     c = constellation(make_cluster, registry, extra={"intake": {"cidr_deny": ["127.0.0.0/8"]}})
     port = int(c.config["endpoints"]["intake_gateway"].rsplit(":", 1)[1])
