@@ -455,8 +455,6 @@ on_frontend(av_daemon_t *d, zsock_t *sock, void *arg)
 
 /* ---- timers ------------------------------------------------------------- */
 
-/* Pending tasks past their time are given up; sent tasks past their
- * registry's timeout (plus margin) go to a querier again. */
 /* A querier is judged silent only on what reached us: its messages that
  * came while this loop was not running (a busy machine) are read first, and
  * a scan far behind its time judges no one, for their heartbeats may still
@@ -464,6 +462,8 @@ on_frontend(av_daemon_t *d, zsock_t *sock, void *arg)
 #define SCAN_READ_MAX 10000
 #define SCAN_LATE_US (3 * SCAN_INTERVAL_MS * 1000ULL)
 
+/* Pending tasks past their time are given up; sent tasks past their
+ * registry's timeout (plus margin) go to a querier again. */
 static void
 on_scan(av_daemon_t *d, void *arg)
 {

@@ -42,11 +42,11 @@
  *   burst already on its way is not lost with the sockets; then stops
  *   listening, answers every gateway client it accepted, also one whose
  *   line is still on its way (within process.drain_ms and
- *   intake.gateway_timeout_ms), and exits; the journal holds the rest for the next
- *   intake. Without a journal it waits for every answer. What a frontend
- *   sends after that, or what is still in the kernel's socket buffers when
- *   intake closes them, is lost with the connection: a frontend asks again
- *   when its answer is overdue.
+ *   intake.gateway_timeout_ms), and exits; the journal holds the rest for
+ *   the next intake. Without a journal it waits for every answer. What a
+ *   frontend sends after that, or what is still in the kernel's socket
+ *   buffers when intake closes them, is lost with the connection: a
+ *   frontend asks again when its answer is overdue.
  *
  * CONFIGURATION PARAMETERS
  *   endpoints.intake_pull, intake_router, intake_results, intake_gateway,
@@ -160,7 +160,8 @@ on_scan(av_daemon_t *d, void *arg)
     gateway_scan(in->gateway, now);
     if (!av_daemon_stopping(d))
         return;
-    if (in->listening && (now - in->last_request_us >= STOP_QUIET_US || now - in->stop_began_us >= STOP_LISTEN_MAX_US))
+    bool quiet = now - in->last_request_us >= STOP_QUIET_US;
+    if (in->listening && (quiet || now - in->stop_began_us >= STOP_LISTEN_MAX_US))
         stop_listening(d, in);
     if (!in->listening && drained(in))
         av_daemon_drained(d);
