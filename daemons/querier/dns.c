@@ -32,6 +32,7 @@ struct dns {
 };
 
 static void arm_timer(struct dns *dns);
+static void channel_free(querier_t *q, struct dns *dns);
 
 static void
 on_socket_ready(void *arg, uint32_t events)
@@ -160,56 +161,59 @@ dns_precheck(querier_t *q, query_t *x)
     return 0;
 }
 
-int
-dns_open(querier_t *q)
+/* A c-ares channel on the querier's loop: servers NULL for the system's
+ * resolver. Lookups still pending when it is freed end with
+ * ARES_EDESTRUCTION. */
+static struct dns *
+channel_new(querier_t *q, const av_strlist_t *servers)
 {
     const av_registry_cfg_t *r = q->registry;
     struct ares_options opts = { 0 };
     struct dns *dns = calloc(1, sizeof *dns);
     if (!dns)
-        return -1;
+        return NULL;
     dns->q = q;
-    q->dns = dns;
     if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
-        return -1;
+        goto fail;
     dns->library_ready = true;
-    dns->delegated = av_daemon_counter(q->d, "dns_delegated");
-    dns->not_delegated = av_daemon_counter(q->d, "dns_not_delegated");
     opts.sock_state_cb = on_sock_state;
     opts.sock_state_cb_data = dns;
     opts.timeout = 1000; /* ms per try */
     opts.tries = 2;
     if (ares_init_options(&dns->channel, &opts, ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES) !=
         ARES_SUCCESS) {
+        dns->channel = NULL;
         av_log_err("registry '%s': cannot set up the DNS resolver", r->name);
-        return -1;
+        goto fail;
     }
-    if (r->dns_servers.count) {
+    if (servers && servers->count) {
         char csv[1024] = "";
-        for (uint32_t i = 0; i < r->dns_servers.count; i++) {
+        for (uint32_t i = 0; i < servers->count; i++) {
             if (i)
                 strncat(csv, ",", sizeof csv - strlen(csv) - 1);
-            strncat(csv, r->dns_servers.items[i], sizeof csv - strlen(csv) - 1);
+            strncat(csv, servers->items[i], sizeof csv - strlen(csv) - 1);
         }
         if (ares_set_servers_ports_csv(dns->channel, csv) != ARES_SUCCESS) {
             av_log_err("registry '%s': bad dns_servers '%s'", r->name, csv);
-            return -1;
+            goto fail;
         }
     }
     if (sd_event_add_time(av_daemon_loop(q->d), &dns->timer, CLOCK_MONOTONIC, 0, 1000, on_timer, dns) < 0)
-        return -1;
+        goto fail;
     sd_event_source_set_enabled(dns->timer, SD_EVENT_OFF);
-    return 0;
+    return dns;
+fail:
+    channel_free(q, dns);
+    return NULL;
 }
 
-void
-dns_close(querier_t *q)
+static void
+channel_free(querier_t *q, struct dns *dns)
 {
-    struct dns *dns = q->dns;
     if (!dns)
         return;
     if (dns->channel)
-        ares_destroy(dns->channel); /* pending lookups end with ARES_EDESTRUCTION: to the registry */
+        ares_destroy(dns->channel);
     for (int i = 0; i < DNS_SOCKETS_MAX; i++)
         if (dns->sockets[i].used)
             av_poller_del(q->poller, &dns->sockets[i].poll);
@@ -217,5 +221,69 @@ dns_close(querier_t *q)
     if (dns->library_ready)
         ares_library_cleanup();
     free(dns);
+}
+
+int
+dns_open(querier_t *q)
+{
+    if (!(q->dns = channel_new(q, &q->registry->dns_servers)))
+        return -1;
+    q->dns->delegated = av_daemon_counter(q->d, "dns_delegated");
+    q->dns->not_delegated = av_daemon_counter(q->d, "dns_not_delegated");
+    return 0;
+}
+
+void
+dns_close(querier_t *q)
+{
+    struct dns *dns = q->dns;
     q->dns = NULL;
+    channel_free(q, dns); /* pending lookups end with ARES_EDESTRUCTION: to the registry */
+}
+
+/* ---- the registry's own address ----------------------------------------- */
+
+static void
+on_address(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    (void)timeouts;
+    querier_t *q = arg;
+    if (status == ARES_EDESTRUCTION)
+        return; /* the resolver is going: a reload or the end */
+    /* IPv4 first where the host has both: a registry is reachable over it
+     * from anywhere, IPv6 not from every network. */
+    const struct ares_addrinfo_node *node = status == ARES_SUCCESS && res ? res->nodes : NULL;
+    for (const struct ares_addrinfo_node *n = node; n; n = n->ai_next)
+        if (n->ai_family == AF_INET) {
+            node = n;
+            break;
+        }
+    if (node && node->ai_addrlen <= sizeof q->addr)
+        querier_address(q, node->ai_addr, (socklen_t)node->ai_addrlen, NULL);
+    else
+        querier_address(q, NULL, 0, status == ARES_SUCCESS ? "no usable address" : ares_strerror(status));
+    if (res)
+        ares_freeaddrinfo(res);
+}
+
+int
+dns_resolve(querier_t *q, const char *host, uint32_t port)
+{
+    char service[16];
+    struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    if (!q->resolver && !(q->resolver = channel_new(q, NULL)))
+        return -1;
+    snprintf(service, sizeof service, "%u", port);
+    ares_getaddrinfo(q->resolver->channel, host, service, &hints, on_address, q);
+    if (q->resolver)
+        arm_timer(q->resolver);
+    return 0;
+}
+
+void
+dns_resolver_close(querier_t *q)
+{
+    struct dns *resolver = q->resolver;
+    q->resolver = NULL;
+    channel_free(q, resolver);
 }

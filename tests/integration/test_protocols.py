@@ -322,3 +322,23 @@ def test_dns_precheck_failure_falls_back_to_the_registry(make_cluster):
         assert (a["status"], a["source"]) == ("registered", "whois")
     finally:
         registry.close()
+
+
+# ---- the registry's address -----------------------------------------------
+
+def test_a_registry_host_name_is_looked_up_when_first_needed(make_cluster):
+    """Hosts are resolved by c-ares on the querier's loop when the first query
+    needs them (localhost comes from /etc/hosts: nothing leaves the machine),
+    not at start, and again after a reload."""
+    registry = FakeRegistry()
+    try:
+        c = make_cluster({"dispatcher": {"heartbeat_ms": 100}, "registries": {
+            "test": whois_registry(registry.port, ["test"], host="localhost")}}).start_all()
+        assert c.ask("taken-host.test")["status"] == "registered"
+        assert c.ask("free-host.test")["status"] == "available"
+        c.write_config()
+        assert c.availctl("reload").returncode == 0
+        assert c.ask("taken-host2.test")["status"] == "registered"
+        assert not [e for e in c.control("errors", "recent", limit=100)["events"] if e["code"] == "resolve_failed"]
+    finally:
+        registry.close()
