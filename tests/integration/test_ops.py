@@ -222,13 +222,13 @@ def test_max_requests_recycles_querier_and_intake_without_losing_a_check(make_cl
         bad = {k: v for k, v in answers.items() if len(v) != 1 or v[0]["status"] != truth(names[k])}
         assert not bad, list(bad.items())[:3]
     finally:
+        registry.close()
         if run:
             run.terminate()
             run.wait(60)
             err = open(run_log).read()
             assert err.count("querier-test exited with status 75") >= 5, err[-3000:]
             assert err.count("intake exited with status 75") >= 2, err[-3000:]
-        registry.close()
 
 
 def test_availctl_registries_and_metrics_report_what_happened(make_cluster):
