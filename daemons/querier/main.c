@@ -14,6 +14,11 @@
  *   with its credit every dispatcher.heartbeat_ms. The dispatcher sends it
  *   `check`s of normalised names; it answers each exactly once.
  *
+ *   The registry's host is looked up (c-ares, on the loop) when the first
+ *   query needs it, and again after a reload; a querier nobody asks sends
+ *   nothing anywhere. A failed lookup answers queries `unknown`
+ *   (registry_error) and is tried again after 10 s.
+ *
  *   Queries go out on one event loop, non-blocking, at most `concurrency`
  *   at a time and no faster than the registry's rate_limit (a token
  *   bucket). Each reply is read until the server closes, up to
