@@ -4,7 +4,7 @@
 #include "av_config.h"
 
 #include "av_bootstrap.h"
-#include "av_classify.h"
+#include "av_patterns.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

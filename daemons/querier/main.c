@@ -81,7 +81,7 @@ querier_on_stop(av_daemon_t *d)
 {
     querier_t *q = av_daemon_state(d);
     querier_stop(q);
-    return q->inflight.count == 0;
+    return querier_idle(q);
 }
 
 static void

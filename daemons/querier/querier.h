@@ -1,129 +1,168 @@
-/* The querier's job, shared by its files: checks waiting and in flight, the
- * registry's limits, and the small interface every protocol implements. */
+/* The querier's job, shared by its files: the process (its link to the
+ * dispatcher), the registry it serves with that registry's checks, budget
+ * and verdict rules, and the small interface every protocol implements. */
 #ifndef QUERIER_H
 #define QUERIER_H
 
-#include "av_classify.h"
 #include "av_daemon.h"
 #include "av_names.h"
 #include "av_poller.h"
+#include "budget.h"
+#include "verdict.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
+#include <stdalign.h>
+#include <stddef.h>
+#include <sys/queue.h>
 
 typedef struct querier querier_t;
+typedef struct registry registry_t;
 typedef struct query query_t;
+typedef struct protocol protocol_t;
+
+TAILQ_HEAD(query_queue, query);
+
+/* A list of queries with its length. */
+typedef struct {
+    struct query_queue head;
+    uint32_t count;
+} query_list_t;
 
 /* One check of one name, from arrival to answer. */
 struct query {
-    query_t *prev, *next;     /* in the waiting queue or the in-flight list */
-    querier_t *q;
+    TAILQ_ENTRY(query) link;  /* in exactly one of its registry's lists */
+    query_list_t *list;
+    registry_t *registry;
     uint64_t rid;             /* the dispatcher's task number */
     char name[AV_DOMAIN_MAX + 1];
     bool want_raw;
     uint64_t arrived_us;
-    uint64_t started_us;      /* sent to the registry */
+    uint64_t started_us;      /* sent to the registry (or to the DNS) */
     uint64_t deadline_us;     /* answer by then, whatever happens */
-    /* protocol state */
-    int fd;
-    av_poll_handle_t poll;
-    char *request;            /* the query line */
-    size_t request_len;
-    size_t request_sent;
-    char *reply;
+    char *reply;              /* what the registry sent, for the verdict and the raw excerpt */
     size_t reply_len;
     size_t reply_cap;
-    bool truncated;           /* reply longer than max_reply_bytes */
-    void *http;               /* RDAP: the transfer (CURL easy handle) */
-    av_source_t source;       /* set when the verdict is not the protocol's (DNS) */
-    uint32_t retry_after_s;   /* RDAP: from a 429/503 reply */
+    bool truncated;           /* reply longer than max_reply_bytes: the rest was not read */
+    /* The registry protocol's own per-query state (its query_state_size
+     * bytes): a socket, a transfer. */
+    alignas(max_align_t) unsigned char protocol_state[];
 };
 
-typedef struct {
-    query_t *head, *tail;
-    uint32_t count;
-} query_list_t;
-
-/* A protocol speaks to the registry for one query and calls
- * querier_finish when it has the whole reply or failed. */
-typedef struct {
+/* A protocol speaks to a registry (or, for the DNS pre-check, to the DNS).
+ * Each is one file; the querier knows protocols only through this table.
+ * A started query ends with exactly one registry_evidence, which may come
+ * before start returns. */
+struct protocol {
     const char *name;
     av_source_t source;
-    int (*start)(querier_t *q, query_t *query);
-    void (*abort)(querier_t *q, query_t *query); /* release I/O, no answer */
-} protocol_t;
+    size_t query_state_size;  /* bytes of query_t.protocol_state it uses */
+    /* The protocol's state for registry r with configuration cfg (its
+     * connections, a resolver), or NULL when it cannot be set up (said why). */
+    void *(*open)(registry_t *r, const av_registry_cfg_t *cfg);
+    /* A reload: adopt next's host, base URL, servers... before r->cfg
+     * becomes next. On failure (<0) nothing may have changed. */
+    int (*configure)(registry_t *r, void *self, const av_registry_cfg_t *next);
+    /* May queries start now? When false the protocol calls registry_pump
+     * once they may (the registry's address is being looked up). NULL:
+     * always. */
+    bool (*ready)(registry_t *r, void *self);
+    void (*start)(registry_t *r, void *self, query_t *x);
+    /* Releases the query's I/O without an answer (it was answered, or is
+     * handed back). Safe on a query that never started. */
+    void (*abort)(registry_t *r, void *self, query_t *x);
+    void (*close)(registry_t *r, void **self_p);
+};
 
 extern const protocol_t whois_protocol;
 extern const protocol_t das_protocol;
 extern const protocol_t rdap_protocol;
+extern const protocol_t dns_precheck_protocol;
 
-struct querier {
-    av_daemon_t *d;
-    const av_registry_cfg_t *registry;  /* points into the daemon's config */
+/* The protocol that asks a registry of this kind. */
+const protocol_t *protocol_for(av_registry_proto_t kind);
+
+/* A registry this querier serves. */
+struct registry {
+    querier_t *q;
+    const av_registry_cfg_t *cfg;       /* points into the daemon's config */
     const protocol_t *protocol;
-    av_classifier_t *classifier;
-    zsock_t *dispatcher;                /* DEALER to the dispatcher's workers ROUTER */
-    av_poller_t *poller;                /* the registry connections */
-    struct rdap *rdap;                  /* RDAP transfers (rdap.c) */
-    struct dns *dns;                    /* the DNS pre-check (dns.c) */
-    struct dns *resolver;               /* the registry host's address (dns.c), made when first needed */
-    bool resolving;
-    query_list_t dns_pending;           /* asked in the DNS first */
-    struct sockaddr_storage addr;       /* the registry's server */
-    socklen_t addr_len;
-    bool addr_ready;
-    uint64_t addr_tried_us;      /* last resolution; 0 = not yet (it waits for the first query) */
-    char addr_error[128];
-    query_list_t waiting;               /* arrived, not yet sent */
-    query_list_t inflight;              /* sent to the registry */
-    uint32_t capacity;                  /* waiting + in flight */
-    double tokens;                      /* rate limit bucket */
-    uint64_t tokens_at_us;
-    uint64_t backoff_until_us;
+    void *protocol_state;
+    const protocol_t *precheck;         /* the DNS pre-check, or NULL */
+    void *precheck_state;
+    verdict_rules_t *rules;
+    budget_t budget;
+    uint32_t capacity;                  /* checks it holds: concurrency + queue */
+    query_list_t prechecking;           /* asked the DNS first */
+    query_list_t waiting;               /* for a slot or a token */
+    query_list_t inflight;              /* asked the registry */
     bool pumping;
+    bool closing;                       /* being destroyed: nothing starts */
     sd_event_source *pump_timer;        /* next moment a waiting query may go */
-    sd_event_source *timeout_timer;
-    sd_event_source *heartbeat_timer;
-    uint64_t *checks;
-    uint64_t *answers[AV_STATUS_COUNT];
-    uint64_t *timeouts;
-    uint64_t *registry_errors;
-    uint64_t *rate_limited;
-    uint64_t *backoffs;
-    uint64_t *rate_limit_waits;  /* times our own rate_limit held queries back */
-    uint64_t *malformed;
-    uint64_t *handed_back;
 };
 
+/* The querier process: its link to the dispatcher and what its registry's
+ * protocols share (the poller of their sockets, the counters). */
+struct querier {
+    av_daemon_t *d;
+    registry_t *registry;
+    zsock_t *dispatcher;                /* DEALER to the dispatcher's workers ROUTER */
+    av_poller_t *poller;                /* every registry connection */
+    sd_event_source *timeout_timer;
+    sd_event_source *heartbeat_timer;
+    msgpack_sbuffer sbuf;               /* reused for every message sent */
+    uint64_t *checks;
+    uint64_t *answers[AV_STATUS_COUNT];
+    uint64_t *backoffs;
+    uint64_t *rate_limit_waits;         /* times our own rate_limit held queries back */
+    uint64_t *malformed;
+    uint64_t *handed_back;
+    uint64_t *dns_delegated;
+    uint64_t *dns_not_delegated;
+};
+
+/* querier.c: the process */
 const av_registry_cfg_t *querier_registry(const av_config_t *cfg, const char *instance);
 int querier_start(querier_t *q, av_daemon_t *d);
-/* rdap.c: the transfer machinery of an RDAP registry. */
-/* dns.c: the pre-check. dns_precheck asks for x's delegation and calls
- * querier_dns_done with the result (also when the lookup fails). */
-int dns_open(querier_t *q);
-void dns_close(querier_t *q);
-int dns_precheck(querier_t *q, query_t *x);
-void querier_dns_done(querier_t *q, query_t *x, bool delegated);
-/* dns_resolve looks the registry's host up with the system's resolver and
- * calls querier_address with the address, or with why there is none (it
- * may do so before it returns: a numeric host, /etc/hosts). */
-int dns_resolve(querier_t *q, const char *host, uint32_t port);
-void dns_resolver_close(querier_t *q);
-void querier_address(querier_t *q, const struct sockaddr *addr, socklen_t len, const char *error);
-int rdap_open(querier_t *q);
-void rdap_set_base(querier_t *q, const char *base_url);
-void rdap_close(querier_t *q);
 int querier_reload(querier_t *q, const av_registry_cfg_t *next);
-void querier_stop(querier_t *q);  /* hand back the waiting, keep the in-flight */
+void querier_stop(querier_t *q);     /* hand back the waiting, keep the in-flight */
+bool querier_idle(const querier_t *q);
 void querier_close(querier_t *q);
 void querier_take(querier_t *q, const av_check_t *check);
+/* Sends an answer to the dispatcher and counts it. */
+void querier_answer(querier_t *q, const query_t *x, const av_answer_t *a);
+/* Hands the queries of the list back to the dispatcher (a `bye`). */
+void querier_hand_back(querier_t *q, registry_t *r, query_list_t *list);
+uint64_t *querier_counter(querier_t *q, const char *name);
 
-/* Protocols call one of these exactly once per started query. */
-void querier_finish(querier_t *q, query_t *query); /* reply in query->reply: the patterns decide */
-/* The protocol decided itself (RDAP's HTTP status); a rate_limited reason
- * backs off for backoff_s, or the registry's backoff_s when 0. */
-void querier_decide(querier_t *q, query_t *query, av_status_t status, const char *reason, const char *decided_by,
-                    uint32_t backoff_s);
-void querier_fail(querier_t *q, query_t *query, const char *reason, const char *detail);
+/* registry.c: one registry's checks from arrival to answer */
+registry_t *registry_new(querier_t *q, const av_registry_cfg_t *cfg);
+int registry_configure(registry_t *r, const av_registry_cfg_t *cfg);
+void registry_destroy(registry_t **self_p);
+/* A check of a normalised name for this registry. */
+void registry_take(registry_t *r, query_t *x);
+query_t *registry_query_new(registry_t *r, const av_check_t *check);
+void registry_query_free(registry_t *r, query_t *x);
+/* Protocols end each started query with what they observed. */
+void registry_evidence(registry_t *r, query_t *x, const evidence_t *e);
+/* A failure to get any reply: reason AV_REASON_TIMEOUT or _REGISTRY_ERROR. */
+void registry_fail(registry_t *r, query_t *x, const char *reason, const char *detail);
+/* Sends waiting queries while the budget allows. */
+void registry_pump(registry_t *r);
+/* Answers what is past its time (in flight: timeout; waiting: deadline). */
+void registry_expire(registry_t *r, uint64_t now_us);
+uint32_t registry_credit(const registry_t *r);
+/* Room for more of the query's reply: where to write and *room bytes (the
+ * buffer grows up to the registry's max_reply_bytes), or NULL when the cap
+ * is reached (x->truncated is set then) or memory is short. */
+char *query_reply_room(query_t *x, size_t *room);
+/* Appends len bytes to the query's reply, up to the registry's
+ * max_reply_bytes; returns false when the cap is reached (truncated) or
+ * memory is short. */
+bool query_reply_append(query_t *x, const char *data, size_t len);
+
+static inline void *
+query_state(query_t *x)
+{
+    return x->protocol_state;
+}
 
 #endif

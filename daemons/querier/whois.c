@@ -1,152 +1,266 @@
 /* The whois protocol (RFC 3912), also the line protocol of most registry
  * availability services: connect, send one query line, read until the
- * server closes. Non-blocking on the daemon's loop; the reply is capped at
- * the registry's max_reply_bytes (what is past it is not read). */
-#include "querier.h"
+ * server closes. Non-blocking on the querier's loop; the reply is capped at
+ * the registry's max_reply_bytes (what is past it is not read).
+ *
+ * The registry's address is looked up (c-ares, on the loop) when the first
+ * query needs it, not at start: a constellation started with registries
+ * nobody asks (the default table) sends nothing anywhere, not even DNS. */
+#include "resolver.h"
 
 #include <errno.h>
-#include <fcntl.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define REPLY_INITIAL_BYTES 1024
+/* After a failed lookup, queries fail at once for this long before the
+ * next try, so an unreachable resolver is not asked once per check. */
+#define RESOLVE_RETRY_US (10 * 1000 * 1000ULL)
+
+/* The registry's server, as far as it is known. */
+typedef struct {
+    registry_t *registry;
+    resolver_t *resolver;        /* made when first needed */
+    bool resolving;
+    uint64_t tried_us;           /* last lookup; 0 = not yet */
+    bool ready;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    char error[160];             /* why there is no address */
+} whois_t;
+
+/* One exchange. */
+typedef struct {
+    int fd;
+    av_poll_handle_t poll;
+    char *request;               /* the query line */
+    size_t request_len;
+    size_t request_sent;
+} exchange_t;
 
 static void on_io(void *arg, uint32_t revents);
 
-static int
-format_request(querier_t *q, query_t *x)
+/* ---- the registry's address ------------------------------------------- */
+
+static void
+address_known(whois_t *w, const struct sockaddr *addr, socklen_t len, const char *error)
 {
-    const char *tmpl = q->registry->query;
+    registry_t *r = w->registry;
+    w->resolving = false;
+    if (addr) {
+        memcpy(&w->addr, addr, len);
+        w->addr_len = len;
+        w->ready = true;
+    } else {
+        snprintf(w->error, sizeof w->error, "cannot resolve %s: %s", r->cfg->host, error);
+        av_report(r->q->d, AV_LOG_ERR, r->cfg->name, "resolve_failed", "%s", w->error);
+    }
+    registry_pump(r);
+}
+
+static void
+on_address(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    (void)timeouts;
+    whois_t *w = arg;
+    if (status == ARES_EDESTRUCTION) {
+        if (res)
+            ares_freeaddrinfo(res);
+        return; /* the resolver is going: a reload or the end */
+    }
+    /* IPv4 first where the host has both: a registry is reachable over it
+     * from anywhere, IPv6 not from every network. */
+    const struct ares_addrinfo_node *node = status == ARES_SUCCESS && res ? res->nodes : NULL;
+    for (const struct ares_addrinfo_node *n = node; n; n = n->ai_next)
+        if (n->ai_family == AF_INET) {
+            node = n;
+            break;
+        }
+    if (node && node->ai_addrlen <= sizeof w->addr)
+        address_known(w, node->ai_addr, (socklen_t)node->ai_addrlen, NULL);
+    else
+        address_known(w, NULL, 0, status == ARES_SUCCESS ? "no usable address" : ares_strerror(status));
+    if (res)
+        ares_freeaddrinfo(res);
+}
+
+/* Queries may go on when the address is known, or the lookup failed lately
+ * (they fail with its reason); otherwise a lookup starts and they wait. */
+static bool
+whois_ready(registry_t *r, void *self)
+{
+    whois_t *w = self;
+    uint64_t now = av_mono_us();
+    if (w->ready)
+        return true;
+    if (w->resolving)
+        return false; /* address_known pumps again */
+    if (w->tried_us && now - w->tried_us < RESOLVE_RETRY_US)
+        return true;
+    w->tried_us = now;
+    w->resolving = true;
+    /* An address written as one needs no lookup (c-ares would answer it on
+     * its next timer tick only). */
+    char port[16], who[AV_REGISTRY_MAX + 32];
+    struct addrinfo numeric = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM }, *res;
+    snprintf(port, sizeof port, "%u", r->cfg->port);
+    if (getaddrinfo(r->cfg->host, port, &numeric, &res) == 0) {
+        address_known(w, res->ai_addr, res->ai_addrlen, NULL);
+        freeaddrinfo(res);
+        return !w->resolving;
+    }
+    snprintf(who, sizeof who, "registry '%s'", r->cfg->name);
+    if (!w->resolver && !(w->resolver = resolver_new(r->q, NULL, who))) {
+        address_known(w, NULL, 0, "cannot set up the resolver");
+        return !w->resolving;
+    }
+    struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    ares_getaddrinfo(resolver_channel(w->resolver), r->cfg->host, port, &hints, on_address, w);
+    if (w->resolver)
+        resolver_kick(w->resolver);
+    return !w->resolving;
+}
+
+/* ---- one exchange ------------------------------------------------------ */
+
+static int
+format_request(const registry_t *r, const query_t *x, exchange_t *ex)
+{
+    const char *tmpl = r->cfg->query;
     size_t name_len = strlen(x->name);
     /* %l: the label under the registry's suffix; the dispatcher only sends
      * names one label under it, so that is the first label. */
     size_t label_len = strcspn(x->name, ".");
-    size_t len = strlen(tmpl) + name_len;
     /* The template was checked at load: one %s or %l, %% as the only escape. */
-    x->request = malloc(len + 1);
-    if (!x->request)
+    ex->request = malloc(strlen(tmpl) + name_len + 1);
+    if (!ex->request)
         return -1;
     size_t o = 0;
     for (const char *c = tmpl; *c; c++) {
         if (c[0] == '%' && (c[1] == 's' || c[1] == 'l')) {
             size_t n = c[1] == 's' ? name_len : label_len;
-            memcpy(x->request + o, x->name, n);
+            memcpy(ex->request + o, x->name, n);
             o += n;
             c++;
         } else if (c[0] == '%' && c[1] == '%') {
-            x->request[o++] = '%';
+            ex->request[o++] = '%';
             c++;
         } else {
-            x->request[o++] = *c;
+            ex->request[o++] = *c;
         }
     }
-    x->request[o] = '\0';
-    x->request_len = o;
-    return 0;
-}
-
-static int
-whois_start(querier_t *q, query_t *x)
-{
-    char why[128];
-    if (format_request(q, x) < 0) {
-        querier_fail(q, x, AV_REASON_REGISTRY_ERROR, "out of memory");
-        return -1;
-    }
-    x->fd = socket(q->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (x->fd < 0) {
-        snprintf(why, sizeof why, "socket: %s", strerror(errno));
-        querier_fail(q, x, AV_REASON_REGISTRY_ERROR, why);
-        return -1;
-    }
-    if (connect(x->fd, (struct sockaddr *)&q->addr, q->addr_len) < 0 && errno != EINPROGRESS) {
-        snprintf(why, sizeof why, "connect to %s:%u: %s", q->registry->host, q->registry->port, strerror(errno));
-        querier_fail(q, x, AV_REASON_REGISTRY_ERROR, why);
-        return -1;
-    }
-    if (av_poller_add(q->poller, &x->poll, x->fd, EPOLLOUT, on_io, x) < 0) {
-        querier_fail(q, x, AV_REASON_REGISTRY_ERROR, "cannot watch the connection");
-        return -1;
-    }
+    ex->request[o] = '\0';
+    ex->request_len = o;
     return 0;
 }
 
 static void
-whois_abort(querier_t *q, query_t *x)
+fail_errno(registry_t *r, query_t *x, const char *what, int err)
 {
-    if (x->poll.fd >= 0)
-        av_poller_del(q->poller, &x->poll);
-    if (x->fd >= 0)
-        close(x->fd);
-    x->fd = -1;
+    char why[200];
+    snprintf(why, sizeof why, "%s %s:%u: %s", what, r->cfg->host, r->cfg->port, strerror(err));
+    registry_fail(r, x, AV_REASON_REGISTRY_ERROR, why);
 }
 
 static void
-fail_errno(querier_t *q, query_t *x, const char *what, int err)
+whois_start(registry_t *r, void *self, query_t *x)
 {
-    char why[160];
-    snprintf(why, sizeof why, "%s %s:%u: %s", what, q->registry->host, q->registry->port, strerror(err));
-    querier_fail(q, x, AV_REASON_REGISTRY_ERROR, why);
+    whois_t *w = self;
+    exchange_t *ex = query_state(x);
+    ex->fd = -1;
+    ex->poll.fd = -1;
+    if (!w->ready) {
+        registry_fail(r, x, AV_REASON_REGISTRY_ERROR, w->error);
+        return;
+    }
+    if (format_request(r, x, ex) < 0) {
+        registry_fail(r, x, AV_REASON_REGISTRY_ERROR, "out of memory");
+        return;
+    }
+    ex->fd = socket(w->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (ex->fd < 0) {
+        fail_errno(r, x, "socket for", errno);
+        return;
+    }
+    if (connect(ex->fd, (struct sockaddr *)&w->addr, w->addr_len) < 0 && errno != EINPROGRESS) {
+        fail_errno(r, x, "connect to", errno);
+        return;
+    }
+    if (av_poller_add(r->q->poller, &ex->poll, ex->fd, EPOLLOUT, on_io, x) < 0)
+        registry_fail(r, x, AV_REASON_REGISTRY_ERROR, "cannot watch the connection");
 }
 
 static void
-on_writable(querier_t *q, query_t *x)
+whois_abort(registry_t *r, void *self, query_t *x)
 {
-    if (x->request_sent == 0) {
+    (void)self;
+    exchange_t *ex = query_state(x);
+    if (ex->poll.fd >= 0)
+        av_poller_del(r->q->poller, &ex->poll);
+    if (ex->fd >= 0)
+        close(ex->fd);
+    ex->fd = -1;
+    ex->poll.fd = -1;
+    free(ex->request);
+    ex->request = NULL;
+}
+
+static void
+finish(registry_t *r, query_t *x)
+{
+    evidence_t e = { .kind = EVIDENCE_TEXT, .body = x->reply, .len = x->reply_len };
+    registry_evidence(r, x, &e);
+}
+
+static void
+on_writable(registry_t *r, query_t *x, exchange_t *ex)
+{
+    if (ex->request_sent == 0) {
         int err = 0;
         socklen_t len = sizeof err;
-        getsockopt(x->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        getsockopt(ex->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) {
-            fail_errno(q, x, "connect to", err);
+            fail_errno(r, x, "connect to", err);
             return;
         }
     }
-    while (x->request_sent < x->request_len) {
-        ssize_t n = send(x->fd, x->request + x->request_sent, x->request_len - x->request_sent, MSG_NOSIGNAL);
+    while (ex->request_sent < ex->request_len) {
+        ssize_t n = send(ex->fd, ex->request + ex->request_sent, ex->request_len - ex->request_sent, MSG_NOSIGNAL);
         if (n < 0 && errno == EAGAIN)
             return;
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            fail_errno(q, x, "send to", errno);
+            fail_errno(r, x, "send to", errno);
             return;
         }
-        x->request_sent += (size_t)n;
+        ex->request_sent += (size_t)n;
     }
-    av_poller_mod(q->poller, &x->poll, EPOLLIN);
+    av_poller_mod(r->q->poller, &ex->poll, EPOLLIN);
 }
 
 static void
-on_readable(querier_t *q, query_t *x)
+on_readable(registry_t *r, query_t *x, exchange_t *ex)
 {
-    size_t cap = q->registry->max_reply_bytes;
     for (;;) {
-        if (x->reply_len == cap) {
-            x->truncated = true; /* enough to classify; the rest is not read */
-            querier_finish(q, x);
+        size_t room;
+        char *at = query_reply_room(x, &room);
+        if (!at) {
+            if (x->truncated)
+                finish(r, x); /* enough to classify; the rest is not read */
+            else
+                registry_fail(r, x, AV_REASON_REGISTRY_ERROR, "out of memory for the reply");
             return;
         }
-        if (x->reply_len == x->reply_cap) {
-            size_t grown = x->reply_cap ? x->reply_cap * 2 : REPLY_INITIAL_BYTES;
-            if (grown > cap)
-                grown = cap;
-            char *buf = realloc(x->reply, grown);
-            if (!buf) {
-                querier_fail(q, x, AV_REASON_REGISTRY_ERROR, "out of memory for the reply");
-                return;
-            }
-            x->reply = buf;
-            x->reply_cap = grown;
-        }
-        ssize_t n = recv(x->fd, x->reply + x->reply_len, x->reply_cap - x->reply_len, 0);
+        ssize_t n = recv(ex->fd, at, room, 0);
         if (n > 0) {
             x->reply_len += (size_t)n;
             continue;
         }
         if (n == 0) {
-            querier_finish(q, x); /* the server closed: the reply is whole */
+            finish(r, x); /* the server closed: the reply is whole */
             return;
         }
         if (errno == EAGAIN)
@@ -154,10 +268,10 @@ on_readable(querier_t *q, query_t *x)
         if (errno == EINTR)
             continue;
         if (errno == ECONNRESET && x->reply_len > 0) {
-            querier_finish(q, x); /* some servers reset after writing it all */
+            finish(r, x); /* some servers reset after writing it all */
             return;
         }
-        fail_errno(q, x, "receive from", errno);
+        fail_errno(r, x, "receive from", errno);
         return;
     }
 }
@@ -166,29 +280,79 @@ static void
 on_io(void *arg, uint32_t revents)
 {
     query_t *x = arg;
-    querier_t *q = x->q;
-    if (x->request_sent < x->request_len) {
+    registry_t *r = x->registry;
+    exchange_t *ex = query_state(x);
+    if (ex->request_sent < ex->request_len) {
         if (revents & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            on_writable(q, x);
+            on_writable(r, x, ex);
         return;
     }
     if (revents & (EPOLLIN | EPOLLERR | EPOLLHUP))
-        on_readable(q, x);
+        on_readable(r, x, ex);
+}
+
+/* ---- the protocol ------------------------------------------------------ */
+
+static void *
+whois_open(registry_t *r, const av_registry_cfg_t *cfg)
+{
+    (void)cfg;
+    whois_t *w = calloc(1, sizeof *w);
+    if (w)
+        w->registry = r;
+    return w;
+}
+
+/* A reload: the host may have changed, so it is looked up again when next
+ * needed. */
+static int
+whois_configure(registry_t *r, void *self, const av_registry_cfg_t *next)
+{
+    (void)r;
+    (void)next;
+    whois_t *w = self;
+    resolver_destroy(&w->resolver);
+    w->resolving = false;
+    w->ready = false;
+    w->tried_us = 0;
+    return 0;
+}
+
+static void
+whois_close(registry_t *r, void **self_p)
+{
+    (void)r;
+    whois_t *w = *self_p;
+    if (!w)
+        return;
+    *self_p = NULL;
+    resolver_destroy(&w->resolver);
+    free(w);
 }
 
 const protocol_t whois_protocol = {
     .name = "whois",
     .source = AV_SOURCE_WHOIS,
+    .query_state_size = sizeof(exchange_t),
+    .open = whois_open,
+    .configure = whois_configure,
+    .ready = whois_ready,
     .start = whois_start,
     .abort = whois_abort,
+    .close = whois_close,
 };
 
 /* Registry availability services (EURid's and DNS Belgium's DAS on port
- * 4343, Norid's on 79): the same exchange, a status in the reply, an
- * `RC` code for errors; what the codes mean is in the registry's patterns. */
+ * 4343, Norid's on 79): the same exchange, a status in the reply, an `RC`
+ * code for errors; what the codes mean is in the registry's patterns. */
 const protocol_t das_protocol = {
     .name = "das",
     .source = AV_SOURCE_DAS,
+    .query_state_size = sizeof(exchange_t),
+    .open = whois_open,
+    .configure = whois_configure,
+    .ready = whois_ready,
     .start = whois_start,
     .abort = whois_abort,
+    .close = whois_close,
 };

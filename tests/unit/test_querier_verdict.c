@@ -1,8 +1,10 @@
-/* Unit tests of av_classify: the verdict a registry reply gets from its
- * patterns, the precedence between pattern kinds, and the unknown reasons.
+/* Unit tests of the querier's verdict: what a whois or DAS reply gets from
+ * its registry's patterns (the precedence between pattern kinds, the unknown
+ * reasons), what an RDAP reply gets from its HTTP status and RFC 8056
+ * statuses, what the DNS pre-check may decide, and the table of reasons.
  * The behaviour tests run twice, once per pattern syntax (PCRE2 and POSIX
  * ERE), with equivalent patterns, so both engines are held to one contract. */
-#include "av_classify.h"
+#include "verdict.h"
 
 #include "unit_files.h"
 
@@ -16,12 +18,21 @@
 
 /* ---- fixture and helpers ------------------------------------------------ */
 
+/* A whois or DAS reply, as the querier hands it to the verdict. */
+static void
+decide_text(verdict_rules_t *rules, const char *reply, size_t len, verdict_t *out)
+{
+    evidence_t e = { .kind = EVIDENCE_TEXT, .body = reply, .len = len };
+    verdict_decide(rules, &e, out);
+    assert_true(out->final);
+}
+
 /* Set by the group setup: which syntax this run of the behaviour tests uses. */
 static bool use_posix;
 
 typedef struct {
     av_registry_cfg_t reg;     /* built by hand; owns its pattern strings */
-    av_classifier_t *cls;
+    verdict_rules_t *cls;
     char err[256];
 } fixture_t;
 
@@ -57,7 +68,7 @@ static int
 teardown(void **state)
 {
     fixture_t *f = *state;
-    av_classifier_destroy(&f->cls);
+    verdict_rules_destroy(&f->cls);
     for (int k = 0; k < AV_PAT_KINDS; k++) {
         for (uint32_t i = 0; i < f->reg.patterns[k].count; i++)
             free(f->reg.patterns[k].items[i]);
@@ -101,13 +112,13 @@ add_registry_patterns(fixture_t *f)
 static void
 build(fixture_t *f)
 {
-    f->cls = av_classifier_new(&f->reg, f->err, sizeof f->err);
+    f->cls = verdict_rules_new(&f->reg, f->err, sizeof f->err);
     if (!f->cls)
         fail_msg("classifier refused: %s", f->err);
 }
 
 /* The fixture's classifier with add_registry_patterns, built once. */
-static av_classifier_t *
+static verdict_rules_t *
 registry_classifier(fixture_t *f)
 {
     if (!f->cls) {
@@ -117,27 +128,27 @@ registry_classifier(fixture_t *f)
     return f->cls;
 }
 
-static av_verdict_t
+static verdict_t
 classify_n(fixture_t *f, const char *reply, size_t len)
 {
-    av_verdict_t v;
-    av_classify(registry_classifier(f), reply, len, &v);
+    verdict_t v;
+    decide_text(registry_classifier(f), reply, len, &v);
     return v;
 }
 
-static av_verdict_t
+static verdict_t
 classify(fixture_t *f, const char *reply)
 {
     return classify_n(f, reply, strlen(reply));
 }
 
 static void
-assert_status(av_verdict_t v, av_status_t status, const char *reason)
+assert_status(verdict_t v, av_status_t status, const char *reason)
 {
     if (v.status != status || (reason ? !v.reason || strcmp(v.reason, reason) != 0 : v.reason != NULL))
         fail_msg("%s: want %s/%s, got %s/%s (pattern %s)", use_posix ? "posix" : "pcre2", av_status_name(status),
                  reason ? reason : "-", av_status_name(v.status), v.reason ? v.reason : "-",
-                 v.pattern ? v.pattern : "none");
+                 v.decided_by ? v.decided_by : "none");
 }
 
 /* Replies as registries send them: CRLF line ends, a banner first. */
@@ -153,41 +164,41 @@ static void
 test_available_reply_is_available(void **state)
 {
     fixture_t *f = *state;
-    av_verdict_t v = classify(f, AVAILABLE_REPLY);
+    verdict_t v = classify(f, AVAILABLE_REPLY);
     assert_status(v, AV_STATUS_AVAILABLE, NULL);
     assert_int_equal(v.kind, AV_PAT_AVAILABLE);
-    assert_string_equal(v.pattern, "^No match for");
+    assert_string_equal(v.decided_by, "^No match for");
 }
 
 static void
 test_registered_reply_is_registered(void **state)
 {
     fixture_t *f = *state;
-    av_verdict_t v = classify(f, REGISTERED_REPLY);
+    verdict_t v = classify(f, REGISTERED_REPLY);
     assert_status(v, AV_STATUS_REGISTERED, NULL);
     assert_int_equal(v.kind, AV_PAT_REGISTERED);
-    assert_non_null(strstr(v.pattern, "Domain Name:"));
+    assert_non_null(strstr(v.decided_by, "Domain Name:"));
 }
 
 static void
 test_reserved_reply_is_reserved(void **state)
 {
     fixture_t *f = *state;
-    av_verdict_t v = classify(f, RESERVED_REPLY);
+    verdict_t v = classify(f, RESERVED_REPLY);
     assert_status(v, AV_STATUS_RESERVED, NULL);
     assert_int_equal(v.kind, AV_PAT_RESERVED);
-    assert_non_null(strstr(v.pattern, "^Status:"));
+    assert_non_null(strstr(v.decided_by, "^Status:"));
 }
 
 static void
 test_rate_limited_reply_is_unknown_rate_limited(void **state)
 {
     fixture_t *f = *state;
-    av_verdict_t v = classify(f, RATE_LIMITED_REPLY);
+    verdict_t v = classify(f, RATE_LIMITED_REPLY);
     assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_RATE_LIMITED);
     assert_string_equal(v.reason, "rate_limited");
     assert_int_equal(v.kind, AV_PAT_RATE_LIMITED);
-    assert_string_equal(v.pattern, "rate limit exceeded");
+    assert_string_equal(v.decided_by, "rate limit exceeded");
 }
 
 /* ---- precedence --------------------------------------------------------- */
@@ -197,7 +208,7 @@ test_rate_limit_wins_over_every_other_match(void **state)
 {
     fixture_t *f = *state;
     /* A throttled reply can quote the name and the usual wording. */
-    av_verdict_t v = classify(f,
+    verdict_t v = classify(f,
         "No match for \"EXAMPLE.COM\".\r\n"
         "Domain Name: EXAMPLE.COM\r\n"
         "Status: reserved\r\n"
@@ -224,10 +235,10 @@ static void
 test_no_match_is_unknown_unparseable(void **state)
 {
     fixture_t *f = *state;
-    av_verdict_t v = classify(f, BANNER "Something the patterns never saw.\r\n");
+    verdict_t v = classify(f, BANNER "Something the patterns never saw.\r\n");
     assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
     assert_string_equal(v.reason, "unparseable");
-    assert_null(v.pattern);
+    assert_null(v.decided_by);
 }
 
 static void
@@ -236,9 +247,9 @@ test_empty_and_whitespace_replies_are_unknown_empty_reply(void **state)
     fixture_t *f = *state;
     const char *blank[] = { "", " ", "\r\n", " \t\r\n \r\n\n" };
     for (size_t i = 0; i < sizeof blank / sizeof blank[0]; i++) {
-        av_verdict_t v = classify(f, blank[i]);
+        verdict_t v = classify(f, blank[i]);
         assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_EMPTY_REPLY);
-        assert_null(v.pattern);
+        assert_null(v.decided_by);
     }
     assert_string_equal(AV_REASON_EMPTY_REPLY, "empty_reply");
     /* A NULL reply of length 0 is empty too, not a crash. */
@@ -250,8 +261,8 @@ test_classifier_without_patterns_finds_everything_unparseable(void **state)
 {
     fixture_t *f = *state;
     build(f); /* no pattern added */
-    av_verdict_t v;
-    av_classify(f->cls, AVAILABLE_REPLY, strlen(AVAILABLE_REPLY), &v);
+    verdict_t v;
+    decide_text(f->cls, AVAILABLE_REPLY, strlen(AVAILABLE_REPLY), &v);
     assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
 }
 
@@ -297,12 +308,12 @@ test_dollar_matches_at_the_end_of_a_crlf_line(void **state)
     add_pattern(f, AV_PAT_AVAILABLE, "^Status: free$");
     add_pattern(f, AV_PAT_REGISTERED, "^Status: connect$");
     build(f);
-    av_verdict_t v;
-    av_classify(f->cls, "Domain: x.de\r\nStatus: free\r\n", 28, &v);
+    verdict_t v;
+    decide_text(f->cls, "Domain: x.de\r\nStatus: free\r\n", 28, &v);
     assert_status(v, AV_STATUS_AVAILABLE, NULL);
-    av_classify(f->cls, "Domain: x.de\r\nStatus: connect\r\nChanged: 2020\r\n", 45, &v);
+    decide_text(f->cls, "Domain: x.de\r\nStatus: connect\r\nChanged: 2020\r\n", 45, &v);
     assert_status(v, AV_STATUS_REGISTERED, NULL);
-    av_classify(f->cls, "Status: freedom\r\n", 17, &v);
+    decide_text(f->cls, "Status: freedom\r\n", 17, &v);
     assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
 }
 
@@ -337,8 +348,165 @@ test_bad_pattern_fails_the_classifier_with_the_reason(void **state)
     fixture_t *f = *state;
     add_pattern(f, AV_PAT_AVAILABLE, "^No match for");
     add_pattern(f, AV_PAT_REGISTERED, "(unclosed");
-    assert_null(av_classifier_new(&f->reg, f->err, sizeof f->err));
+    assert_null(verdict_rules_new(&f->reg, f->err, sizeof f->err));
     assert_non_null(strstr(f->err, "registry example-registry: registered pattern '(unclosed': "));
+}
+
+
+/* ---- RDAP: the HTTP status, then the record's statuses ------------------ */
+
+static verdict_t
+decide_http(long status, const char *body, uint32_t retry_after_s)
+{
+    evidence_t e = { .kind = EVIDENCE_HTTP, .http_status = status, .body = body, .len = body ? strlen(body) : 0,
+                     .retry_after_s = retry_after_s };
+    verdict_t v;
+    verdict_decide(NULL, &e, &v); /* RDAP needs no patterns */
+    assert_true(v.final);
+    return v;
+}
+
+static void
+test_rdap_404_is_available_and_200_registered(void **state)
+{
+    (void)state;
+    verdict_t v = decide_http(404, "{\"errorCode\":404}", 0);
+    assert_int_equal(v.status, AV_STATUS_AVAILABLE);
+    assert_string_equal(v.decided_by, "rdap: 404");
+    assert_null(v.reason);
+    v = decide_http(200, "{\"objectClassName\":\"domain\",\"status\":[\"active\",\"client transfer prohibited\"]}", 0);
+    assert_int_equal(v.status, AV_STATUS_REGISTERED);
+    assert_string_equal(v.decided_by, "rdap: 200");
+    /* A 200 whose body is not JSON is still a record: registered, never available. */
+    v = decide_http(200, "<html>surprise</html>", 0);
+    assert_int_equal(v.status, AV_STATUS_REGISTERED);
+    v = decide_http(200, NULL, 0);
+    assert_int_equal(v.status, AV_STATUS_REGISTERED);
+}
+
+static void
+test_rdap_statuses_reserved_and_redemption(void **state)
+{
+    (void)state;
+    verdict_t v = decide_http(200, "{\"status\":[\"Reserved\"]}", 0);
+    assert_int_equal(v.status, AV_STATUS_RESERVED);
+    assert_string_equal(v.decided_by, "rdap: status reserved");
+    v = decide_http(200, "{\"status\":[\"blocked\"]}", 0);
+    assert_int_equal(v.status, AV_STATUS_RESERVED);
+    /* RFC 8056: a name in redemption or pending delete is still taken. */
+    const char *taken[] = { "redemption period", "pending delete", "pending restore" };
+    for (size_t i = 0; i < sizeof taken / sizeof taken[0]; i++) {
+        char body[128];
+        snprintf(body, sizeof body, "{\"status\":[\"active\",\"%s\"]}", taken[i]);
+        v = decide_http(200, body, 0);
+        assert_int_equal(v.status, AV_STATUS_REGISTERED);
+        assert_string_equal(v.decided_by, "rdap: status in redemption or pending delete");
+    }
+    /* Statuses that are not strings are passed over. */
+    v = decide_http(200, "{\"status\":[1,null,{\"a\":\"reserved\"}]}", 0);
+    assert_int_equal(v.status, AV_STATUS_REGISTERED);
+}
+
+static void
+test_rdap_429_and_503_are_rate_limited_with_the_pause_asked(void **state)
+{
+    (void)state;
+    verdict_t v = decide_http(429, "", 30);
+    assert_int_equal(v.status, AV_STATUS_UNKNOWN);
+    assert_string_equal(v.reason, AV_REASON_RATE_LIMITED);
+    assert_string_equal(v.decided_by, "rdap: 429");
+    assert_int_equal(v.backoff_s, 30);
+    v = decide_http(503, NULL, 0);
+    assert_string_equal(v.reason, AV_REASON_RATE_LIMITED);
+    assert_string_equal(v.decided_by, "rdap: 503");
+    assert_int_equal(v.backoff_s, 0); /* the registry's own backoff_s then */
+}
+
+static void
+test_rdap_other_statuses_are_registry_errors(void **state)
+{
+    (void)state;
+    const long codes[] = { 0, 301, 400, 403, 500, 502 };
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        verdict_t v = decide_http(codes[i], "{\"status\":[]}", 0);
+        assert_int_equal(v.status, AV_STATUS_UNKNOWN);
+        assert_string_equal(v.reason, AV_REASON_REGISTRY_ERROR);
+    }
+}
+
+/* ---- the DNS pre-check and failures ------------------------------------ */
+
+static void
+test_a_delegation_is_registered_and_none_decides_nothing(void **state)
+{
+    (void)state;
+    evidence_t e = { .kind = EVIDENCE_DELEGATION, .delegated = true };
+    verdict_t v;
+    verdict_decide(NULL, &e, &v);
+    assert_true(v.final);
+    assert_int_equal(v.status, AV_STATUS_REGISTERED);
+    assert_int_equal(v.source, AV_SOURCE_DNS);
+    assert_string_equal(v.decided_by, "dns: delegated");
+    /* No delegation is never `available`: the registry decides. */
+    e.delegated = false;
+    verdict_decide(NULL, &e, &v);
+    assert_false(v.final);
+}
+
+static void
+test_failures_are_unknown_with_their_reason(void **state)
+{
+    (void)state;
+    evidence_t e = { .kind = EVIDENCE_FAILURE, .failure = AV_REASON_TIMEOUT, .detail = "slow" };
+    verdict_t v;
+    verdict_decide(NULL, &e, &v);
+    assert_true(v.final);
+    assert_int_equal(v.status, AV_STATUS_UNKNOWN);
+    assert_string_equal(v.reason, AV_REASON_TIMEOUT);
+    e.failure = AV_REASON_REGISTRY_ERROR;
+    verdict_decide(NULL, &e, &v);
+    assert_string_equal(v.reason, AV_REASON_REGISTRY_ERROR);
+    /* A protocol naming no reason of the table still gets a known one. */
+    e.failure = "made_up";
+    verdict_decide(NULL, &e, &v);
+    assert_string_equal(v.reason, AV_REASON_REGISTRY_ERROR);
+    e.failure = NULL;
+    verdict_decide(NULL, &e, &v);
+    assert_string_equal(v.reason, AV_REASON_REGISTRY_ERROR);
+}
+
+/* ---- the table of reasons ------------------------------------------------ */
+
+static void
+test_every_unknown_verdict_has_a_row_in_the_reasons_table(void **state)
+{
+    fixture_t *f = *state;
+    size_t n;
+    const verdict_reason_t *rows = verdict_reasons(&n);
+    assert_true(n >= 7);
+    for (size_t i = 0; i < n; i++) {
+        assert_non_null(rows[i].code);
+        assert_non_null(rows[i].meaning);
+        assert_ptr_equal(verdict_reason(rows[i].code), &rows[i]);
+        for (size_t j = i + 1; j < n; j++)
+            assert_string_not_equal(rows[i].code, rows[j].code);
+    }
+    assert_null(verdict_reason("no_such_reason"));
+    assert_null(verdict_reason(NULL));
+    /* Only a rate limit pauses the registry; timeouts and errors are counted. */
+    assert_true(verdict_reason(AV_REASON_RATE_LIMITED)->backs_off);
+    assert_false(verdict_reason(AV_REASON_TIMEOUT)->backs_off);
+    assert_string_equal(verdict_reason(AV_REASON_TIMEOUT)->counter, "timeouts");
+    assert_string_equal(verdict_reason(AV_REASON_REGISTRY_ERROR)->counter, "registry_errors");
+    /* Every reason the decision function gives for a reply is in the table. */
+    const char *replies[] = { "", RATE_LIMITED_REPLY, BANNER "nothing known\r\n" };
+    for (size_t i = 0; i < sizeof replies / sizeof replies[0]; i++) {
+        verdict_t v = classify(f, replies[i]);
+        assert_non_null(verdict_reason(v.reason));
+    }
+    const long codes[] = { 429, 503, 500 };
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        assert_non_null(verdict_reason(decide_http(codes[i], NULL, 0).reason));
 }
 
 /* ---- outside the per-syntax groups ------------------------------------- */
@@ -378,7 +546,7 @@ test_pattern_kind_names(void **state)
 typedef struct {
     char *dir;
     av_config_t *cfg;
-    av_classifier_t *cls;
+    verdict_rules_t *cls;
 } loaded_t;
 
 static int
@@ -397,7 +565,7 @@ static int
 teardown_loaded(void **state)
 {
     loaded_t *l = *state;
-    av_classifier_destroy(&l->cls);
+    verdict_rules_destroy(&l->cls);
     av_config_free(&l->cfg);
     unit_tmpdir_remove(&l->dir);
     free(l);
@@ -426,25 +594,25 @@ test_classifier_from_a_loaded_config_with_posix_syntax(void **state)
     const av_registry_cfg_t *reg = av_config_registry(l->cfg, "afnic");
     assert_non_null(reg);
     assert_true(reg->posix_patterns);
-    if (!(l->cls = av_classifier_new(reg, err, sizeof err)))
+    if (!(l->cls = verdict_rules_new(reg, err, sizeof err)))
         fail_msg("classifier refused: %s", err);
-    av_classifier_t *cls = l->cls;
+    verdict_rules_t *cls = l->cls;
 
     const char *free_reply = "%% This is the AFNIC Whois server.\r\n%% No entries found in the AFNIC Database.\r\n";
     const char *taken_reply = "%%\r\ndomain:      example.fr\r\nstatus:      ACTIVE\r\n";
-    av_verdict_t v;
-    av_classify(cls, free_reply, strlen(free_reply), &v);
+    verdict_t v;
+    decide_text(cls, free_reply, strlen(free_reply), &v);
     assert_int_equal(v.status, AV_STATUS_AVAILABLE);
-    av_classify(cls, taken_reply, strlen(taken_reply), &v);
+    decide_text(cls, taken_reply, strlen(taken_reply), &v);
     assert_int_equal(v.status, AV_STATUS_REGISTERED);
     const char *throttled = "Excessive querying, slow down\r\n";
-    av_classify(cls, throttled, strlen(throttled), &v);
+    decide_text(cls, throttled, strlen(throttled), &v);
     assert_int_equal(v.status, AV_STATUS_UNKNOWN);
     assert_string_equal(v.reason, AV_REASON_RATE_LIMITED);
 
-    av_classifier_destroy(&l->cls);
+    verdict_rules_destroy(&l->cls);
     assert_null(l->cls);
-    av_classifier_destroy(&l->cls); /* a second destroy is harmless */
+    verdict_rules_destroy(&l->cls); /* a second destroy is harmless */
 }
 
 #define BEHAVIOUR_TESTS                                                                     \
@@ -474,12 +642,19 @@ main(void)
     const struct CMUnitTest other[] = {
         cmocka_unit_test(test_pattern_check_rejects_unclosed_group_in_both_syntaxes),
         cmocka_unit_test(test_pattern_kind_names),
+        cmocka_unit_test(test_rdap_404_is_available_and_200_registered),
+        cmocka_unit_test(test_rdap_statuses_reserved_and_redemption),
+        cmocka_unit_test(test_rdap_429_and_503_are_rate_limited_with_the_pause_asked),
+        cmocka_unit_test(test_rdap_other_statuses_are_registry_errors),
+        cmocka_unit_test(test_a_delegation_is_registered_and_none_decides_nothing),
+        cmocka_unit_test(test_failures_are_unknown_with_their_reason),
+        cmocka_unit_test_setup_teardown(test_every_unknown_verdict_has_a_row_in_the_reasons_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_classifier_from_a_loaded_config_with_posix_syntax, setup_loaded,
                                         teardown_loaded),
     };
     int failed = 0;
     failed += cmocka_run_group_tests_name("pattern_syntax pcre2", behaviour, group_pcre2, NULL);
     failed += cmocka_run_group_tests_name("pattern_syntax posix", behaviour, group_posix, NULL);
-    failed += cmocka_run_group_tests_name("classify", other, NULL, NULL);
+    failed += cmocka_run_group_tests_name("verdict", other, NULL, NULL);
     return failed;
 }
