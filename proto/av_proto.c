@@ -637,6 +637,10 @@ error_pair(decoder_t *d, const msgpack_object *k, const msgpack_object *v)
         return get_u64(d, v, "at", &e->at_ms);
     if (key_is(k, "pid"))
         return get_u32(d, v, "pid", &e->pid);
+    if (key_is(k, "seq"))
+        return get_u64(d, v, "seq", &e->seq);
+    if (key_is(k, "received"))
+        return get_u64(d, v, "received", &e->received_ms);
     return true;
 }
 
@@ -1109,21 +1113,55 @@ av_bye_id_at(const av_ready_t *bye, uint32_t i)
     return bye->ids && i < bye->n_ids ? bye->ids->via.array.ptr[i].via.u64 : 0;
 }
 
+/* The event's own pairs; seq and received, where it is stored, go before
+ * them in a listing and after them in a published message. */
+#define ERROR_PAIRS 7
+
+static void
+pack_error_pairs(msgpack_packer *pk, const av_error_t *e)
+{
+    av_pack_kv_strn(pk, "daemon", e->daemon);
+    av_pack_kv_strn(pk, "registry", e->registry);
+    av_pack_kv_str(pk, "level", av_level_name(e->level));
+    av_pack_kv_strn(pk, "code", e->code);
+    av_pack_kv_strn(pk, "text", e->text);
+    av_pack_kv_uint(pk, "at", e->at_ms);
+    av_pack_kv_uint(pk, "pid", e->pid);
+}
+
+static uint32_t
+error_stored_pairs(const av_error_t *e)
+{
+    return e->seq ? 2 : 0;
+}
+
+static void
+pack_error_stored(msgpack_packer *pk, const av_error_t *e)
+{
+    if (!e->seq)
+        return;
+    av_pack_kv_uint(pk, "seq", e->seq);
+    av_pack_kv_uint(pk, "received", e->received_ms);
+}
+
 int
 av_encode_error(msgpack_sbuffer *sbuf, const av_error_t *e)
 {
     size_t before = sbuf->size;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
-    pack_header(&pk, AV_MSG_ERROR, 7);
-    av_pack_kv_strn(&pk, "daemon", e->daemon);
-    av_pack_kv_strn(&pk, "registry", e->registry);
-    av_pack_kv_str(&pk, "level", av_level_name(e->level));
-    av_pack_kv_strn(&pk, "code", e->code);
-    av_pack_kv_strn(&pk, "text", e->text);
-    av_pack_kv_uint(&pk, "at", e->at_ms);
-    av_pack_kv_uint(&pk, "pid", e->pid);
+    pack_header(&pk, AV_MSG_ERROR, ERROR_PAIRS + error_stored_pairs(e));
+    pack_error_pairs(&pk, e);
+    pack_error_stored(&pk, e);
     return finish(sbuf, before);
+}
+
+void
+av_pack_error_map(msgpack_packer *pk, const av_error_t *e)
+{
+    msgpack_pack_map(pk, ERROR_PAIRS + error_stored_pairs(e));
+    pack_error_stored(pk, e);
+    pack_error_pairs(pk, e);
 }
 
 void

@@ -170,6 +170,10 @@ typedef struct {
     av_str_t text;
     uint64_t at_ms;
     uint32_t pid;
+    /* Where availd-errors holds the event: set on the events it publishes
+     * and lists (keys `seq` and `received`), 0 on an event as reported. */
+    uint64_t seq;
+    uint64_t received_ms;
 } av_error_t;
 
 typedef struct {
@@ -259,7 +263,12 @@ int av_encode_ready(msgpack_sbuffer *sbuf, av_msg_type_t type, const av_ready_t 
 /* A bye handing back n task numbers. */
 int av_encode_bye(msgpack_sbuffer *sbuf, av_str_t registry, const uint64_t *ids, uint32_t n);
 uint64_t av_bye_id_at(const av_ready_t *bye, uint32_t i);
+/* An error event; with seq set (availd-errors publishing it), seq and
+ * received follow its keys. */
 int av_encode_error(msgpack_sbuffer *sbuf, const av_error_t *error);
+/* An error event as availd-errors lists a stored one: a map without t and
+ * v, seq and received (when seq is set) first. */
+void av_pack_error_map(msgpack_packer *pk, const av_error_t *error);
 int av_encode_put(msgpack_sbuffer *sbuf, const av_put_t *put);
 /* An `answers` message: begin with the count, then pack each answer. */
 void av_pack_answers_begin(msgpack_packer *pk, av_str_t id, uint32_t count);
