@@ -28,28 +28,15 @@ typedef struct {
 } errors_t;
 
 static void
-publish(errors_t *e, uint64_t seq, uint64_t received_ms, const av_error_t *ev)
+publish(errors_t *e, const av_error_t *ev)
 {
     char topic[AV_DAEMON_MAX + AV_REGISTRY_MAX + 32];
     msgpack_sbuffer sbuf;
-    msgpack_packer pk;
     snprintf(topic, sizeof topic, "%s.%.*s.%.*s", av_level_name(ev->level), (int)ev->daemon.len, ev->daemon.ptr,
              (int)ev->registry.len, ev->registry.ptr);
     msgpack_sbuffer_init(&sbuf);
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    /* The published body is the event plus where it is stored. */
-    msgpack_pack_map(&pk, 11);
-    av_pack_kv_str(&pk, "t", "error");
-    av_pack_kv_uint(&pk, "v", AV_PROTO_VERSION);
-    av_pack_kv_strn(&pk, "daemon", ev->daemon);
-    av_pack_kv_strn(&pk, "registry", ev->registry);
-    av_pack_kv_str(&pk, "level", av_level_name(ev->level));
-    av_pack_kv_strn(&pk, "code", ev->code);
-    av_pack_kv_strn(&pk, "text", ev->text);
-    av_pack_kv_uint(&pk, "at", ev->at_ms);
-    av_pack_kv_uint(&pk, "pid", ev->pid);
-    av_pack_kv_uint(&pk, "seq", seq);
-    av_pack_kv_uint(&pk, "received", received_ms);
+    /* The published body is the event plus where it is stored (seq). */
+    av_encode_error(&sbuf, ev);
     void *s = zsock_resolve(e->publish);
     /* A PUB never blocks: a slow subscriber loses messages, by design. */
     if (zmq_send(s, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
@@ -65,19 +52,19 @@ store_batch(av_daemon_t *d, av_msg_t *const *msgs, uint32_t n)
 {
     errors_t *e = av_daemon_state(d);
     av_error_t *events[n];
-    uint64_t now = av_now_ms(), first_seq = 0;
+    uint64_t now = av_now_ms();
     for (uint32_t i = 0; i < n; i++) {
         events[i] = &msgs[i]->u.error;
         if (events[i]->at_ms == 0)
             events[i]->at_ms = now;
     }
-    if (errors_db_append(e->db, events, n, now, &first_seq) < 0) {
+    if (errors_db_append(e->db, events, n, now) < 0) {
         *e->store_failed += n;
         return;
     }
     *e->stored += n;
     for (uint32_t i = 0; i < n; i++)
-        publish(e, first_seq + i, now, events[i]);
+        publish(e, events[i]);
 }
 
 static void
@@ -103,23 +90,8 @@ typedef struct {
     uint32_t cap;
 } collected_t;
 
-static void
-pack_event(msgpack_packer *pk, uint64_t seq, uint64_t received_ms, const av_error_t *ev)
-{
-    msgpack_pack_map(pk, 9);
-    av_pack_kv_uint(pk, "seq", seq);
-    av_pack_kv_uint(pk, "received", received_ms);
-    av_pack_kv_strn(pk, "daemon", ev->daemon);
-    av_pack_kv_strn(pk, "registry", ev->registry);
-    av_pack_kv_str(pk, "level", av_level_name(ev->level));
-    av_pack_kv_strn(pk, "code", ev->code);
-    av_pack_kv_strn(pk, "text", ev->text);
-    av_pack_kv_uint(pk, "at", ev->at_ms);
-    av_pack_kv_uint(pk, "pid", ev->pid);
-}
-
 static bool
-collect_event(void *arg, uint64_t seq, uint64_t received_ms, const av_error_t *ev)
+collect_event(void *arg, const av_error_t *ev)
 {
     collected_t *c = arg;
     if (c->count == c->cap)
@@ -128,7 +100,7 @@ collect_event(void *arg, uint64_t seq, uint64_t received_ms, const av_error_t *e
     msgpack_packer pk;
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    pack_event(&pk, seq, received_ms, ev);
+    av_pack_error_map(&pk, ev);
     return true;
 }
 

@@ -5,6 +5,7 @@
 
 #include "av_lmdb.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,6 @@ struct errors_db {
     MDB_dbi events;   /* be64 seq -> be64 received_ms + msgpack */
     MDB_dbi counts;   /* registry \0 code -> u64 */
     uint64_t next_seq;
-    uint64_t size;    /* events held */
     uint64_t retention_count;
     uint32_t retention_s;
 };
@@ -53,93 +53,88 @@ count_add(errors_db_t *self, MDB_txn *txn, av_str_t registry, av_str_t code, int
     return mdb_put(txn, self->counts, &key, &val, 0);
 }
 
+static uint64_t
+received_of(const MDB_val *val)
+{
+    return val->mv_size >= 8 ? av_be64_get(val->mv_data) : 0;
+}
+
 /* Decodes a stored value; the event's strings point into the value. */
 static int
-decode_value(const MDB_val *val, av_msg_t *msg, uint64_t *received_ms)
+decode_value(const MDB_val *val, av_msg_t *msg)
 {
     if (val->mv_size < 8)
         return -1;
-    *received_ms = av_be64_get(val->mv_data);
     if (av_msg_decode(msg, (const char *)val->mv_data + 8, val->mv_size - 8) != 0 || msg->type != AV_MSG_ERROR)
         return -1;
+    msg->u.error.received_ms = received_of(val);
     return 0;
 }
 
-/* Deletes the oldest events while `more` says so. Returns events deleted. */
-static uint64_t
-delete_oldest(errors_db_t *self, MDB_txn *txn, uint64_t max_count, uint64_t older_than_ms)
+/* Drops the oldest events (the front of `events`) received before
+ * before_ms, or of any age with 0, and takes them off the counts. */
+typedef struct {
+    errors_db_t *self;
+    uint64_t before_ms;
+} dropping_t;
+
+static bool
+drop_event(void *arg, MDB_txn *txn, const MDB_val *key, const MDB_val *val)
 {
+    const dropping_t *drop = arg;
+    av_msg_t msg;
+    (void)key;
+    if (drop->before_ms && received_of(val) >= drop->before_ms)
+        return false;
+    av_msg_init(&msg);
+    if (decode_value(val, &msg) == 0)
+        count_add(drop->self, txn, msg.u.error.registry, msg.u.error.code, -1);
+    av_msg_release(&msg);
+    return true;
+}
+
+static int
+read_next_seq(errors_db_t *self)
+{
+    MDB_txn *txn;
     MDB_cursor *cur;
     MDB_val key, val;
-    uint64_t deleted = 0;
-    if (mdb_cursor_open(txn, self->events, &cur) != 0)
-        return 0;
-    int rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
-    while (rc == 0 && deleted < max_count) {
-        av_msg_t msg;
-        uint64_t received = 0;
-        av_msg_init(&msg);
-        bool ok = decode_value(&val, &msg, &received) == 0;
-        if (older_than_ms && received >= older_than_ms) {
-            av_msg_release(&msg);
-            break;
-        }
-        if (ok)
-            count_add(self, txn, msg.u.error.registry, msg.u.error.code, -1);
-        av_msg_release(&msg);
-        if (mdb_cursor_del(cur, 0) != 0)
-            break;
-        deleted++;
-        /* The oldest is always first: re-seek instead of trusting where a
-         * delete leaves the cursor. */
-        rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
+    int rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return rc;
+    self->next_seq = 1;
+    if ((rc = mdb_cursor_open(txn, self->events, &cur)) == 0) {
+        if (mdb_cursor_get(cur, &key, &val, MDB_LAST) == 0 && key.mv_size == 8)
+            self->next_seq = av_be64_get(key.mv_data) + 1;
+        mdb_cursor_close(cur);
     }
-    mdb_cursor_close(cur);
-    self->size -= deleted < self->size ? deleted : self->size;
-    return deleted;
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 errors_db_t *
 errors_db_open(av_daemon_t *d, const av_errors_cfg_t *cfg)
 {
     errors_db_t *self = calloc(1, sizeof *self);
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    MDB_val key, val;
-    MDB_stat st;
+    MDB_dbi dbis[2];
     if (!self)
         return NULL;
     self->retention_count = cfg->retention_count;
     self->retention_s = cfg->retention_s;
     if (av_lmdb_open(d, cfg->path, MDB_NOSYNC, cfg->map_size_mb, 4, &self->env) < 0)
         goto fail;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "events", MDB_CREATE, &self->events);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "counts", MDB_CREATE, &self->counts);
-    if (rc == 0)
-        rc = mdb_stat(txn, self->events, &st);
-    if (rc == 0)
-        rc = mdb_cursor_open(txn, self->events, &cur);
-    if (rc != 0) {
-        av_log_err("cannot open the error database in %s: %s", cfg->path, mdb_strerror(rc));
-        goto fail;
+    int rc = av_lmdb_open_dbis(self->env, true, (const char *const[]){ "events", "counts" }, dbis, 2);
+    if (rc == 0) {
+        self->events = dbis[0];
+        self->counts = dbis[1];
+        rc = read_next_seq(self);
     }
-    self->size = st.ms_entries;
-    self->next_seq = 1;
-    if (mdb_cursor_get(cur, &key, &val, MDB_LAST) == 0 && key.mv_size == 8)
-        self->next_seq = av_be64_get(key.mv_data) + 1;
-    mdb_cursor_close(cur);
-    if ((rc = mdb_txn_commit(txn)) != 0) {
-        txn = NULL;
+    if (rc != 0) {
         av_log_err("cannot open the error database in %s: %s", cfg->path, mdb_strerror(rc));
         goto fail;
     }
     return self;
 fail:
-    if (txn)
-        mdb_txn_abort(txn);
     errors_db_close(&self);
     return NULL;
 }
@@ -165,21 +160,32 @@ errors_db_set_retention(errors_db_t *self, uint64_t count, uint32_t age_s)
     self->retention_s = age_s;
 }
 
+typedef struct {
+    errors_db_t *self;
+    av_error_t *const *events;
+    size_t n;
+    uint64_t received_ms;
+} append_job_t;
+
 static int
-append_txn(errors_db_t *self, av_error_t *const *events, size_t n, uint64_t received_ms)
+append_txn(void *arg, MDB_txn *txn)
 {
-    MDB_txn *txn;
+    const append_job_t *job = arg;
+    errors_db_t *self = job->self;
     msgpack_sbuffer sbuf;
-    int rc = mdb_txn_begin(self->env, NULL, 0, &txn);
-    if (rc != 0)
-        return rc;
+    MDB_stat st;
+    int rc = 0;
     msgpack_sbuffer_init(&sbuf);
-    for (size_t i = 0; i < n && rc == 0; i++) {
+    for (size_t i = 0; i < job->n && rc == 0; i++) {
         uint8_t keybuf[8], head[8];
+        /* Stored as reported: where it is held is its key and head. */
+        av_error_t ev = *job->events[i];
+        ev.seq = 0;
+        ev.received_ms = 0;
         msgpack_sbuffer_clear(&sbuf);
-        av_be64_put(head, received_ms);
+        av_be64_put(head, job->received_ms);
         msgpack_sbuffer_write(&sbuf, (const char *)head, 8);
-        if (av_encode_error(&sbuf, events[i]) != 0) {
+        if (av_encode_error(&sbuf, &ev) != 0) {
             rc = ENOMEM;
             break;
         }
@@ -187,65 +193,63 @@ append_txn(errors_db_t *self, av_error_t *const *events, size_t n, uint64_t rece
         MDB_val key = { 8, keybuf }, val = { sbuf.size, sbuf.data };
         rc = mdb_put(txn, self->events, &key, &val, MDB_APPEND);
         if (rc == 0)
-            rc = count_add(self, txn, events[i]->registry, events[i]->code, 1);
+            rc = count_add(self, txn, ev.registry, ev.code, 1);
     }
     msgpack_sbuffer_destroy(&sbuf);
-    if (rc == 0 && self->size + n > self->retention_count)
-        delete_oldest(self, txn, self->size + n - self->retention_count, 0);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    return mdb_txn_commit(txn);
+    if (rc == 0 && (rc = mdb_stat(txn, self->events, &st)) == 0 && st.ms_entries > self->retention_count)
+        av_lmdb_delete_front(txn, self->events, st.ms_entries - self->retention_count, drop_event,
+                             &(dropping_t){ self, 0 });
+    return rc;
 }
 
 int
-errors_db_append(errors_db_t *self, av_error_t *const *events, size_t n, uint64_t received_ms, uint64_t *first_seq)
+errors_db_append(errors_db_t *self, av_error_t *const *events, size_t n, uint64_t received_ms)
 {
-    uint64_t size_before = self->size;
-    int rc = append_txn(self, events, n, received_ms);
-    if (rc == MDB_MAP_FULL) {
-        /* Retention by count did not keep us under the map size (events
-         * larger than planned): make room by dropping the oldest tenth. */
-        MDB_txn *txn;
-        self->size = size_before;
-        if (mdb_txn_begin(self->env, NULL, 0, &txn) == 0) {
-            delete_oldest(self, txn, self->size / 10 + n, 0);
-            if (mdb_txn_commit(txn) != 0)
-                self->size = size_before;
-        }
-        av_log_warning("error database full: dropped the oldest events to make room");
-        size_before = self->size;
-        rc = append_txn(self, events, n, received_ms);
-    }
+    append_job_t job = { self, events, n, received_ms };
+    dropping_t oldest = { self, 0 };
+    av_lmdb_room_t room = {
+        .dbi = self->events,
+        .fn = drop_event,
+        .arg = &oldest,
+        .at_least = n,
+        .warning = "error database full: dropped the oldest events to make room",
+    };
+    int rc = av_lmdb_write(self->env, append_txn, &job, &room);
     if (rc != 0) {
-        self->size = size_before;
         av_log_err("cannot store %zu error events: %s", n, mdb_strerror(rc));
         return -1;
     }
-    if (first_seq)
-        *first_seq = self->next_seq;
+    for (size_t i = 0; i < n; i++) {
+        events[i]->seq = self->next_seq + i;
+        events[i]->received_ms = received_ms;
+    }
     self->next_seq += n;
-    self->size += n;
-    if (self->size > self->retention_count)
-        self->size = self->retention_count;
+    return 0;
+}
+
+typedef struct {
+    errors_db_t *self;
+    uint64_t before_ms;
+    uint64_t dropped;
+} expire_job_t;
+
+static int
+expire_txn(void *arg, MDB_txn *txn)
+{
+    expire_job_t *job = arg;
+    job->dropped = av_lmdb_delete_front(txn, job->self->events, UINT64_MAX, drop_event,
+                                        &(dropping_t){ job->self, job->before_ms });
     return 0;
 }
 
 uint64_t
 errors_db_expire(errors_db_t *self, uint64_t now_ms)
 {
-    MDB_txn *txn;
-    uint64_t cutoff = now_ms > (uint64_t)self->retention_s * 1000 ? now_ms - (uint64_t)self->retention_s * 1000 : 0;
-    if (cutoff == 0 || mdb_txn_begin(self->env, NULL, 0, &txn) != 0)
+    uint64_t age_ms = (uint64_t)self->retention_s * 1000;
+    expire_job_t job = { self, now_ms > age_ms ? now_ms - age_ms : 0, 0 };
+    if (job.before_ms == 0)
         return 0;
-    uint64_t size_before = self->size;
-    uint64_t n = delete_oldest(self, txn, UINT64_MAX, cutoff);
-    if (mdb_txn_commit(txn) != 0) {
-        self->size = size_before;
-        return 0;
-    }
-    return n;
+    return av_lmdb_write(self->env, expire_txn, &job, NULL) == 0 ? job.dropped : 0;
 }
 
 void
@@ -284,11 +288,11 @@ errors_db_recent(errors_db_t *self, const errors_filter_t *filter, uint32_t limi
         if (seq <= filter->after_seq)
             break;
         av_msg_t msg;
-        uint64_t received;
         av_msg_init(&msg);
-        if (decode_value(&val, &msg, &received) == 0 && matches(filter, &msg.u.error)) {
+        if (decode_value(&val, &msg) == 0 && matches(filter, &msg.u.error)) {
+            msg.u.error.seq = seq;
             visited++;
-            if (!visit(arg, seq, received, &msg.u.error)) {
+            if (!visit(arg, &msg.u.error)) {
                 av_msg_release(&msg);
                 break;
             }
@@ -334,5 +338,5 @@ errors_db_counts(errors_db_t *self, errors_count_fn visit, void *arg)
 uint64_t
 errors_db_size(errors_db_t *self)
 {
-    return self->size;
+    return av_lmdb_entries(self->env, self->events);
 }
