@@ -1,10 +1,10 @@
 /* availd-cache's job: puts stored in batches, sweeps, control commands (get,
  * purge, stats). The daemon's manual is in main.c. */
 #include "av_batch.h"
-#include "av_cache.h"
 #include "av_daemon.h"
 #include "av_names.h"
 #include "cache.h"
+#include "cache_store.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +14,7 @@
 #define READER_CHECK_MS 10000
 
 typedef struct {
-    av_cache_t *cache;
+    cache_store_t *cache;
     zsock_t *puts;
     av_batch_t *batch;
     sd_event_source *sweep_timer;
@@ -34,7 +34,7 @@ store_batch(av_daemon_t *d, av_msg_t *const *msgs, uint32_t n)
     const av_put_t *puts[n];
     for (uint32_t i = 0; i < n; i++)
         puts[i] = &msgs[i]->u.put;
-    if (av_cache_put_batch(c->cache, puts, n, av_now_ms()) == 0)
+    if (cache_store_put_batch(c->cache, puts, n, av_now_ms()) == 0)
         *c->stored += n;
     else
         *c->store_failed += n;
@@ -46,7 +46,7 @@ on_sweep(av_daemon_t *d, void *arg)
     (void)arg;
     cache_t *c = av_daemon_state(d);
     /* Bounded per turn, so a sweep never holds the loop for long. */
-    uint64_t n = av_cache_sweep(c->cache, av_now_ms(), SWEEP_BATCH);
+    uint64_t n = cache_store_sweep(c->cache, av_now_ms(), SWEEP_BATCH);
     *c->expired += n;
 }
 
@@ -54,14 +54,14 @@ static void
 on_sync(av_daemon_t *d, void *arg)
 {
     (void)arg;
-    av_cache_sync(((cache_t *)av_daemon_state(d))->cache);
+    cache_store_sync(((cache_t *)av_daemon_state(d))->cache);
 }
 
 static void
 on_reader_check(av_daemon_t *d, void *arg)
 {
     (void)arg;
-    int dead = av_cache_reader_check(((cache_t *)av_daemon_state(d))->cache);
+    int dead = cache_store_reader_check(((cache_t *)av_daemon_state(d))->cache);
     if (dead)
         av_log_info("freed %d reader slots left by stopped processes", dead);
 }
@@ -93,7 +93,7 @@ cmd_get(av_daemon_t *d, const msgpack_object *req, msgpack_packer *pk, char *err
     if (name_arg(req, name, err, errlen) < 0)
         return -1;
     av_batch_flush(c->batch);
-    int rc = av_cache_get(c->cache, name, &e);
+    int rc = cache_store_get(c->cache, name, &e);
     if (rc < 0) {
         snprintf(err, errlen, "cannot read the cache");
         return -1;
@@ -130,7 +130,7 @@ cmd_purge(av_daemon_t *d, const msgpack_object *req, msgpack_packer *pk, char *e
     if (!all && name_arg(req, name, err, errlen) < 0)
         return -1;
     av_batch_flush(c->batch); /* a purge must not be undone by a put already received */
-    int64_t n = av_cache_purge(c->cache, all ? NULL : name);
+    int64_t n = cache_store_purge(c->cache, all ? NULL : name);
     if (n < 0) {
         snprintf(err, errlen, "cannot purge the cache");
         return -1;
@@ -143,15 +143,15 @@ cmd_purge(av_daemon_t *d, const msgpack_object *req, msgpack_packer *pk, char *e
 }
 
 static void
-pack_counts(msgpack_packer *pk, const av_timing_counts_t *t)
+pack_counts(msgpack_packer *pk, const timing_counts_t *t)
 {
     msgpack_pack_map(pk, 6);
     av_pack_kv_uint(pk, "count", t->count);
     av_pack_kv_uint(pk, "errors", t->errors);
     av_pack_kv_uint(pk, "rate_limited", t->rate_limited);
-    av_pack_kv_uint(pk, "p50_us", av_timing_quantile(t, 0.50));
-    av_pack_kv_uint(pk, "p90_us", av_timing_quantile(t, 0.90));
-    av_pack_kv_uint(pk, "p99_us", av_timing_quantile(t, 0.99));
+    av_pack_kv_uint(pk, "p50_us", timing_quantile(t, 0.50));
+    av_pack_kv_uint(pk, "p90_us", timing_quantile(t, 0.90));
+    av_pack_kv_uint(pk, "p99_us", timing_quantile(t, 0.99));
 }
 
 typedef struct {
@@ -162,7 +162,7 @@ typedef struct {
 } timing_list_t;
 
 static void
-collect_timing(void *arg, const av_timing_t *t)
+collect_timing(void *arg, const timing_t *t)
 {
     timing_list_t *l = arg;
     msgpack_pack_map(&l->pk, l->buckets ? 5 : 4);
@@ -176,15 +176,15 @@ collect_timing(void *arg, const av_timing_t *t)
         /* The lifetime histogram as [upper bound in us, count] pairs,
          * empty buckets left out: for Prometheus exporters. */
         uint32_t used = 0;
-        for (int b = 0; b < AV_TIMING_BUCKETS; b++)
+        for (int b = 0; b < TIMING_BUCKETS; b++)
             used += t->total.hist[b] != 0;
         av_pack_str(&l->pk, "buckets");
         msgpack_pack_array(&l->pk, used);
-        for (int b = 0; b < AV_TIMING_BUCKETS; b++) {
+        for (int b = 0; b < TIMING_BUCKETS; b++) {
             if (!t->total.hist[b])
                 continue;
             msgpack_pack_array(&l->pk, 2);
-            msgpack_pack_uint64(&l->pk, av_timing_bucket_upper_us(b));
+            msgpack_pack_uint64(&l->pk, timing_bucket_upper_us(b));
             msgpack_pack_uint32(&l->pk, t->total.hist[b]);
         }
     }
@@ -200,13 +200,13 @@ cmd_stats(av_daemon_t *d, const msgpack_object *req, msgpack_packer *pk, char *e
     av_batch_flush(c->batch);
     msgpack_sbuffer_init(&l.body);
     msgpack_packer_init(&l.pk, &l.body, msgpack_sbuffer_write);
-    if (av_cache_timing(c->cache, av_now_ms(), collect_timing, &l) < 0) {
+    if (cache_store_timing(c->cache, av_now_ms(), collect_timing, &l) < 0) {
         msgpack_sbuffer_destroy(&l.body);
         snprintf(err, errlen, "cannot read the timing database");
         return -1;
     }
     av_pack_ctl_reply_begin(pk, true, NULL, 2);
-    av_pack_kv_uint(pk, "entries", av_cache_entries(c->cache));
+    av_pack_kv_uint(pk, "entries", cache_store_entries(c->cache));
     av_pack_str(pk, "timing");
     msgpack_pack_array(pk, l.count);
     msgpack_sbuffer_write(pk->data, l.body.data, l.body.size);
@@ -217,7 +217,7 @@ cmd_stats(av_daemon_t *d, const msgpack_object *req, msgpack_packer *pk, char *e
 static uint64_t
 gauge_entries(av_daemon_t *d)
 {
-    return av_cache_entries(((cache_t *)av_daemon_state(d))->cache);
+    return cache_store_entries(((cache_t *)av_daemon_state(d))->cache);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -234,7 +234,7 @@ cache_init(av_daemon_t *d)
     c->store_failed = av_daemon_counter(d, "store_failed");
     c->expired = av_daemon_counter(d, "expired");
     c->purged = av_daemon_counter(d, "purged");
-    if (!(c->cache = av_cache_open_writer(d, &cfg->cache)))
+    if (!(c->cache = cache_store_open(d, &cfg->cache)))
         return -1;
     if (!(c->puts = av_daemon_bind(d, ZMQ_PULL, cfg->endpoints.cache_puts)))
         return -1;
@@ -283,7 +283,7 @@ cache_fini(av_daemon_t *d)
     sd_event_source_disable_unref(c->sync_timer);
     sd_event_source_disable_unref(c->reader_timer);
     zsock_destroy(&c->puts);
-    av_cache_close(&c->cache);
+    cache_store_close(&c->cache);
     free(c);
     av_daemon_set_state(d, NULL);
 }

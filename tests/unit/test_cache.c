@@ -1,9 +1,11 @@
-/* Unit tests of av_cache: answers stored in batches and read back field by
- * field, TTLs and staleness, overwrites, sweeps and evictions in expiry
- * order, purges, a reader in another process, and the per-registry timing
- * histograms. Each test has its own LMDB environment in a temp directory;
- * times are explicit (now_ms), never the clock. */
-#include "av_cache.h"
+/* Unit tests of availd-cache's store (cache_store, timing) and of the
+ * readers' side it shares with the dispatcher (av_cache): answers stored in
+ * batches and read back field by field, TTLs and staleness, overwrites,
+ * sweeps and evictions in expiry order, a full map, purges, a reader in
+ * another process, and the per-registry timing histograms. Each test has
+ * its own LMDB environment in a temp directory; times are explicit
+ * (now_ms), never the clock. */
+#include "cache_store.h"
 
 #include "unit_files.h"
 
@@ -28,7 +30,7 @@ typedef struct {
     char *dir;              /* private temp directory */
     char path[PATH_MAX];    /* dir/cache, the environment */
     av_cache_cfg_t cfg;
-    av_cache_t *cache;      /* the writer */
+    cache_store_t *cache;   /* the writer */
 } fixture_t;
 
 static int
@@ -46,14 +48,14 @@ setup(void **state)
     f->cfg.sweep_interval_s = 60;
     f->cfg.batch_max = 100;
     *state = f;
-    return (f->cache = av_cache_open_writer(NULL, &f->cfg)) ? 0 : -1;
+    return (f->cache = cache_store_open(NULL, &f->cfg)) ? 0 : -1;
 }
 
 static int
 teardown(void **state)
 {
     fixture_t *f = *state;
-    av_cache_close(&f->cache);
+    cache_store_close(&f->cache);
     unit_tmpdir_remove(&f->dir);
     free(f);
     return 0;
@@ -63,9 +65,9 @@ teardown(void **state)
 static void
 reopen_with_max_entries(fixture_t *f, uint64_t max_entries)
 {
-    av_cache_close(&f->cache);
+    cache_store_close(&f->cache);
     f->cfg.max_entries = max_entries;
-    assert_non_null(f->cache = av_cache_open_writer(NULL, &f->cfg));
+    assert_non_null(f->cache = cache_store_open(NULL, &f->cfg));
 }
 
 /* A whois answer from "verisign" decided at at_ms, kept ttl_s. */
@@ -111,7 +113,7 @@ put_batch(fixture_t *f, const av_put_t *puts, size_t n, uint64_t now_ms)
     assert_non_null(list);
     for (size_t i = 0; i < n; i++)
         list[i] = &puts[i];
-    int rc = av_cache_put_batch(f->cache, list, n, now_ms);
+    int rc = cache_store_put_batch(f->cache, list, n, now_ms);
     free(list);
     assert_int_equal(rc, 0);
 }
@@ -124,10 +126,10 @@ put_one(fixture_t *f, av_put_t put, uint64_t now_ms)
 
 /* name must be cached with status and expires_ms. */
 static void
-assert_cached(av_cache_t *cache, const char *name, av_status_t status, uint64_t expires_ms)
+assert_cached(cache_store_t *cache, const char *name, av_status_t status, uint64_t expires_ms)
 {
     av_cached_t c;
-    int rc = av_cache_get(cache, name, &c);
+    int rc = cache_store_get(cache, name, &c);
     if (rc != 0)
         fail_msg("%s: get returned %d, want it cached", name, rc);
     if (c.status != status || c.expires_ms != expires_ms)
@@ -136,22 +138,22 @@ assert_cached(av_cache_t *cache, const char *name, av_status_t status, uint64_t 
 }
 
 static void
-assert_absent(av_cache_t *cache, const char *name)
+assert_absent(cache_store_t *cache, const char *name)
 {
     av_cached_t c;
-    int rc = av_cache_get(cache, name, &c);
+    int rc = cache_store_get(cache, name, &c);
     if (rc != 1)
         fail_msg("%s: get returned %d, want 1 (absent)", name, rc);
 }
 
-/* Every registry's timing, as av_cache_timing reports it. */
+/* Every registry's timing, as cache_store_timing reports it. */
 typedef struct {
     size_t n;
-    av_timing_t t[80];
+    timing_t t[80];
 } timings_t;
 
 static void
-collect_timing(void *arg, const av_timing_t *t)
+collect_timing(void *arg, const timing_t *t)
 {
     timings_t *all = arg;
     if (all->n < sizeof all->t / sizeof all->t[0])
@@ -160,15 +162,15 @@ collect_timing(void *arg, const av_timing_t *t)
 }
 
 static timings_t *
-timings_at(av_cache_t *cache, uint64_t now_ms)
+timings_at(cache_store_t *cache, uint64_t now_ms)
 {
     timings_t *all = calloc(1, sizeof *all);
     assert_non_null(all);
-    assert_int_equal(av_cache_timing(cache, now_ms, collect_timing, all), 0);
+    assert_int_equal(cache_store_timing(cache, now_ms, collect_timing, all), 0);
     return all;
 }
 
-static const av_timing_t *
+static const timing_t *
 timing_of(const timings_t *all, const char *registry)
 {
     for (size_t i = 0; i < all->n && i < sizeof all->t / sizeof all->t[0]; i++)
@@ -196,7 +198,7 @@ test_put_then_get_returns_every_field(void **state)
     put_batch(f, puts, 2, T0);
 
     av_cached_t c;
-    assert_int_equal(av_cache_get(f->cache, "example.com", &c), 0);
+    assert_int_equal(cache_store_get(f->cache, "example.com", &c), 0);
     assert_int_equal(c.status, AV_STATUS_REGISTERED);
     assert_int_equal(c.source, AV_SOURCE_WHOIS);
     assert_string_equal(c.registry, "verisign");
@@ -205,7 +207,7 @@ test_put_then_get_returns_every_field(void **state)
     assert_int_equal(c.expires_ms, T0 - 250 + S(3600)); /* from the verdict, not the put */
     assert_int_equal(c.latency_us, 123456);
 
-    assert_int_equal(av_cache_get(f->cache, "example.net", &c), 0);
+    assert_int_equal(cache_store_get(f->cache, "example.net", &c), 0);
     assert_int_equal(c.status, AV_STATUS_UNKNOWN);
     assert_int_equal(c.source, AV_SOURCE_RDAP);
     assert_string_equal(c.registry, "nic-net");
@@ -213,7 +215,7 @@ test_put_then_get_returns_every_field(void **state)
     assert_int_equal(c.at_ms, T0 - 100);
     assert_int_equal(c.expires_ms, T0 - 100 + S(30));
     assert_int_equal(c.latency_us, 7);
-    assert_int_equal(av_cache_entries(f->cache), 2);
+    assert_int_equal(cache_store_entries(f->cache), 2);
 }
 
 static void
@@ -222,7 +224,7 @@ test_answer_without_at_ms_is_dated_now(void **state)
     fixture_t *f = *state;
     put_one(f, answer("example.com", AV_STATUS_AVAILABLE, 0, 60), T0);
     av_cached_t c;
-    assert_int_equal(av_cache_get(f->cache, "example.com", &c), 0);
+    assert_int_equal(cache_store_get(f->cache, "example.com", &c), 0);
     assert_int_equal(c.at_ms, T0);
     assert_int_equal(c.expires_ms, T0 + S(60));
 }
@@ -241,7 +243,7 @@ test_long_registry_and_reason_are_cut_to_their_bounds(void **state)
     p.answer.reason = av_str(reason);
     put_one(f, p, T0);
     av_cached_t c;
-    assert_int_equal(av_cache_get(f->cache, "example.com", &c), 0);
+    assert_int_equal(cache_store_get(f->cache, "example.com", &c), 0);
     assert_int_equal(strlen(c.registry), AV_REGISTRY_MAX);
     assert_memory_equal(c.registry, registry, AV_REGISTRY_MAX);
     assert_int_equal(strlen(c.reason), AV_CACHE_REASON_MAX);
@@ -271,7 +273,7 @@ test_ttl_zero_stores_nothing_but_records_the_timing_sample(void **state)
     p.timing = true;
     put_one(f, p, T0);
     assert_absent(f->cache, "example.com");
-    assert_int_equal(av_cache_entries(f->cache), 0);
+    assert_int_equal(cache_store_entries(f->cache), 0);
     timings_t *all = timings_at(f->cache, T0);
     assert_int_equal(all->n, 1);
     assert_int_equal(timing_of(all, "verisign")->total.count, 1);
@@ -291,9 +293,9 @@ test_answer_already_stale_is_not_stored(void **state)
     assert_absent(f->cache, "long-ago.com");
     assert_absent(f->cache, "just-now.com");
     assert_cached(f->cache, "still-fresh.com", AV_STATUS_REGISTERED, T0 + 1);
-    assert_int_equal(av_cache_entries(f->cache), 1);
+    assert_int_equal(cache_store_entries(f->cache), 1);
     /* Nor does a stale answer leave an expiry entry for a sweep to find. */
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(3600), 100), 1);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(3600), 100), 1);
 }
 
 static void
@@ -303,12 +305,12 @@ test_overwrite_with_a_later_expiry_keeps_the_new_entry_through_a_sweep(void **st
     put_one(f, answer("example.com", AV_STATUS_AVAILABLE, T0, 10), T0);
     put_one(f, answer("example.com", AV_STATUS_REGISTERED, T0 + S(1), 100), T0 + S(1));
     assert_cached(f->cache, "example.com", AV_STATUS_REGISTERED, T0 + S(101));
-    assert_int_equal(av_cache_entries(f->cache), 1);
+    assert_int_equal(cache_store_entries(f->cache), 1);
     /* Past the old expiry: the old index entry must be gone, or this sweep
      * would delete the new answer. */
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(50), 100), 0);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(50), 100), 0);
     assert_cached(f->cache, "example.com", AV_STATUS_REGISTERED, T0 + S(101));
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(200), 100), 1);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(200), 100), 1);
     assert_absent(f->cache, "example.com");
 }
 
@@ -319,10 +321,10 @@ test_overwrite_with_a_sooner_expiry_leaves_no_old_index_entry(void **state)
     put_one(f, answer("example.com", AV_STATUS_REGISTERED, T0, 100), T0);
     put_one(f, answer("example.com", AV_STATUS_AVAILABLE, T0, 10), T0);
     assert_cached(f->cache, "example.com", AV_STATUS_AVAILABLE, T0 + S(10));
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(50), 100), 1);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(50), 100), 1);
     assert_absent(f->cache, "example.com");
     /* Past the old expiry there is nothing left to sweep. */
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(200), 100), 0);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(200), 100), 0);
 }
 
 static void
@@ -336,9 +338,9 @@ test_overwrite_within_one_batch_keeps_the_last(void **state)
     };
     put_batch(f, puts, 3, T0);
     assert_cached(f->cache, "example.com", AV_STATUS_REGISTERED, T0 + S(30));
-    assert_int_equal(av_cache_entries(f->cache), 1);
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(25), 100), 0);
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(35), 100), 1);
+    assert_int_equal(cache_store_entries(f->cache), 1);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(25), 100), 0);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(35), 100), 1);
 }
 
 /* ---- sweeping and evicting ---------------------------------------------- */
@@ -372,14 +374,14 @@ test_sweep_deletes_only_expired_entries(void **state)
     /* One put per transaction, as a busy cache daemon would store them. */
     for (size_t i = 0; i < N_SHUFFLED; i++)
         put_one(f, answer(shuffled[i].name, AV_STATUS_REGISTERED, T0, shuffled[i].ttl_s), T0);
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(5), 100), 0);
-    assert_int_equal(av_cache_entries(f->cache), 8);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(5), 100), 0);
+    assert_int_equal(cache_store_entries(f->cache), 8);
     /* Expiring exactly at now counts as expired, as it does for a put. */
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(40), 100), 4);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(40), 100), 4);
     assert_only_later_than(f, 40);
-    assert_int_equal(av_cache_entries(f->cache), 4);
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(1000), 100), 4);
-    assert_int_equal(av_cache_entries(f->cache), 0);
+    assert_int_equal(cache_store_entries(f->cache), 4);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(1000), 100), 4);
+    assert_int_equal(cache_store_entries(f->cache), 0);
 }
 
 static void
@@ -390,9 +392,9 @@ test_sweep_deletes_only_expired_entries_stored_in_one_batch(void **state)
     for (size_t i = 0; i < N_SHUFFLED; i++)
         puts[i] = answer(shuffled[i].name, AV_STATUS_REGISTERED, T0, shuffled[i].ttl_s);
     put_batch(f, puts, N_SHUFFLED, T0);
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(35), 100), 3);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(35), 100), 3);
     assert_only_later_than(f, 35);
-    assert_int_equal(av_cache_entries(f->cache), 5);
+    assert_int_equal(cache_store_entries(f->cache), 5);
 }
 
 static void
@@ -403,10 +405,10 @@ test_sweep_deletes_at_most_max_soonest_first(void **state)
         put_one(f, answer(shuffled[i].name, AV_STATUS_REGISTERED, T0, shuffled[i].ttl_s), T0);
     /* All eight expired, two at a time: always the two soonest. */
     for (uint32_t done = 0; done < 80; done += 20) {
-        assert_int_equal(av_cache_sweep(f->cache, T0 + S(1000), 2), 2);
+        assert_int_equal(cache_store_sweep(f->cache, T0 + S(1000), 2), 2);
         assert_only_later_than(f, done + 20);
     }
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(1000), 2), 0);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(1000), 2), 0);
 }
 
 static void
@@ -419,7 +421,7 @@ test_max_entries_evicts_the_soonest_expiring_first(void **state)
         puts[i] = answer(shuffled[i].name, AV_STATUS_REGISTERED, T0, shuffled[i].ttl_s);
     /* Eight in one batch into room for five: the three soonest go. */
     put_batch(f, puts, N_SHUFFLED, T0);
-    assert_int_equal(av_cache_entries(f->cache), 5);
+    assert_int_equal(cache_store_entries(f->cache), 5);
     assert_only_later_than(f, 30);
 }
 
@@ -433,7 +435,7 @@ test_max_entries_evicts_across_batches_by_expiry_not_age(void **state)
     put_one(f, answer("third.com", AV_STATUS_REGISTERED, T0, 200), T0);
     /* A fourth: the one closest to expiring goes, not the oldest. */
     put_one(f, answer("fourth.com", AV_STATUS_REGISTERED, T0, 400), T0);
-    assert_int_equal(av_cache_entries(f->cache), 3);
+    assert_int_equal(cache_store_entries(f->cache), 3);
     assert_absent(f->cache, "second.com");
     assert_cached(f->cache, "first.com", AV_STATUS_REGISTERED, T0 + S(300));
     assert_cached(f->cache, "third.com", AV_STATUS_REGISTERED, T0 + S(200));
@@ -441,7 +443,48 @@ test_max_entries_evicts_across_batches_by_expiry_not_age(void **state)
     /* An entry that would itself be the soonest to expire is the one evicted. */
     put_one(f, answer("fifth.com", AV_STATUS_REGISTERED, T0, 50), T0);
     assert_absent(f->cache, "fifth.com");
-    assert_int_equal(av_cache_entries(f->cache), 3);
+    assert_int_equal(cache_store_entries(f->cache), 3);
+}
+
+static void
+test_full_map_evicts_the_soonest_expiring_and_stores_the_batch(void **state)
+{
+    fixture_t *f = *state;
+    /* A map of 4 MiB and room for a million entries: the map fills first. */
+    cache_store_close(&f->cache);
+    f->cfg.map_size_mb = 4;
+    f->cfg.max_entries = 1000000;
+    assert_non_null(f->cache = cache_store_open(NULL, &f->cfg));
+    enum { BATCH = 100, BATCHES = 600 };
+    av_put_t *puts = calloc(BATCH, sizeof *puts);
+    char (*names)[32] = calloc(BATCH, sizeof *names);
+    assert_non_null(puts);
+    assert_non_null(names);
+    /* Each batch lives longer than the one before: the oldest batches are
+     * the soonest to expire. */
+    uint64_t stored = 0;
+    for (uint32_t b = 0; b < BATCHES; b++) {
+        for (uint32_t i = 0; i < BATCH; i++) {
+            snprintf(names[i], sizeof names[i], "name-%05u-%03u.com", b, i);
+            puts[i] = answer(names[i], AV_STATUS_REGISTERED, T0, 1000 + b);
+        }
+        put_batch(f, puts, BATCH, T0); /* never refused */
+        stored += BATCH;
+    }
+    uint64_t kept = cache_store_entries(f->cache);
+    if (kept >= stored || kept < BATCH)
+        fail_msg("%llu of %llu entries kept: the map never filled, or too much went",
+                 (unsigned long long)kept, (unsigned long long)stored);
+    /* The last batch is whole, the first went. */
+    for (uint32_t i = 0; i < BATCH; i++)
+        assert_cached(f->cache, names[i], AV_STATUS_REGISTERED, T0 + S(1000 + BATCHES - 1));
+    assert_absent(f->cache, "name-00000-000.com");
+    /* What is kept is what expires last: a sweep up to the newest but one
+     * batch's expiry leaves exactly the last batch. */
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(1000 + BATCHES - 2), kept), kept - BATCH);
+    assert_int_equal(cache_store_entries(f->cache), BATCH);
+    free(puts);
+    free(names);
 }
 
 /* ---- purging ------------------------------------------------------------ */
@@ -456,16 +499,16 @@ test_purge_of_one_name_removes_only_it(void **state)
         answer("c.com", AV_STATUS_RESERVED, T0, 30),
     };
     put_batch(f, puts, 3, T0);
-    assert_int_equal(av_cache_purge(f->cache, "b.com"), 1);
+    assert_int_equal(cache_store_purge(f->cache, "b.com"), 1);
     assert_absent(f->cache, "b.com");
     assert_cached(f->cache, "a.com", AV_STATUS_REGISTERED, T0 + S(10));
     assert_cached(f->cache, "c.com", AV_STATUS_RESERVED, T0 + S(30));
-    assert_int_equal(av_cache_entries(f->cache), 2);
+    assert_int_equal(cache_store_entries(f->cache), 2);
     /* Purging what is not there removes nothing and is no error. */
-    assert_int_equal(av_cache_purge(f->cache, "b.com"), 0);
-    assert_int_equal(av_cache_purge(f->cache, "never.com"), 0);
+    assert_int_equal(cache_store_purge(f->cache, "b.com"), 0);
+    assert_int_equal(cache_store_purge(f->cache, "never.com"), 0);
     /* Its expiry entry went with it: a sweep past it counts only the others. */
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(100), 100), 2);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(100), 100), 2);
 }
 
 static void
@@ -478,15 +521,15 @@ test_purge_of_everything_empties_the_cache_and_it_stays_usable(void **state)
         answer("c.com", AV_STATUS_RESERVED, T0, 30),
     };
     put_batch(f, puts, 3, T0);
-    assert_int_equal(av_cache_purge(f->cache, NULL), 3);
-    assert_int_equal(av_cache_entries(f->cache), 0);
+    assert_int_equal(cache_store_purge(f->cache, NULL), 3);
+    assert_int_equal(cache_store_entries(f->cache), 0);
     assert_absent(f->cache, "a.com");
-    assert_int_equal(av_cache_sweep(f->cache, T0 + S(100), 100), 0);
-    assert_int_equal(av_cache_purge(f->cache, NULL), 0);
+    assert_int_equal(cache_store_sweep(f->cache, T0 + S(100), 100), 0);
+    assert_int_equal(cache_store_purge(f->cache, NULL), 0);
 
     put_one(f, answer("d.com", AV_STATUS_REGISTERED, T0, 10), T0);
     assert_cached(f->cache, "d.com", AV_STATUS_REGISTERED, T0 + S(10));
-    assert_int_equal(av_cache_entries(f->cache), 1);
+    assert_int_equal(cache_store_entries(f->cache), 1);
 }
 
 static void
@@ -496,7 +539,7 @@ test_purge_keeps_the_timing_history(void **state)
     av_put_t p = answer("a.com", AV_STATUS_REGISTERED, T0, 10);
     p.timing = true;
     put_one(f, p, T0);
-    assert_int_equal(av_cache_purge(f->cache, NULL), 1);
+    assert_int_equal(cache_store_purge(f->cache, NULL), 1);
     timings_t *all = timings_at(f->cache, T0);
     assert_int_equal(timing_of(all, "verisign")->total.count, 1);
     free(all);
@@ -535,21 +578,23 @@ reader_checks(const char *path, int to_writer, int from_writer)
     /* The writer commits while the reader is open... */
     if (write(to_writer, "r", 1) != 1 || read(from_writer, &b, 1) != 1)
         return 13;
-    /* ...and the reader's next lookup sees it. */
-    if (av_cache_get(r, "after.com", &c) != 0 || c.status != AV_STATUS_AVAILABLE)
+    /* ...and the reader's next lookup sees it, every field. */
+    if (av_cache_get(r, "after.com", &c) != 0 || c.status != AV_STATUS_AVAILABLE || c.source != AV_SOURCE_WHOIS ||
+        c.at_ms != T0 || c.expires_ms != T0 + S(60) || c.latency_us != 1500 || strcmp(c.registry, "verisign") != 0 ||
+        strcmp(c.reason, "") != 0)
         return 14;
-    if (av_cache_entries(r) != 2)
+    if (av_cache_get(r, "before.com", &c) != 0)
         return 15;
-    timings_t *all = calloc(1, sizeof *all);
-    int timing_ok = all && av_cache_timing(r, T0, collect_timing, all) == 0 && all->n == 1 &&
-                    all->t[0].total.count == 1;
-    free(all);
-    if (!timing_ok)
-        return 16;
     if (write(to_writer, "r", 1) != 1 || read(from_writer, &b, 1) != 1)
         return 17;
-    if (av_cache_get(r, "before.com", &c) != 1 || av_cache_entries(r) != 1)
+    if (av_cache_get(r, "before.com", &c) != 1 || av_cache_get(r, "after.com", &c) != 0)
         return 18; /* the purge is seen too */
+    /* The writer restarts with a larger map and stores more: the reader
+     * adopts the new size (MDB_MAP_RESIZED) and reads on. */
+    if (write(to_writer, "r", 1) != 1 || read(from_writer, &b, 1) != 1)
+        return 20;
+    if (av_cache_get(r, "grown.com", &c) != 0 || c.status != AV_STATUS_RESERVED || av_cache_get(r, "after.com", &c) != 0)
+        return 21;
     av_cache_close(&r);
     return r == NULL ? 0 : 19;
 }
@@ -579,7 +624,14 @@ test_reader_in_another_process_sees_the_writers_commits(void **state)
         assert_int_equal(write(down[1], "w", 1), 1);
     }
     if (read(up[0], &b, 1) == 1) {
-        assert_int_equal(av_cache_purge(f->cache, "before.com"), 1);
+        assert_int_equal(cache_store_purge(f->cache, "before.com"), 1);
+        assert_int_equal(write(down[1], "w", 1), 1);
+    }
+    if (read(up[0], &b, 1) == 1) {
+        cache_store_close(&f->cache);
+        f->cfg.map_size_mb *= 4;
+        assert_non_null(f->cache = cache_store_open(NULL, &f->cfg));
+        put_one(f, answer("grown.com", AV_STATUS_RESERVED, T0, 60), T0);
         assert_int_equal(write(down[1], "w", 1), 1);
     }
     close(up[0]);
@@ -621,7 +673,7 @@ test_timing_counts_samples_errors_and_rate_limits_per_registry(void **state)
     /* In name order. */
     assert_string_equal(all->t[0].registry, "alpha");
     assert_string_equal(all->t[1].registry, "beta");
-    const av_timing_t *a = &all->t[0], *b = &all->t[1];
+    const timing_t *a = &all->t[0], *b = &all->t[1];
     assert_int_equal(a->total.count, 6);
     assert_int_equal(a->total.errors, 2);        /* both unknown answers */
     assert_int_equal(a->total.rate_limited, 1);
@@ -635,10 +687,10 @@ test_timing_counts_samples_errors_and_rate_limits_per_registry(void **state)
     assert_int_equal(a->recent.rate_limited, 1);
     assert_memory_equal(a->recent.hist, a->total.hist, sizeof a->total.hist);
     uint64_t in_hist = 0;
-    for (int i = 0; i < AV_TIMING_BUCKETS; i++)
+    for (int i = 0; i < TIMING_BUCKETS; i++)
         in_hist += a->total.hist[i];
     assert_int_equal(in_hist, 6);
-    assert_int_equal(a->total.hist[av_timing_bucket(1000)], 2);
+    assert_int_equal(a->total.hist[timing_bucket(1000)], 2);
     free(all);
 }
 
@@ -662,7 +714,7 @@ test_timing_of_many_registries_in_one_batch_counts_each_sample_once(void **state
     timings_t *all = timings_at(f->cache, T0);
     assert_int_equal(all->n, REGISTRIES);
     for (int i = 0; i < REGISTRIES; i++) {
-        const av_timing_t *t = timing_of(all, names[i]);
+        const timing_t *t = timing_of(all, names[i]);
         if (t->total.count != ROUNDS)
             fail_msg("%s: %llu samples, want %d", names[i], (unsigned long long)t->total.count, ROUNDS);
     }
@@ -679,13 +731,13 @@ test_timing_quantiles_lie_within_a_quarter_of_the_samples(void **state)
         puts[i] = sample("verisign", AV_STATUS_REGISTERED, NULL, (uint64_t)((i * 37) % 100 + 1) * 1000);
     put_batch(f, puts, 100, T0);
     timings_t *all = timings_at(f->cache, T0);
-    const av_timing_t *t = timing_of(all, "verisign");
+    const timing_t *t = timing_of(all, "verisign");
     assert_int_equal(t->total.count, 100);
 
     const double qs[] = { 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0 };
     uint64_t previous = 0;
     for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
-        uint64_t us = av_timing_quantile(&t->total, qs[i]);
+        uint64_t us = timing_quantile(&t->total, qs[i]);
         /* The q-th sample is about q * 100 ms; a bucket spans at most a
          * quarter of its lower bound. */
         double exact_us = qs[i] * 100 * 1000;
@@ -694,9 +746,9 @@ test_timing_quantiles_lie_within_a_quarter_of_the_samples(void **state)
             fail_msg("p%g = %llu us, want within [%.0f, %.0f]", qs[i] * 100, (unsigned long long)us, low, high);
         assert_true(us >= previous); /* a higher quantile is never lower */
         previous = us;
-        assert_int_equal(av_timing_quantile(&t->recent, qs[i]), us);
+        assert_int_equal(timing_quantile(&t->recent, qs[i]), us);
     }
-    uint64_t p50 = av_timing_quantile(&t->total, 0.5);
+    uint64_t p50 = timing_quantile(&t->total, 0.5);
     assert_in_range(p50, 49000, 62500);
     free(all);
 }
@@ -705,9 +757,9 @@ static void
 test_timing_quantile_of_an_empty_histogram_is_zero(void **state)
 {
     (void)state;
-    av_timing_counts_t empty = { 0 };
-    assert_int_equal(av_timing_quantile(&empty, 0.5), 0);
-    assert_int_equal(av_timing_quantile(&empty, 1.0), 0);
+    timing_counts_t empty = { 0 };
+    assert_int_equal(timing_quantile(&empty, 0.5), 0);
+    assert_int_equal(timing_quantile(&empty, 1.0), 0);
 }
 
 static void
@@ -716,9 +768,9 @@ test_timing_quantile_of_one_sample_bounds_it_within_a_quarter(void **state)
     (void)state;
     /* Every value up to 2^16 us, then steps of 1/64 up to the last bucket. */
     for (uint64_t us = 0; us < (1ULL << 31); us = us < 65536 ? us + 1 : us + us / 64) {
-        av_timing_counts_t c = { .count = 1 };
-        c.hist[av_timing_bucket(us)] = 1;
-        uint64_t q = av_timing_quantile(&c, 0.5);
+        timing_counts_t c = { .count = 1 };
+        c.hist[timing_bucket(us)] = 1;
+        uint64_t q = timing_quantile(&c, 0.5);
         if (q < us || q > us + us / 4)
             fail_msg("a single sample of %llu us reads as %llu us", (unsigned long long)us,
                      (unsigned long long)q);
@@ -731,24 +783,24 @@ test_timing_bucket_is_monotonic_bounded_and_a_quarter_fine(void **state)
     (void)state;
     int previous = 0;
     for (uint64_t us = 0; us < (1ULL << 22); us++) {
-        int b = av_timing_bucket(us);
-        if (b < previous || b >= AV_TIMING_BUCKETS)
+        int b = timing_bucket(us);
+        if (b < previous || b >= TIMING_BUCKETS)
             fail_msg("bucket(%llu) = %d after %d", (unsigned long long)us, b, previous);
         previous = b;
     }
     for (uint64_t us = 1ULL << 22; us != 0 && us < UINT64_MAX / 2; us += us / 8) {
-        int b = av_timing_bucket(us);
-        if (b < previous || b >= AV_TIMING_BUCKETS)
+        int b = timing_bucket(us);
+        if (b < previous || b >= TIMING_BUCKETS)
             fail_msg("bucket(%llu) = %d after %d", (unsigned long long)us, b, previous);
         previous = b;
     }
-    assert_int_equal(av_timing_bucket(UINT64_MAX), AV_TIMING_BUCKETS - 1);
+    assert_int_equal(timing_bucket(UINT64_MAX), TIMING_BUCKETS - 1);
     /* 0-3 us get a bucket each; above that, values a quarter apart never
      * share one (below the last bucket, which takes everything larger). */
-    assert_int_not_equal(av_timing_bucket(1), av_timing_bucket(2));
-    assert_int_not_equal(av_timing_bucket(2), av_timing_bucket(3));
+    assert_int_not_equal(timing_bucket(1), timing_bucket(2));
+    assert_int_not_equal(timing_bucket(2), timing_bucket(3));
     for (uint64_t us = 4; us < (1ULL << 31); us += us / 16 + 1)
-        if (av_timing_bucket(us) == av_timing_bucket(us + (us + 3) / 4))
+        if (timing_bucket(us) == timing_bucket(us + (us + 3) / 4))
             fail_msg("%llu us and %llu us share a bucket", (unsigned long long)us,
                      (unsigned long long)(us + (us + 3) / 4));
 }
@@ -762,20 +814,20 @@ test_timing_bucket_upper_bound_is_the_last_value_of_its_bucket(void **state)
     uint64_t us = 0;
     int walked = 0;
     for (;;) {
-        int b = av_timing_bucket(us);
-        uint64_t upper = av_timing_bucket_upper_us(b);
-        if (upper < us || av_timing_bucket(upper) != b)
+        int b = timing_bucket(us);
+        uint64_t upper = timing_bucket_upper_us(b);
+        if (upper < us || timing_bucket(upper) != b)
             fail_msg("bucket %d holds %llu us, but its upper bound is %llu us", b, (unsigned long long)us,
                      (unsigned long long)upper);
         walked++;
-        if (b == AV_TIMING_BUCKETS - 1)
+        if (b == TIMING_BUCKETS - 1)
             break; /* the last takes everything larger */
-        if (av_timing_bucket(upper + 1) <= b)
+        if (timing_bucket(upper + 1) <= b)
             fail_msg("bucket %d: %llu us, past its upper bound, is still in it", b,
                      (unsigned long long)(upper + 1));
         us = upper + 1;
     }
-    assert_in_range(walked, 100, AV_TIMING_BUCKETS);
+    assert_in_range(walked, 100, TIMING_BUCKETS);
 }
 
 static void
@@ -788,26 +840,26 @@ test_timing_recent_covers_only_the_last_windows(void **state)
         sample("verisign", AV_STATUS_REGISTERED, NULL, 3000),
     };
     put_batch(f, puts, 3, T0);
-    timings_t *all = timings_at(f->cache, T0 + (AV_TIMING_WINDOWS - 1) * MINUTE_MS);
+    timings_t *all = timings_at(f->cache, T0 + (TIMING_WINDOWS - 1) * MINUTE_MS);
     assert_int_equal(all->t[0].recent.count, 3);
     assert_int_equal(all->t[0].recent.errors, 1);
     free(all);
 
-    /* AV_TIMING_WINDOWS minutes later, they are history only. */
-    all = timings_at(f->cache, T0 + AV_TIMING_WINDOWS * MINUTE_MS);
+    /* TIMING_WINDOWS minutes later, they are history only. */
+    all = timings_at(f->cache, T0 + TIMING_WINDOWS * MINUTE_MS);
     assert_int_equal(all->t[0].recent.count, 0);
     assert_int_equal(all->t[0].recent.errors, 0);
-    assert_int_equal(av_timing_quantile(&all->t[0].recent, 0.5), 0);
+    assert_int_equal(timing_quantile(&all->t[0].recent, 0.5), 0);
     assert_int_equal(all->t[0].total.count, 3);
     free(all);
 
     /* A sample then reuses the old minute's window without adding to it. */
-    put_one(f, sample("verisign", AV_STATUS_REGISTERED, NULL, 4000), T0 + AV_TIMING_WINDOWS * MINUTE_MS);
-    all = timings_at(f->cache, T0 + AV_TIMING_WINDOWS * MINUTE_MS);
+    put_one(f, sample("verisign", AV_STATUS_REGISTERED, NULL, 4000), T0 + TIMING_WINDOWS * MINUTE_MS);
+    all = timings_at(f->cache, T0 + TIMING_WINDOWS * MINUTE_MS);
     assert_int_equal(all->t[0].recent.count, 1);
     assert_int_equal(all->t[0].recent.errors, 0);
     assert_int_equal(all->t[0].total.count, 4);
-    assert_int_equal(all->t[0].last_ms, T0 + AV_TIMING_WINDOWS * MINUTE_MS);
+    assert_int_equal(all->t[0].last_ms, T0 + TIMING_WINDOWS * MINUTE_MS);
     free(all);
 }
 
@@ -829,10 +881,10 @@ static void
 test_close_clears_the_pointer_and_tolerates_null(void **state)
 {
     fixture_t *f = *state;
-    av_cache_close(&f->cache);
+    cache_store_close(&f->cache);
     assert_null(f->cache);
-    av_cache_close(&f->cache);
-    av_cache_close(NULL);
+    cache_store_close(&f->cache);
+    cache_store_close(NULL);
 }
 
 int
@@ -854,6 +906,7 @@ main(void)
         T(test_sweep_deletes_at_most_max_soonest_first),
         T(test_max_entries_evicts_the_soonest_expiring_first),
         T(test_max_entries_evicts_across_batches_by_expiry_not_age),
+        T(test_full_map_evicts_the_soonest_expiring_and_stores_the_batch),
         T(test_purge_of_one_name_removes_only_it),
         T(test_purge_of_everything_empties_the_cache_and_it_stays_usable),
         T(test_purge_keeps_the_timing_history),
