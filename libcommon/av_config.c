@@ -553,6 +553,58 @@ registry_free(av_registry_cfg_t *r)
     free(r->ca_file);
 }
 
+static int
+dup_string(char **dst, const char *src)
+{
+    *dst = src ? strdup(src) : NULL;
+    return src && !*dst ? -1 : 0;
+}
+
+static int
+dup_strlist(av_strlist_t *dst, const av_strlist_t *src)
+{
+    dst->count = 0;
+    dst->items = src->count ? calloc(src->count, sizeof *dst->items) : NULL;
+    if (src->count && !dst->items)
+        return -1;
+    for (uint32_t i = 0; i < src->count; i++, dst->count++)
+        if (!(dst->items[i] = strdup(src->items[i])))
+            return -1;
+    return 0;
+}
+
+av_registry_cfg_t *
+av_registry_cfg_dup(const av_registry_cfg_t *src)
+{
+    av_registry_cfg_t *r = malloc(sizeof *r);
+    if (!r)
+        return NULL;
+    *r = *src;
+    r->name = r->host = r->base_url = r->query = r->ca_file = NULL;
+    memset(&r->tlds, 0, sizeof r->tlds);
+    memset(&r->dns_servers, 0, sizeof r->dns_servers);
+    memset(r->patterns, 0, sizeof r->patterns);
+    int rc = dup_string(&r->name, src->name) | dup_string(&r->host, src->host) |
+             dup_string(&r->base_url, src->base_url) | dup_string(&r->query, src->query) |
+             dup_string(&r->ca_file, src->ca_file) | dup_strlist(&r->tlds, &src->tlds) |
+             dup_strlist(&r->dns_servers, &src->dns_servers);
+    for (int i = 0; i < AV_PAT_KINDS; i++)
+        rc |= dup_strlist(&r->patterns[i], &src->patterns[i]);
+    if (rc != 0)
+        av_registry_cfg_free(&r);
+    return r;
+}
+
+void
+av_registry_cfg_free(av_registry_cfg_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    registry_free(*self_p);
+    free(*self_p);
+    *self_p = NULL;
+}
+
 static yaml_node_t *
 map_get(parser_t *p, yaml_node_t *map, const char *key)
 {

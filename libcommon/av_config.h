@@ -187,6 +187,10 @@ void av_config_free(av_config_t **self_p);
  * top-level defaults folded in. NULL for an unknown name. */
 const av_process_cfg_t *av_config_process(const av_config_t *self, const char *daemon);
 const av_registry_cfg_t *av_config_registry(const av_config_t *self, const char *name);
+/* A registry's settings that outlive their config (a daemon that keeps
+ * running on them after a reload). NULL when out of memory. */
+av_registry_cfg_t *av_registry_cfg_dup(const av_registry_cfg_t *src);
+void av_registry_cfg_free(av_registry_cfg_t **self_p);
 
 bool av_cidr_parse(const char *text, av_cidr_t *out);
 bool av_cidr_match(const av_cidr_t *cidr, const struct sockaddr *addr);

@@ -12,7 +12,7 @@
 static void
 pack_status(av_daemon_t *d, msgpack_packer *pk)
 {
-    av_pack_ctl_reply_begin(pk, true, NULL, 11);
+    av_pack_ctl_reply_begin(pk, true, NULL, 12);
     av_pack_kv_str(pk, "daemon", d->hooks->name);
     av_pack_kv_str(pk, "instance", d->instance);
     av_pack_kv_str(pk, "ident", d->ident);
@@ -22,6 +22,7 @@ pack_status(av_daemon_t *d, msgpack_packer *pk)
     av_pack_kv_uint(pk, "started_at", d->started_ms);
     av_pack_kv_str(pk, "state", d->stopping ? "stopping" : "running");
     av_pack_kv_str(pk, "status", d->status_text);
+    av_daemon_pack_needs_restart(d, pk);
     av_pack_str(pk, "counters");
     msgpack_pack_map(pk, d->n_counters);
     for (uint32_t i = 0; i < d->n_counters; i++)
@@ -62,8 +63,10 @@ on_control(av_daemon_t *d, zsock_t *sock, void *arg)
         rc = 0;
     } else if (av_str_eq(msg.u.ctl.cmd, "reload")) {
         rc = av_daemon_reload(d, err, sizeof err);
-        if (rc == 0)
-            av_pack_ctl_reply_begin(&pk, true, NULL, 0);
+        if (rc == 0) {
+            av_pack_ctl_reply_begin(&pk, true, NULL, 1);
+            av_daemon_pack_needs_restart(d, &pk);
+        }
     } else {
         rc = -1;
         snprintf(err, sizeof err, "unknown command '%.*s'", (int)msg.u.ctl.cmd.len, msg.u.ctl.cmd.ptr);

@@ -361,43 +361,6 @@ av_daemon_count_work(av_daemon_t *d, uint64_t n)
     }
 }
 
-/* ---- reload ------------------------------------------------------------- */
-
-static void
-apply_logging(av_daemon_t *d)
-{
-    const av_process_cfg_t *p = av_daemon_process(d);
-    char ident[sizeof d->ident + 8];
-    snprintf(ident, sizeof ident, "availd-%s", d->ident);
-    av_log_open(p->daemon_name ? p->daemon_name : ident, p->log, p->n_log, (int)p->log_level);
-}
-
-int
-av_daemon_reload(av_daemon_t *d, char *err, size_t errlen)
-{
-    av_config_t *next = NULL;
-    (*d->reloads)++;
-    if (av_config_load(d->config_path, &next, err, errlen) < 0) {
-        (*d->reloads_refused)++;
-        av_report(d, AV_LOG_ERR, NULL, "config_refused", "reload refused, old configuration kept: %s", err);
-        return -1;
-    }
-    if (d->hooks->on_reload && d->hooks->on_reload(d, next) < 0) {
-        (*d->reloads_refused)++;
-        snprintf(err, errlen, "%s: refused by the daemon (see its log); old configuration kept", d->config_path);
-        av_report(d, AV_LOG_ERR, NULL, "config_refused", "%s", err);
-        av_config_free(&next);
-        return -1;
-    }
-    av_config_t *old = d->cfg;
-    d->cfg = next;
-    av_config_free(&old);
-    apply_logging(d);
-    av_log_reopen();
-    av_log_notice("configuration reloaded from %s", d->config_path);
-    return 0;
-}
-
 /* ---- signals ------------------------------------------------------------ */
 
 static int
@@ -741,7 +704,7 @@ av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks)
     d->reloads_refused = av_daemon_counter(d, "reloads_refused");
     d->started_mono_us = av_mono_us();
     d->started_ms = av_now_ms();
-    apply_logging(d);
+    av_daemon_apply_logging(d);
     const av_process_cfg_t *p = av_daemon_process(d);
     if (p->daemon_name)
         prctl(PR_SET_NAME, p->daemon_name, 0, 0, 0);

@@ -11,6 +11,7 @@
 
 #include <czmq.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
@@ -28,6 +29,23 @@
 
 typedef struct av_daemon av_daemon_t;
 
+/* A setting of availd.yaml by where it lives in av_config_t, for the
+ * skeleton to compare the running and a reloaded configuration. */
+typedef enum {
+    AV_SETTING_STR = 1,  /* char * */
+    AV_SETTING_U32,
+    AV_SETTING_U64,
+    AV_SETTING_BOOL,
+} av_setting_kind_t;
+
+typedef struct {
+    const char *key;     /* as written in availd.yaml: "cache.path" */
+    size_t offset;       /* of the field in av_config_t */
+    av_setting_kind_t kind;
+} av_setting_t;
+
+#define AV_SETTING(key, field, kind) { (key), offsetof(av_config_t, field), (kind) }
+
 typedef struct {
     const char *name;        /* "errors", "querier"... the config section */
     const char *summary;     /* one line for --help */
@@ -41,6 +59,12 @@ typedef struct {
      * the old one stays. After 0 the old config is freed: keep no pointer
      * into it. May be NULL: every setting then needs a restart. */
     int (*on_reload)(av_daemon_t *d, const av_config_t *next);
+    /* The settings this daemon applies only at start (its endpoints, its
+     * database paths...), ended by { NULL }. On a reload that changes one
+     * it keeps the running value and says "needs restart: KEY" (the
+     * skeleton does this for its own: the control and errors endpoints,
+     * pid_file, user, group, daemonize). */
+    const av_setting_t *restart_settings;
     /* SIGTERM: stop taking work, finish or hand back what is in flight.
      * Return 1 when nothing is left, 0 to keep running until the daemon
      * calls av_daemon_drained or process.drain_ms passes. */
@@ -86,6 +110,11 @@ void av_daemon_unwatch(av_daemon_t *d, zsock_t *sock);
  * source is unref'd with sd_event_source_disable_unref. */
 typedef void (*av_timer_fn)(av_daemon_t *d, void *arg);
 sd_event_source *av_daemon_every(av_daemon_t *d, uint64_t interval_ms, av_timer_fn fn, void *arg);
+
+/* From on_reload: a setting of `next` the daemon does not apply until a
+ * restart (and keeps its running value of), shown by `availctl reload` and
+ * `availctl status` as "needs restart: KEY". */
+void av_daemon_needs_restart(av_daemon_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Graceful stop is complete (see on_stop). */
 void av_daemon_drained(av_daemon_t *d);

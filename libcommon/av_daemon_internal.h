@@ -8,6 +8,8 @@
 #include <sys/types.h>
 
 #define AV_NAME_LEN 48
+#define AV_RESTART_MAX 16
+#define AV_RESTART_KEY_MAX 160
 
 typedef struct {
     char name[AV_NAME_LEN];
@@ -79,6 +81,9 @@ struct av_daemon {
     int exit_status;         /* after a graceful stop */
     uint64_t *reloads;
     uint64_t *reloads_refused;
+    /* Settings the file changed that apply only at a restart (av_reload.c). */
+    char needs_restart[AV_RESTART_MAX][AV_RESTART_KEY_MAX];
+    uint32_t n_needs_restart;
 };
 
 int av_control_open(av_daemon_t *d);
@@ -86,6 +91,9 @@ void av_control_close(av_daemon_t *d);
 int av_reporter_open(av_daemon_t *d);
 void av_reporter_close(av_daemon_t *d);
 int av_daemon_reload(av_daemon_t *d, char *err, size_t errlen);
+void av_daemon_apply_logging(av_daemon_t *d);
+/* `needs_restart`: [KEY...], one map pair of a control reply. */
+void av_daemon_pack_needs_restart(const av_daemon_t *d, msgpack_packer *pk);
 void av_watches_close(av_daemon_t *d);
 void av_zap_close(av_daemon_t *d);
 

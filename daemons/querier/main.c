@@ -69,11 +69,18 @@ querier_init(av_daemon_t *d)
     return querier_start(q, d);
 }
 
+/* Where the querier finds the dispatcher. Registry settings all apply live
+ * but a changed protocol (see querier_reload). */
+static const av_setting_t querier_restart_settings[] = {
+    AV_SETTING("endpoints.dispatcher_workers", endpoints.dispatcher_workers, AV_SETTING_STR),
+    { NULL, 0, 0 },
+};
+
 static int
 querier_on_reload(av_daemon_t *d, const av_config_t *next)
 {
     querier_t *q = av_daemon_state(d);
-    return querier_reload(q, querier_registry(next, av_daemon_instance(d)));
+    return querier_reload(q, next);
 }
 
 static int
@@ -106,6 +113,7 @@ main(int argc, char **argv)
                               .instance_option = "registry",
                               .init = querier_init,
                               .on_reload = querier_on_reload,
+                              .restart_settings = querier_restart_settings,
                               .on_stop = querier_on_stop,
                               .fini = querier_fini,
                           });

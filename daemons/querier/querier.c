@@ -195,6 +195,18 @@ gauge_backoff_ms(av_daemon_t *d)
     return budget_backoff_left_us(&q->registry->budget, av_mono_us()) / 1000;
 }
 
+/* The status line: which registry, by which protocol, where. */
+static void
+describe(querier_t *q)
+{
+    const av_registry_cfg_t *rc = q->registry->cfg;
+    if (rc->protocol == AV_PROTO_RDAP)
+        av_daemon_status_text(q->d, "querying %s (rdap %s)", rc->name, rc->base_url);
+    else
+        av_daemon_status_text(q->d, "querying %s (%s %s:%u)", rc->name, q->registry->protocol->name, rc->host,
+                              rc->port);
+}
+
 static void
 register_counters(querier_t *q)
 {
@@ -220,6 +232,21 @@ register_counters(querier_t *q)
     av_daemon_gauge(q->d, "dns_pending", gauge_dns_pending);
 }
 
+static int
+set_heartbeat(querier_t *q, uint32_t interval_ms)
+{
+    sd_event_source *timer = av_daemon_every(q->d, interval_ms, on_heartbeat, q);
+    if (!timer)
+        return -1;
+    /* However busy the registry sockets keep the loop, the dispatcher must
+     * hear from us, or it thinks we are dead. */
+    sd_event_source_set_priority(timer, SD_EVENT_PRIORITY_IMPORTANT);
+    sd_event_source_disable_unref(q->heartbeat_timer);
+    q->heartbeat_timer = timer;
+    q->heartbeat_ms = interval_ms;
+    return 0;
+}
+
 int
 querier_start(querier_t *q, av_daemon_t *d)
 {
@@ -242,38 +269,50 @@ querier_start(querier_t *q, av_daemon_t *d)
         return -1;
     }
     q->timeout_timer = av_daemon_every(d, TIMEOUT_SCAN_MS, on_timeout_scan, q);
-    q->heartbeat_timer = av_daemon_every(d, cfg->dispatcher.heartbeat_ms, on_heartbeat, q);
-    if (!q->timeout_timer || !q->heartbeat_timer)
+    if (!q->timeout_timer || set_heartbeat(q, cfg->dispatcher.heartbeat_ms) < 0)
         return -1;
-    /* However busy the registry sockets keep the loop, the dispatcher must
-     * hear from us, or it thinks we are dead. */
-    sd_event_source_set_priority(q->heartbeat_timer, SD_EVENT_PRIORITY_IMPORTANT);
     if (av_daemon_watch(d, q->dispatcher, on_dispatcher, q) < 0)
         return -1;
     send_credit(q, AV_MSG_READY);
-    if (rc->protocol == AV_PROTO_RDAP)
-        av_daemon_status_text(d, "querying %s (rdap %s)", rc->name, rc->base_url);
-    else
-        av_daemon_status_text(d, "querying %s (%s %s:%u)", rc->name, q->registry->protocol->name, rc->host,
-                              rc->port);
+    describe(q);
+    return 0;
+}
+
+/* A registry the new file removed, or whose protocol it changed, keeps
+ * running on its old settings (a copy of them) until a restart; `availctl
+ * reload` says so. */
+static int
+keep_registry_running(querier_t *q, const char *what)
+{
+    registry_t *r = q->registry;
+    if (r->cfg != r->kept_cfg) {
+        av_registry_cfg_t *copy = av_registry_cfg_dup(r->cfg);
+        if (!copy || registry_configure(r, copy) < 0) {
+            av_registry_cfg_free(&copy);
+            return -1;
+        }
+        r->kept_cfg = copy;
+    }
+    av_daemon_needs_restart(q->d, "registries.%s%s", r->cfg->name, what);
     return 0;
 }
 
 int
-querier_reload(querier_t *q, const av_registry_cfg_t *next)
+querier_reload(querier_t *q, const av_config_t *next_cfg)
 {
-    if (!next) {
-        av_log_err("registry '%s' is gone from the new configuration; keeping the old one",
-                   q->registry->cfg->name);
+    registry_t *r = q->registry;
+    const av_registry_cfg_t *next = querier_registry(next_cfg, av_daemon_instance(q->d));
+    if (next_cfg->dispatcher.heartbeat_ms != q->heartbeat_ms && set_heartbeat(q, next_cfg->dispatcher.heartbeat_ms) < 0)
         return -1;
-    }
-    if (next->protocol != q->registry->cfg->protocol) {
-        av_log_err("registry '%s' changed protocol: that needs a restart", next->name);
+    if (!next)
+        return keep_registry_running(q, " (removed from the file: this querier has nothing else to serve)");
+    if (next->protocol != r->cfg->protocol)
+        return keep_registry_running(q, ".protocol");
+    if (registry_configure(r, next) < 0)
         return -1;
-    }
-    if (registry_configure(q->registry, next) < 0)
-        return -1;
-    registry_pump(q->registry); /* what waited for the old address goes on */
+    av_registry_cfg_free(&r->kept_cfg);
+    describe(q);
+    registry_pump(r); /* what waited for the old address goes on */
     return 0;
 }
 

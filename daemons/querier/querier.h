@@ -83,7 +83,8 @@ const protocol_t *protocol_for(av_registry_proto_t kind);
 /* A registry this querier serves. */
 struct registry {
     querier_t *q;
-    const av_registry_cfg_t *cfg;       /* points into the daemon's config */
+    const av_registry_cfg_t *cfg;       /* into the daemon's config, or kept_cfg */
+    av_registry_cfg_t *kept_cfg;        /* its running settings, kept past a reload that changed what needs a restart */
     const protocol_t *protocol;
     void *protocol_state;
     const protocol_t *precheck;         /* the DNS pre-check, or NULL */
@@ -108,6 +109,7 @@ struct querier {
     av_poller_t *poller;                /* every registry connection */
     sd_event_source *timeout_timer;
     sd_event_source *heartbeat_timer;
+    uint32_t heartbeat_ms;
     msgpack_sbuffer sbuf;               /* reused for every message sent */
     uint64_t *checks;
     uint64_t *answers[AV_STATUS_COUNT];
@@ -122,7 +124,7 @@ struct querier {
 /* querier.c: the process */
 const av_registry_cfg_t *querier_registry(const av_config_t *cfg, const char *instance);
 int querier_start(querier_t *q, av_daemon_t *d);
-int querier_reload(querier_t *q, const av_registry_cfg_t *next);
+int querier_reload(querier_t *q, const av_config_t *next);
 void querier_stop(querier_t *q);     /* hand back the waiting, keep the in-flight */
 bool querier_idle(const querier_t *q);
 void querier_close(querier_t *q);

@@ -442,6 +442,7 @@ registry_destroy(registry_t **self_p)
         r->protocol->close(r, &r->protocol_state);
     sd_event_source_disable_unref(r->pump_timer);
     verdict_rules_destroy(&r->rules);
+    av_registry_cfg_free(&r->kept_cfg);
     free(r);
     *self_p = NULL;
 }
