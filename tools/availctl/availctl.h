@@ -11,6 +11,7 @@
 #include <czmq.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 enum { EXIT_OK = 0, EXIT_NEGATIVE = 1, EXIT_USAGE = 2 };
 
@@ -24,12 +25,31 @@ typedef struct {
 /* Loads the configuration once; prints the error and returns NULL. */
 const av_config_t *ctl_config(ctl_t *ctl);
 
-/* A control request to a daemon instance ("errors", "querier-verisign").
- * On success returns 0 and *reply (decoded, a ctl_reply) with *frame, which
- * holds its bytes; release both. Returns -1 with err set when the daemon is
- * not running, does not answer within the timeout, or replies garbage. */
-int ctl_request(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, av_msg_t *reply, zframe_t **frame,
-                char *err, size_t errlen);
+/* A daemon's reply to a control request. body points into bytes the reply
+ * holds until ctl_reply_release. A failed request holds nothing but err
+ * (releasing it anyway is harmless, as is releasing twice). */
+typedef struct {
+    const msgpack_object *body;        /* the reply's body map; NULL on failure */
+    char err[AV_CONFIG_ERR_MAX + 128]; /* why the request failed */
+    av_msg_t msg;
+    zframe_t *frame;
+} ctl_reply_t;
+
+/* A control request to a daemon instance ("errors", "querier-verisign"):
+ * the encoded request, or for ctl_call_simple one without arguments beyond
+ * cmd. Returns 0 with reply->body, or -1 with reply->err when the daemon is
+ * not running, does not answer within the timeout, refuses the request or
+ * replies garbage. */
+int ctl_call(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_reply_t *reply);
+int ctl_call_simple(ctl_t *ctl, const char *ident, const char *cmd, ctl_reply_t *reply);
+void ctl_reply_release(ctl_reply_t *reply);
+
+/* Sends request to ident and hands the reply's body to show, whose return
+ * (an exit status) it returns; for the commands that print one daemon's
+ * reply. When the daemon cannot answer, prints "availctl: availd-IDENT:
+ * why" on stderr and returns EXIT_USAGE. */
+typedef int ctl_show_fn(ctl_t *ctl, const msgpack_object *body, void *arg);
+int ctl_show(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_show_fn *show, void *arg);
 
 /* The control idents of every querier of the config: querier-NAME, and
  * querier-NAME.2 ... for registries with several. Calls fn for each. */
@@ -40,10 +60,6 @@ void ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *
  * dispatcher, cache, errors, then querier-NAME[.N]. */
 void ctl_each_daemon(const av_config_t *cfg, void (*fn)(void *arg, const char *ident), void *arg);
 
-/* One request without arguments beyond cmd; the reply as ctl_request. */
-int ctl_simple(ctl_t *ctl, const char *ident, const char *cmd, av_msg_t *reply, zframe_t **frame, char *err,
-               size_t errlen);
-
 /* msgpack object -> JSON (jansson), for --json output. */
 json_t *ctl_to_json(const msgpack_object *o);
 void ctl_print_json(json_t *j); /* one line, then frees j */
@@ -51,6 +67,29 @@ void ctl_print_json(json_t *j); /* one line, then frees j */
 /* Field readers for printing replies. */
 void ctl_str(const msgpack_object *map, const char *key, char *out, size_t size);
 uint64_t ctl_uint(const msgpack_object *map, const char *key);
+
+/* A command's handler (cmd_NAME.c): argv[0] is the command's name, as a
+ * program's, so getopt works on argv as it is; it returns the exit status. */
+typedef int ctl_command_fn(ctl_t *ctl, int argc, char **argv);
+
+typedef struct {
+    const char *name;    /* "check" */
+    const char *args;    /* its synopsis after the name */
+    ctl_command_fn *run;
+    const char *summary; /* one line, for the usage */
+    const char *help;    /* NULL, or what else help COMMAND and the man page say */
+} ctl_command_t;
+
+/* Every command, up to the one whose name is NULL (commands.c). */
+extern const ctl_command_t ctl_commands[];
+
+const ctl_command_t *ctl_command_find(const char *name);
+/* availctl's usage: its options and every command with its summary. */
+void ctl_usage(FILE *out);
+/* "usage: availctl NAME ARGS" on stderr; returns EXIT_USAGE. */
+int ctl_command_usage(const char *name);
+/* The man page's COMMANDS section, in roff (availctl --man-commands). */
+void ctl_man_commands(FILE *out);
 
 int cmd_config(ctl_t *ctl, int argc, char **argv);
 int cmd_status(ctl_t *ctl, int argc, char **argv);

@@ -5,20 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The reply to get, purge or stats; exit 1 when get found nothing. */
 static int
-request(ctl_t *ctl, msgpack_sbuffer *req)
+show_reply(ctl_t *ctl, const msgpack_object *body, void *arg)
 {
-    av_msg_t reply;
-    zframe_t *frame;
-    char err[512];
-    av_msg_init(&reply);
-    int rc = ctl_request(ctl, "cache", req, &reply, &frame, err, sizeof err);
-    if (rc < 0) {
-        fprintf(stderr, "availctl: availd-cache: %s\n", err);
-        av_msg_release(&reply);
-        return EXIT_USAGE;
-    }
-    const msgpack_object *body = reply.u.ctl_reply.body;
+    (void)arg;
     bool found = true;
     av_obj_get_bool(body, "found", &found);
     if (ctl->json) {
@@ -59,8 +50,6 @@ request(ctl_t *ctl, msgpack_sbuffer *req)
             }
         }
     }
-    av_msg_release(&reply);
-    zframe_destroy(&frame);
     return found ? EXIT_OK : EXIT_NEGATIVE;
 }
 
@@ -69,31 +58,29 @@ cmd_cache(ctl_t *ctl, int argc, char **argv)
 {
     msgpack_sbuffer req;
     msgpack_packer pk;
-    if (argc < 1)
-        goto usage;
+    if (argc < 2)
+        return ctl_command_usage(argv[0]);
     if (!ctl_config(ctl))
         return EXIT_USAGE;
+    const char *sub = argv[1];
     msgpack_sbuffer_init(&req);
     msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
-    if (strcmp(argv[0], "get") == 0 && argc == 2) {
+    if (strcmp(sub, "get") == 0 && argc == 3) {
         av_pack_ctl_begin(&pk, "get", 1);
-        av_pack_kv_str(&pk, "name", argv[1]);
-    } else if (strcmp(argv[0], "purge") == 0 && argc == 2 && strcmp(argv[1], "--all") == 0) {
+        av_pack_kv_str(&pk, "name", argv[2]);
+    } else if (strcmp(sub, "purge") == 0 && argc == 3 && strcmp(argv[2], "--all") == 0) {
         av_pack_ctl_begin(&pk, "purge", 1);
         av_pack_kv_bool(&pk, "all", true);
-    } else if (strcmp(argv[0], "purge") == 0 && argc == 2) {
+    } else if (strcmp(sub, "purge") == 0 && argc == 3) {
         av_pack_ctl_begin(&pk, "purge", 1);
-        av_pack_kv_str(&pk, "name", argv[1]);
-    } else if (strcmp(argv[0], "stats") == 0 && argc == 1) {
+        av_pack_kv_str(&pk, "name", argv[2]);
+    } else if (strcmp(sub, "stats") == 0 && argc == 2) {
         av_pack_ctl_begin(&pk, "stats", 0);
     } else {
         msgpack_sbuffer_destroy(&req);
-        goto usage;
+        return ctl_command_usage(argv[0]);
     }
-    int rc = request(ctl, &req);
+    int rc = ctl_show(ctl, "cache", &req, show_reply, NULL);
     msgpack_sbuffer_destroy(&req);
     return rc;
-usage:
-    fprintf(stderr, "usage: availctl cache get NAME | purge NAME | purge --all | stats\n");
-    return EXIT_USAGE;
 }

@@ -129,11 +129,11 @@ cmd_check(ctl_t *ctl, int argc, char **argv)
         case 'r': raw = true; break;
         case 'j': ctl->json = true; break;
         case 'd': deadline_ms = atol(optarg); break;
-        default: goto usage;
+        default: return ctl_command_usage(argv[0]);
         }
     }
     if (optind >= argc || deadline_ms <= 0 || deadline_ms > 600000)
-        goto usage;
+        return ctl_command_usage(argv[0]);
     if (!ctl_config(ctl))
         return EXIT_USAGE;
     zsock_t *s = zsock_new(ZMQ_DEALER);
@@ -154,7 +154,4 @@ cmd_check(ctl_t *ctl, int argc, char **argv)
     if (rc != EXIT_OK)
         return rc;
     return unknown ? EXIT_NEGATIVE : EXIT_OK;
-usage:
-    fprintf(stderr, "usage: availctl check NAME... [--fresh] [--raw] [--json] [--deadline MS]\n");
-    return EXIT_USAGE;
 }

@@ -129,11 +129,11 @@ cmd_classify(ctl_t *ctl, int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "j", longopts, NULL)) != -1) {
         switch (opt) {
         case 'j': ctl->json = true; break;
-        default: goto usage;
+        default: return ctl_command_usage(argv[0]);
         }
     }
     if (argc - optind < 1 || argc - optind > 2)
-        goto usage;
+        return ctl_command_usage(argv[0]);
     const char *input = argv[optind];
     const char *path = argc - optind == 2 ? argv[optind + 1] : "-";
     if (!ctl_config(ctl))
@@ -182,7 +182,4 @@ cmd_classify(ctl_t *ctl, int argc, char **argv)
     av_classifier_destroy(&classifier);
     free(reply.bytes);
     return definite(verdict.status) ? EXIT_OK : EXIT_NEGATIVE;
-usage:
-    fprintf(stderr, "usage: availctl classify NAME [FILE] [--json]   (no FILE or '-': the reply is read from stdin)\n");
-    return EXIT_USAGE;
 }

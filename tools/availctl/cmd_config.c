@@ -7,11 +7,9 @@
 int
 cmd_config(ctl_t *ctl, int argc, char **argv)
 {
-    if (argc < 1 || strcmp(argv[0], "check") != 0 || argc > 2) {
-        fprintf(stderr, "usage: availctl config check [FILE]\n");
-        return EXIT_USAGE;
-    }
-    const char *path = argc == 2 ? argv[1] : ctl->config_path;
+    if (argc < 2 || strcmp(argv[1], "check") != 0 || argc > 3)
+        return ctl_command_usage(argv[0]);
+    const char *path = argc == 3 ? argv[2] : ctl->config_path;
     av_config_t *cfg = NULL;
     char err[AV_CONFIG_ERR_MAX];
     if (av_config_load(path, &cfg, err, sizeof err) < 0) {

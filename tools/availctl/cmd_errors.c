@@ -65,31 +65,12 @@ matches(const filter_t *f, const msgpack_object *ev)
            ctl_uint(ev, "seq") > f->last_seq;
 }
 
+/* The events of a "recent" reply, remembering the newest one shown. */
 static int
-show_recent(ctl_t *ctl, filter_t *f, uint32_t limit)
+print_events(ctl_t *ctl, const msgpack_object *body, void *arg)
 {
-    msgpack_sbuffer req;
-    msgpack_packer pk;
-    av_msg_t reply;
-    zframe_t *frame;
-    char err[512];
-    msgpack_sbuffer_init(&req);
-    msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
-    av_pack_ctl_begin(&pk, "recent", 5);
-    av_pack_kv_uint(&pk, "limit", limit);
-    av_pack_kv_str(&pk, "daemon", f->daemon ? f->daemon : "");
-    av_pack_kv_str(&pk, "registry", f->registry ? f->registry : "");
-    av_pack_kv_str(&pk, "level", av_level_name((av_level_t)f->max_level));
-    av_pack_kv_uint(&pk, "after", 0);
-    av_msg_init(&reply);
-    int rc = ctl_request(ctl, "errors", &req, &reply, &frame, err, sizeof err);
-    msgpack_sbuffer_destroy(&req);
-    if (rc < 0) {
-        fprintf(stderr, "availctl: availd-errors: %s\n", err);
-        av_msg_release(&reply);
-        return EXIT_USAGE;
-    }
-    const msgpack_object *events = av_obj_get(reply.u.ctl_reply.body, "events");
+    filter_t *f = arg;
+    const msgpack_object *events = av_obj_get(body, "events");
     if (events && events->type == MSGPACK_OBJECT_ARRAY) {
         for (uint32_t i = 0; i < events->via.array.size; i++) {
             const msgpack_object *ev = &events->via.array.ptr[i];
@@ -100,8 +81,45 @@ show_recent(ctl_t *ctl, filter_t *f, uint32_t limit)
         }
     }
     fflush(stdout);
-    av_msg_release(&reply);
-    zframe_destroy(&frame);
+    return EXIT_OK;
+}
+
+static int
+show_recent(ctl_t *ctl, filter_t *f, uint32_t limit)
+{
+    msgpack_sbuffer req;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&req);
+    msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
+    av_pack_ctl_begin(&pk, "recent", 5);
+    av_pack_kv_uint(&pk, "limit", limit);
+    av_pack_kv_str(&pk, "daemon", f->daemon ? f->daemon : "");
+    av_pack_kv_str(&pk, "registry", f->registry ? f->registry : "");
+    av_pack_kv_str(&pk, "level", av_level_name((av_level_t)f->max_level));
+    av_pack_kv_uint(&pk, "after", 0);
+    int rc = ctl_show(ctl, "errors", &req, print_events, f);
+    msgpack_sbuffer_destroy(&req);
+    return rc;
+}
+
+static int
+print_counts(ctl_t *ctl, const msgpack_object *body, void *arg)
+{
+    (void)arg;
+    if (ctl->json) {
+        ctl_print_json(ctl_to_json(body));
+        return EXIT_OK;
+    }
+    const msgpack_object *counts = av_obj_get(body, "counts");
+    printf("%-20s %-24s %s\n", "REGISTRY", "CODE", "EVENTS");
+    for (uint32_t i = 0; counts && counts->type == MSGPACK_OBJECT_ARRAY && i < counts->via.array.size; i++) {
+        char registry[AV_REGISTRY_MAX + 1], code[AV_CODE_MAX + 1];
+        const msgpack_object *c = &counts->via.array.ptr[i];
+        ctl_str(c, "registry", registry, sizeof registry);
+        ctl_str(c, "code", code, sizeof code);
+        printf("%-20s %-24s %llu\n", registry[0] ? registry : "-", code, (unsigned long long)ctl_uint(c, "count"));
+    }
+    printf("%llu events held\n", (unsigned long long)ctl_uint(body, "total"));
     return EXIT_OK;
 }
 
@@ -109,37 +127,11 @@ static int
 show_counts(ctl_t *ctl)
 {
     msgpack_sbuffer req;
-    av_msg_t reply;
-    zframe_t *frame;
-    char err[512];
     msgpack_sbuffer_init(&req);
     av_encode_ctl(&req, "counts");
-    av_msg_init(&reply);
-    int rc = ctl_request(ctl, "errors", &req, &reply, &frame, err, sizeof err);
+    int rc = ctl_show(ctl, "errors", &req, print_counts, NULL);
     msgpack_sbuffer_destroy(&req);
-    if (rc < 0) {
-        fprintf(stderr, "availctl: availd-errors: %s\n", err);
-        av_msg_release(&reply);
-        return EXIT_USAGE;
-    }
-    const msgpack_object *body = reply.u.ctl_reply.body;
-    if (ctl->json) {
-        ctl_print_json(ctl_to_json(body));
-    } else {
-        const msgpack_object *counts = av_obj_get(body, "counts");
-        printf("%-20s %-24s %s\n", "REGISTRY", "CODE", "EVENTS");
-        for (uint32_t i = 0; counts && counts->type == MSGPACK_OBJECT_ARRAY && i < counts->via.array.size; i++) {
-            char registry[AV_REGISTRY_MAX + 1], code[AV_CODE_MAX + 1];
-            const msgpack_object *c = &counts->via.array.ptr[i];
-            ctl_str(c, "registry", registry, sizeof registry);
-            ctl_str(c, "code", code, sizeof code);
-            printf("%-20s %-24s %llu\n", registry[0] ? registry : "-", code, (unsigned long long)ctl_uint(c, "count"));
-        }
-        printf("%llu events held\n", (unsigned long long)ctl_uint(body, "total"));
-    }
-    av_msg_release(&reply);
-    zframe_destroy(&frame);
-    return EXIT_OK;
+    return rc;
 }
 
 static void
@@ -230,15 +222,13 @@ cmd_errors(ctl_t *ctl, int argc, char **argv)
         case 'C': counts = true; break;
         case 'j': ctl->json = true; break;
         case 'x': exit_after = strtoull(optarg, NULL, 10); break;
-        default:
-            fprintf(stderr, "usage: availctl errors [--follow] [--daemon D] [--registry R] [--level L] "
-                            "[--limit N] [--counts] [--json]\n");
-            return EXIT_USAGE;
+        default: return ctl_command_usage(argv[0]);
         }
     }
-    if (optind != argc || limit == 0 || limit > 10000) {
-        fprintf(stderr, "usage: availctl errors [--follow] [--daemon D] [--registry R] [--level L] "
-                        "[--limit 1-10000] [--counts] [--json]\n");
+    if (optind != argc)
+        return ctl_command_usage(argv[0]);
+    if (limit == 0 || limit > 10000) {
+        fprintf(stderr, "availctl: errors --limit: 1 to 10000\n");
         return EXIT_USAGE;
     }
     if (!ctl_config(ctl))

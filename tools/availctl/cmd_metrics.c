@@ -71,16 +71,13 @@ static void
 daemon_samples(void *arg, const char *ident)
 {
     metrics_t *m = arg;
-    av_msg_t reply;
-    zframe_t *frame;
-    char err[256], name[96];
-    av_msg_init(&reply);
-    if (ctl_simple(m->ctl, ident, "status", &reply, &frame, err, sizeof err) < 0) {
+    ctl_reply_t reply;
+    char name[96];
+    if (ctl_call_simple(m->ctl, ident, "status", &reply) < 0) {
         add(m, "availd_up", false, 0, "daemon=\"%s\"", ident);
-        av_msg_release(&reply);
         return;
     }
-    const msgpack_object *body = reply.u.ctl_reply.body;
+    const msgpack_object *body = reply.body;
     add(m, "availd_up", false, 1, "daemon=\"%s\"", ident);
     add(m, "availd_uptime_seconds", false, (double)ctl_uint(body, "uptime_s"), "daemon=\"%s\"", ident);
     const char *groups[] = { "counters", "gauges" };
@@ -95,28 +92,24 @@ daemon_samples(void *arg, const char *ident)
             add(m, name, g == 0, (double)kv->val.via.u64, "daemon=\"%s\"", ident);
         }
     }
-    av_msg_release(&reply);
-    zframe_destroy(&frame);
+    ctl_reply_release(&reply);
 }
 
 static void
 registry_samples(metrics_t *m)
 {
-    av_msg_t reply;
-    zframe_t *frame;
-    char err[256];
+    ctl_reply_t reply;
     msgpack_sbuffer req;
     msgpack_packer pk;
     msgpack_sbuffer_init(&req);
     msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
     av_pack_ctl_begin(&pk, "stats", 1);
     av_pack_kv_bool(&pk, "buckets", true);
-    av_msg_init(&reply);
-    int rc = ctl_request(m->ctl, "cache", &req, &reply, &frame, err, sizeof err);
+    int rc = ctl_call(m->ctl, "cache", &req, &reply);
     msgpack_sbuffer_destroy(&req);
     if (rc == 0) {
-        const msgpack_object *timing = av_obj_get(reply.u.ctl_reply.body, "timing");
-        add(m, "availd_cache_entries", false, (double)ctl_uint(reply.u.ctl_reply.body, "entries"), "%s", "");
+        const msgpack_object *timing = av_obj_get(reply.body, "timing");
+        add(m, "availd_cache_entries", false, (double)ctl_uint(reply.body, "entries"), "%s", "");
         for (uint32_t i = 0; timing && timing->type == MSGPACK_OBJECT_ARRAY && i < timing->via.array.size; i++) {
             const msgpack_object *t = &timing->via.array.ptr[i];
             const msgpack_object *total = av_obj_get(t, "total");
@@ -149,12 +142,10 @@ registry_samples(metrics_t *m)
             add(m, "availd_registry_latency_seconds_sum", false, sum, "registry=\"%s\"", registry);
             add(m, "availd_registry_latency_seconds_count", false, (double)cumulative, "registry=\"%s\"", registry);
         }
-        zframe_destroy(&frame);
+        ctl_reply_release(&reply);
     }
-    av_msg_release(&reply);
-    av_msg_init(&reply);
-    if (ctl_simple(m->ctl, "errors", "counts", &reply, &frame, err, sizeof err) == 0) {
-        const msgpack_object *counts = av_obj_get(reply.u.ctl_reply.body, "counts");
+    if (ctl_call_simple(m->ctl, "errors", "counts", &reply) == 0) {
+        const msgpack_object *counts = av_obj_get(reply.body, "counts");
         for (uint32_t i = 0; counts && counts->type == MSGPACK_OBJECT_ARRAY && i < counts->via.array.size; i++) {
             char registry[AV_REGISTRY_MAX + 1], code[AV_CODE_MAX + 1];
             const msgpack_object *c = &counts->via.array.ptr[i];
@@ -163,9 +154,8 @@ registry_samples(metrics_t *m)
             add(m, "availd_error_events", false, (double)ctl_uint(c, "count"), "registry=\"%s\",code=\"%s\"",
                 registry, code);
         }
-        zframe_destroy(&frame);
+        ctl_reply_release(&reply);
     }
-    av_msg_release(&reply);
 }
 
 static int
@@ -277,12 +267,10 @@ int
 cmd_metrics(ctl_t *ctl, int argc, char **argv)
 {
     const char *listen = NULL;
-    if (argc == 2 && strcmp(argv[0], "--serve") == 0)
-        listen = argv[1];
-    else if (argc != 0) {
-        fprintf(stderr, "usage: availctl metrics [--serve HOST:PORT]\n");
-        return EXIT_USAGE;
-    }
+    if (argc == 3 && strcmp(argv[1], "--serve") == 0)
+        listen = argv[2];
+    else if (argc != 1)
+        return ctl_command_usage(argv[0]);
     if (!ctl_config(ctl))
         return EXIT_USAGE;
     metrics_t m = { .ctl = ctl, .samples = calloc(SAMPLES_MAX, sizeof(sample_t)) };

@@ -40,34 +40,28 @@ static void
 querier_status(void *arg, const char *registry, const char *instance)
 {
     walk_t *w = arg;
-    char ident[AV_REGISTRY_MAX + 32], err[256];
-    av_msg_t reply;
-    zframe_t *frame;
+    char ident[AV_REGISTRY_MAX + 32];
+    ctl_reply_t reply;
     registry_row_t *row = row_of(w, registry, strlen(registry));
     snprintf(ident, sizeof ident, "querier-%s", instance);
-    av_msg_init(&reply);
-    if (row && ctl_simple(w->ctl, ident, "status", &reply, &frame, err, sizeof err) == 0) {
-        const msgpack_object *g = av_obj_get(reply.u.ctl_reply.body, "gauges");
+    if (row && ctl_call_simple(w->ctl, ident, "status", &reply) == 0) {
+        const msgpack_object *g = av_obj_get(reply.body, "gauges");
         row->up++;
         row->inflight += ctl_uint(g, "inflight");
         row->waiting += ctl_uint(g, "waiting");
         uint64_t b = ctl_uint(g, "backoff_ms");
         if (b > row->backoff_ms)
             row->backoff_ms = b;
-        zframe_destroy(&frame);
+        ctl_reply_release(&reply);
     }
-    av_msg_release(&reply);
 }
 
 static void
 read_timing(walk_t *w)
 {
-    av_msg_t reply;
-    zframe_t *frame;
-    char err[256];
-    av_msg_init(&reply);
-    if (ctl_simple(w->ctl, "cache", "stats", &reply, &frame, err, sizeof err) == 0) {
-        const msgpack_object *t = av_obj_get(reply.u.ctl_reply.body, "timing");
+    ctl_reply_t reply;
+    if (ctl_call_simple(w->ctl, "cache", "stats", &reply) == 0) {
+        const msgpack_object *t = av_obj_get(reply.body, "timing");
         for (uint32_t i = 0; t && t->type == MSGPACK_OBJECT_ARRAY && i < t->via.array.size; i++) {
             av_str_t name;
             const msgpack_object *e = &t->via.array.ptr[i];
@@ -82,22 +76,18 @@ read_timing(walk_t *w)
             row->p50_us = ctl_uint(recent, "p50_us");
             row->p99_us = ctl_uint(recent, "p99_us");
         }
-        zframe_destroy(&frame);
     } else {
-        fprintf(stderr, "availctl: availd-cache: %s (no latency figures)\n", err);
+        fprintf(stderr, "availctl: availd-cache: %s (no latency figures)\n", reply.err);
     }
-    av_msg_release(&reply);
+    ctl_reply_release(&reply);
 }
 
 static void
 read_events(walk_t *w)
 {
-    av_msg_t reply;
-    zframe_t *frame;
-    char err[256];
-    av_msg_init(&reply);
-    if (ctl_simple(w->ctl, "errors", "counts", &reply, &frame, err, sizeof err) == 0) {
-        const msgpack_object *c = av_obj_get(reply.u.ctl_reply.body, "counts");
+    ctl_reply_t reply;
+    if (ctl_call_simple(w->ctl, "errors", "counts", &reply) == 0) {
+        const msgpack_object *c = av_obj_get(reply.body, "counts");
         for (uint32_t i = 0; c && c->type == MSGPACK_OBJECT_ARRAY && i < c->via.array.size; i++) {
             av_str_t name;
             const msgpack_object *e = &c->via.array.ptr[i];
@@ -105,11 +95,10 @@ read_events(walk_t *w)
             if (row)
                 row->events += ctl_uint(e, "count");
         }
-        zframe_destroy(&frame);
     } else {
-        fprintf(stderr, "availctl: availd-errors: %s (no event counts)\n", err);
+        fprintf(stderr, "availctl: availd-errors: %s (no event counts)\n", reply.err);
     }
-    av_msg_release(&reply);
+    ctl_reply_release(&reply);
 }
 
 static void
@@ -189,20 +178,16 @@ update_bootstrap(ctl_t *ctl, const char *file)
 int
 cmd_registries(ctl_t *ctl, int argc, char **argv)
 {
-    if (argc >= 1 && strcmp(argv[0], "update-bootstrap") == 0) {
-        if (argc != 2) {
-            fprintf(stderr, "usage: availctl registries update-bootstrap FILE\n");
-            return EXIT_USAGE;
-        }
-        return update_bootstrap(ctl, argv[1]);
+    if (argc >= 2 && strcmp(argv[1], "update-bootstrap") == 0) {
+        if (argc != 3)
+            return ctl_command_usage(argv[0]);
+        return update_bootstrap(ctl, argv[2]);
     }
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
             ctl->json = true;
-        } else {
-            fprintf(stderr, "usage: availctl registries [--json] | registries update-bootstrap FILE\n");
-            return EXIT_USAGE;
-        }
+        else
+            return ctl_command_usage(argv[0]);
     }
     const av_config_t *cfg = ctl_config(ctl);
     if (!cfg)

@@ -17,20 +17,16 @@ static void
 reload_one(void *arg, const char *ident)
 {
     reload_walk_t *w = arg;
-    av_msg_t reply;
-    zframe_t *frame;
-    char err[AV_CONFIG_ERR_MAX + 128];
-    av_msg_init(&reply);
-    if (ctl_simple(w->ctl, ident, "reload", &reply, &frame, err, sizeof err) == 0) {
+    ctl_reply_t reply;
+    if (ctl_call_simple(w->ctl, ident, "reload", &reply) == 0) {
         printf("%-24s reloaded\n", ident);
-    } else if (strncmp(err, "not running", 11) == 0) {
-        printf("%-24s %s\n", ident, err);
+    } else if (strncmp(reply.err, "not running", 11) == 0) {
+        printf("%-24s %s\n", ident, reply.err);
     } else {
-        printf("%-24s NOT reloaded: %s\n", ident, err);
+        printf("%-24s NOT reloaded: %s\n", ident, reply.err);
         w->failed++;
     }
-    av_msg_release(&reply);
-    zframe_destroy(&frame);
+    ctl_reply_release(&reply);
 }
 
 int
@@ -42,8 +38,8 @@ cmd_reload(ctl_t *ctl, int argc, char **argv)
     if (!cfg)
         return EXIT_NEGATIVE;
     reload_walk_t w = { ctl, 0 };
-    if (argc > 0)
-        for (int i = 0; i < argc; i++)
+    if (argc > 1)
+        for (int i = 1; i < argc; i++)
             reload_one(&w, argv[i]);
     else
         ctl_each_daemon(cfg, reload_one, &w);

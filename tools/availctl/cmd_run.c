@@ -368,13 +368,11 @@ int
 cmd_run(ctl_t *ctl, int argc, char **argv)
 {
     runner_t r = { .ctl = ctl, .restart = true };
-    for (int i = 0; i < argc; i++) {
+    for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--no-restart") == 0)
             r.restart = false;
-        else {
-            fprintf(stderr, "usage: availctl run [--no-restart]\n");
-            return EXIT_USAGE;
-        }
+        else
+            return ctl_command_usage(argv[0]);
     }
     const av_config_t *cfg = ctl_config(ctl);
     if (!cfg)

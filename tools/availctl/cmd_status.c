@@ -32,31 +32,26 @@ print_human(const char *ident, const msgpack_object *body)
 }
 
 static int
-status_one(ctl_t *ctl, const char *ident, const msgpack_sbuffer *req)
+status_one(ctl_t *ctl, const char *ident)
 {
-    av_msg_t reply;
-    zframe_t *frame;
-    char err[512];
-    av_msg_init(&reply);
-    int rc = ctl_request(ctl, ident, req, &reply, &frame, err, sizeof err);
+    ctl_reply_t reply;
+    int rc = ctl_call_simple(ctl, ident, "status", &reply);
     if (rc < 0) {
         if (ctl->json)
-            ctl_print_json(json_pack("{s:s, s:s, s:s}", "ident", ident, "state", "down", "error", err));
+            ctl_print_json(json_pack("{s:s, s:s, s:s}", "ident", ident, "state", "down", "error", reply.err));
         else
-            printf("%-24s %-8s %s\n", ident, "down", err);
+            printf("%-24s %-8s %s\n", ident, "down", reply.err);
     } else if (ctl->json) {
-        ctl_print_json(ctl_to_json(reply.u.ctl_reply.body));
+        ctl_print_json(ctl_to_json(reply.body));
     } else {
-        print_human(ident, reply.u.ctl_reply.body);
+        print_human(ident, reply.body);
     }
-    av_msg_release(&reply);
-    zframe_destroy(&frame);
+    ctl_reply_release(&reply);
     return rc;
 }
 
 typedef struct {
     ctl_t *ctl;
-    const msgpack_sbuffer *req;
     int down;
 } status_walk_t;
 
@@ -64,7 +59,7 @@ static void
 status_daemon(void *arg, const char *ident)
 {
     status_walk_t *w = arg;
-    w->down += status_one(w->ctl, ident, w->req) < 0;
+    w->down += status_one(w->ctl, ident) < 0;
 }
 
 int
@@ -73,18 +68,14 @@ cmd_status(ctl_t *ctl, int argc, char **argv)
     const av_config_t *cfg = ctl_config(ctl);
     if (!cfg)
         return EXIT_USAGE;
-    msgpack_sbuffer req;
-    msgpack_sbuffer_init(&req);
-    av_encode_ctl(&req, "status");
     int down = 0;
-    if (argc > 0) {
-        for (int i = 0; i < argc; i++)
-            down += status_one(ctl, argv[i], &req) < 0;
+    if (argc > 1) {
+        for (int i = 1; i < argc; i++)
+            down += status_one(ctl, argv[i]) < 0;
     } else {
-        status_walk_t walk = { ctl, &req, 0 };
+        status_walk_t walk = { ctl, 0 };
         ctl_each_daemon(cfg, status_daemon, &walk);
         down += walk.down;
     }
-    msgpack_sbuffer_destroy(&req);
     return down ? EXIT_NEGATIVE : EXIT_OK;
 }

@@ -17,11 +17,15 @@ ctl_config(ctl_t *ctl)
 }
 
 int
-ctl_request(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, av_msg_t *reply, zframe_t **frame,
-            char *err, size_t errlen)
+ctl_call(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_reply_t *reply)
 {
     char endpoint[512];
-    *frame = NULL;
+    char *err = reply->err;
+    size_t errlen = sizeof reply->err;
+    reply->body = NULL;
+    reply->err[0] = '\0';
+    reply->frame = NULL;
+    av_msg_init(&reply->msg);
     if (av_control_endpoint(ctl->cfg, ident, endpoint, sizeof endpoint) < 0) {
         snprintf(err, errlen, "control endpoint of %s too long", ident);
         return -1;
@@ -54,27 +58,61 @@ ctl_request(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, av_ms
         snprintf(err, errlen, "no answer from %s within %d ms", endpoint, ctl->timeout_ms);
         goto out;
     }
-    *frame = zframe_recv(s);
-    if (!*frame) {
+    reply->frame = zframe_recv(s);
+    if (!reply->frame) {
         snprintf(err, errlen, "receive from %s failed", endpoint);
         goto out;
     }
-    int derr = av_msg_decode(reply, zframe_data(*frame), zframe_size(*frame));
-    if (derr != 0 || reply->type != AV_MSG_CTL_REPLY) {
+    av_msg_t *msg = &reply->msg;
+    int derr = av_msg_decode(msg, zframe_data(reply->frame), zframe_size(reply->frame));
+    if (derr != 0 || msg->type != AV_MSG_CTL_REPLY) {
         char why[128];
         snprintf(err, errlen, "bad reply from %s: %s", ident,
-                 derr ? av_msg_strerror(reply, derr, why, sizeof why) : "not a ctl_reply");
-        zframe_destroy(frame);
+                 derr ? av_msg_strerror(msg, derr, why, sizeof why) : "not a ctl_reply");
         goto out;
     }
-    if (!reply->u.ctl_reply.ok) {
-        snprintf(err, errlen, "%.*s", (int)reply->u.ctl_reply.error.len, reply->u.ctl_reply.error.ptr);
-        zframe_destroy(frame);
+    if (!msg->u.ctl_reply.ok) {
+        snprintf(err, errlen, "%.*s", (int)msg->u.ctl_reply.error.len, msg->u.ctl_reply.error.ptr);
         goto out;
     }
+    reply->body = msg->u.ctl_reply.body;
     rc = 0;
 out:
     zsock_destroy(&s);
+    if (rc < 0)
+        ctl_reply_release(reply); /* err stays: the caller says it */
+    return rc;
+}
+
+int
+ctl_call_simple(ctl_t *ctl, const char *ident, const char *cmd, ctl_reply_t *reply)
+{
+    msgpack_sbuffer req;
+    msgpack_sbuffer_init(&req);
+    av_encode_ctl(&req, cmd);
+    int rc = ctl_call(ctl, ident, &req, reply);
+    msgpack_sbuffer_destroy(&req);
+    return rc;
+}
+
+void
+ctl_reply_release(ctl_reply_t *reply)
+{
+    av_msg_release(&reply->msg);
+    zframe_destroy(&reply->frame);
+    reply->body = NULL;
+}
+
+int
+ctl_show(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_show_fn *show, void *arg)
+{
+    ctl_reply_t reply;
+    if (ctl_call(ctl, ident, request, &reply) < 0) {
+        fprintf(stderr, "availctl: availd-%s: %s\n", ident, reply.err);
+        return EXIT_USAGE;
+    }
+    int rc = show(ctl, reply.body, arg);
+    ctl_reply_release(&reply);
     return rc;
 }
 
@@ -196,16 +234,4 @@ ctl_each_daemon(const av_config_t *cfg, void (*fn)(void *arg, const char *ident)
         fn(arg, fixed[i]);
     each_daemon_t e = { fn, arg };
     ctl_each_querier(cfg, each_querier_ident, &e);
-}
-
-int
-ctl_simple(ctl_t *ctl, const char *ident, const char *cmd, av_msg_t *reply, zframe_t **frame, char *err,
-           size_t errlen)
-{
-    msgpack_sbuffer req;
-    msgpack_sbuffer_init(&req);
-    av_encode_ctl(&req, cmd);
-    int rc = ctl_request(ctl, ident, &req, reply, frame, err, errlen);
-    msgpack_sbuffer_destroy(&req);
-    return rc;
 }
