@@ -872,6 +872,8 @@ av_check_name_at(const av_check_t *check, uint32_t i)
         return i == 0 ? check->name : (av_str_t){ "", 0 };
     if (i >= check->n_names)
         return (av_str_t){ "", 0 };
+    if (check->name_views)
+        return check->name_views[i];
     const msgpack_object *o = &check->names->via.array.ptr[i];
     return (av_str_t){ o->via.str.ptr, o->via.str.size };
 }

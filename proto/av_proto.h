@@ -110,7 +110,8 @@ void av_str_copy(char *dst, size_t size, av_str_t s);
 typedef struct {
     av_str_t id;          /* the requester's; echoed in every answer */
     av_str_t name;        /* one name, or ... */
-    const msgpack_object *names; /* ... a batch (array of strings) */
+    const msgpack_object *names; /* ... a batch (array of strings), as decoded */
+    const av_str_t *name_views;  /* ... or a batch to encode, as views (names unset) */
     uint32_t n_names;     /* 0 when `name` is used */
     bool fresh;           /* bypass the cache */
     bool raw;             /* wants the registry's raw reply excerpt */
@@ -239,7 +240,8 @@ const char *av_proto_strerror(int err);
  * boundary). */
 size_t av_utf8_sanitize(char *dst, size_t size, const char *src, size_t len);
 
-/* The name at position i of a check, whether single or batch. */
+/* The name at position i of a check, whether single or batch (decoded
+ * `names` or encoder's `name_views`). */
 av_str_t av_check_name_at(const av_check_t *check, uint32_t i);
 uint32_t av_check_count(const av_check_t *check);
 

@@ -20,7 +20,7 @@
 #define OUT_MAX_BYTES (AV_NAME_MAX + AV_REASON_MAX + 64)
 
 struct gateway_conn {
-    gateway_conn_t *prev, *next;
+    TAILQ_ENTRY(gateway_conn) entry;
     gateway_t *gw;
     int fd;
     av_poll_handle_t poll;
@@ -39,7 +39,7 @@ struct gateway {
     int fd;
     sd_event_source *io;       /* the listening socket */
     av_poller_t *poller;       /* the clients */
-    gateway_conn_t *head, *tail; /* in accept order, so in deadline order */
+    TAILQ_HEAD(, gateway_conn) conns; /* in accept order, so in deadline order */
     uint32_t count;
     uint64_t *accepted;
     uint64_t *refused;
@@ -66,14 +66,7 @@ static void
 conn_close(gateway_conn_t *c)
 {
     gateway_t *gw = c->gw;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        gw->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        gw->tail = c->prev;
+    TAILQ_REMOVE(&gw->conns, c, entry);
     gw->count--;
     if (c->request)
         request_forget_conn(c->request);
@@ -244,12 +237,7 @@ on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata)
         c->fd = cfd;
         c->poll.fd = -1;
         c->deadline_us = av_mono_us() + (uint64_t)cfg->intake.gateway_timeout_ms * 1000;
-        c->prev = gw->tail;
-        if (gw->tail)
-            gw->tail->next = c;
-        else
-            gw->head = c;
-        gw->tail = c;
+        TAILQ_INSERT_TAIL(&gw->conns, c, entry);
         gw->count++;
         (*gw->accepted)++;
         if (av_poller_add(gw->poller, &c->poll, cfd, EPOLLIN, on_conn_io, c) < 0) {
@@ -272,14 +260,13 @@ gateway_scan(gateway_t *gw, uint64_t now_us)
     /* A connection waiting for its answer is the request's business (its
      * deadline answers it); only silent clients and stuck writes go here.
      * The list is at most intake.gateway_clients long. */
-    gateway_conn_t *c = gw->head;
-    while (c) {
-        gateway_conn_t *next = c->next;
+    gateway_conn_t *c, *next;
+    for (c = TAILQ_FIRST(&gw->conns); c; c = next) {
+        next = TAILQ_NEXT(c, entry);
         if (!c->request && c->deadline_us <= now_us) {
             (*gw->timeouts)++;
             conn_close(c);
         }
-        c = next;
     }
 }
 
@@ -328,6 +315,7 @@ gateway_open(intake_t *in, const char *endpoint)
     if (!gw)
         return NULL;
     gw->in = in;
+    TAILQ_INIT(&gw->conns);
     gw->accepted = av_daemon_counter(in->d, "gateway_accepted");
     gw->refused = av_daemon_counter(in->d, "gateway_refused");
     gw->timeouts = av_daemon_counter(in->d, "gateway_timeouts");
@@ -366,8 +354,9 @@ gateway_close(gateway_t **self_p)
     gateway_t *gw = self_p ? *self_p : NULL;
     if (!gw)
         return;
-    while (gw->head)
-        conn_close(gw->head);
+    gateway_conn_t *c;
+    while ((c = TAILQ_FIRST(&gw->conns)))
+        conn_close(c);
     gateway_stop_listening(gw);
     av_poller_destroy(&gw->poller);
     free(gw);

@@ -6,6 +6,8 @@
 
 #include "av_daemon.h"
 
+#include <sys/queue.h>
+
 typedef struct intake intake_t;
 typedef struct request request_t;
 typedef struct gateway gateway_t;
@@ -19,8 +21,8 @@ typedef enum {
 } origin_t;
 
 struct request {
-    request_t *prev, *next;      /* in the deadline-ordered list */
-    request_t *sent_prev, *sent_next; /* in the list by last send, for resends */
+    TAILQ_ENTRY(request) deadline_entry; /* in the deadline-ordered list */
+    TAILQ_ENTRY(request) sent_entry;  /* forwarded: in the list by last send, for resends */
     uint64_t rid;
     origin_t origin;
     zframe_t *frame;             /* the request's bytes: id and names point here */
@@ -44,10 +46,7 @@ struct request {
     gateway_conn_t *conn;        /* GATEWAY: the client, NULL if it left */
 };
 
-typedef struct {
-    request_t *head, *tail;
-    uint32_t count;
-} request_list_t;
+TAILQ_HEAD(request_list, request);
 
 typedef struct {
     uint64_t *rids;
@@ -79,8 +78,8 @@ struct intake {
     gateway_t *gateway;
     journal_t *journal;          /* NULL when intake.journal is "" */
     zhashx_t *requests;          /* rid -> request */
-    request_list_t by_deadline;
-    request_t *sent_head, *sent_tail;
+    struct request_list by_deadline;
+    struct request_list by_sent;   /* forwarded requests, least recently sent first */
     uint64_t next_rid;
     uint64_t names_inflight;
     rid_list_t to_forward;       /* accepted this turn */
@@ -113,7 +112,12 @@ struct intake {
 };
 
 /* requests.c */
+/* The request table, without sockets (requests_start does the rest). */
+int requests_init(intake_t *in);
 int requests_start(intake_t *in);
+/* Rebuilds the requests the journal holds and queues them for the
+ * dispatcher; unreadable records are queued for deletion. */
+int requests_resubmit_journal(intake_t *in);
 void requests_close(intake_t *in);
 /* The end of the current turn now: commit, forward, answer. */
 void requests_flush(intake_t *in);

@@ -7,21 +7,53 @@
 
 typedef struct journal journal_t;
 
-/* NULL on failure (logged). */
+/* One request as the journal keeps it: a msgpack map (record version 1:
+ * version, origin, id, batch, fresh, raw, deadline_at, peer, delimiter,
+ * names) under the big-endian rid. Names go by their position in the
+ * request; the ones already answered are not in the record, so a restart
+ * does not publish them again. */
+typedef struct {
+    uint64_t rid;             /* the key, not in the map */
+    origin_t origin;          /* ORIGIN_PULL or ORIGIN_ROUTER */
+    av_str_t id;
+    bool batch;
+    bool fresh;
+    bool raw;
+    uint64_t deadline_at_ms;  /* wall clock: it outlives the process */
+    av_str_t peer;            /* ROUTER: the frontend's routing id, or empty */
+    bool delimiter;
+    uint32_t n_names;         /* the request's positions */
+    av_str_t *names;          /* [n_names] */
+    uint8_t *answered;        /* [n_names]: 1 leaves the name out */
+    /* Decoded records own their memory: the arrays above and one block
+     * with every string. */
+    char *strings;
+} journal_record_t;
+
+/* Appends the record's encoding to sbuf. Returns 0, or -1 out of memory. */
+int journal_record_encode(msgpack_sbuffer *sbuf, const journal_record_t *rec);
+/* Reads a record back from its bytes (which it need not outlive). Returns
+ * 0, or -1 for a record that is damaged or not ours (nothing to clear). */
+int journal_record_decode(journal_record_t *rec, uint64_t rid, const void *data, size_t size);
+/* Frees what a decoded record still owns. */
+void journal_record_clear(journal_record_t *rec);
+
+/* NULL on failure (logged). d may be NULL (tests): no counters, no sync
+ * timer (the journal is synced when it closes), no error events. */
 journal_t *journal_open(av_daemon_t *d, const av_intake_cfg_t *cfg);
 void journal_close(journal_t **self_p);
 
-/* Queue changes for the next commit. put writes the request as it is now
- * (names already answered are left out). */
-int journal_put(journal_t *j, const request_t *r);
+/* Queue changes for the next commit. */
+int journal_put(journal_t *j, const journal_record_t *rec);
 int journal_delete(journal_t *j, uint64_t rid);
-bool journal_pending(const journal_t *j);
 /* One transaction for everything queued. */
 int journal_commit(journal_t *j);
 
-/* At start: calls fn for every record; a record fn refuses (returns <0),
- * or one that cannot be read, is queued for deletion. */
-typedef int (*journal_load_fn)(void *arg, uint64_t rid, const msgpack_object *record);
+/* At start: calls fn for every record. fn may take the record's memory
+ * (setting its pointers to NULL); what is left is freed after. A record fn
+ * refuses (returns <0), or one that cannot be read, is queued for
+ * deletion. */
+typedef int (*journal_load_fn)(void *arg, journal_record_t *rec);
 int journal_load(journal_t *j, journal_load_fn fn, void *arg);
 
 #endif

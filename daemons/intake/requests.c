@@ -20,70 +20,27 @@
 #define DEADLINE_MAX_MS (10 * 60 * 1000)
 #define MONITOR_ENDPOINT "inproc://intake-dispatcher-monitor"
 
-/* ---- lists -------------------------------------------------------------- */
+/* ---- the request table -------------------------------------------------- */
 
 static void
-deadline_insert(request_list_t *l, request_t *r)
+deadline_insert(intake_t *in, request_t *r)
 {
     /* Nearly every request has the default deadline, so the right place is
      * almost always the tail. */
-    request_t *after = l->tail;
+    request_t *after = TAILQ_LAST(&in->by_deadline, request_list);
     while (after && after->deadline_us > r->deadline_us)
-        after = after->prev;
-    r->prev = after;
-    r->next = after ? after->next : l->head;
-    if (r->next)
-        r->next->prev = r;
-    else
-        l->tail = r;
+        after = TAILQ_PREV(after, request_list, deadline_entry);
     if (after)
-        after->next = r;
+        TAILQ_INSERT_AFTER(&in->by_deadline, after, r, deadline_entry);
     else
-        l->head = r;
-    l->count++;
-}
-
-static void
-deadline_remove(request_list_t *l, request_t *r)
-{
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        l->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        l->tail = r->prev;
-    r->prev = r->next = NULL;
-    l->count--;
+        TAILQ_INSERT_HEAD(&in->by_deadline, r, deadline_entry);
 }
 
 static void
 sent_remove(intake_t *in, request_t *r)
 {
-    if (!r->forwarded)
-        return;
-    if (r->sent_prev)
-        r->sent_prev->sent_next = r->sent_next;
-    else
-        in->sent_head = r->sent_next;
-    if (r->sent_next)
-        r->sent_next->sent_prev = r->sent_prev;
-    else
-        in->sent_tail = r->sent_prev;
-    r->sent_prev = r->sent_next = NULL;
-}
-
-static void
-sent_append(intake_t *in, request_t *r)
-{
-    r->sent_next = NULL;
-    r->sent_prev = in->sent_tail;
-    if (in->sent_tail)
-        in->sent_tail->sent_next = r;
-    else
-        in->sent_head = r;
-    in->sent_tail = r;
+    if (r->forwarded)
+        TAILQ_REMOVE(&in->by_sent, r, sent_entry);
 }
 
 static void
@@ -92,21 +49,16 @@ rid_key(uint64_t rid, char *key)
     snprintf(key, 24, "%llu", (unsigned long long)rid);
 }
 
+/* Frees a request that is in no table or list. */
 static void
-request_free(intake_t *in, request_t *r)
+request_destroy(request_t *r)
 {
-    char key[24];
-    rid_key(r->rid, key);
-    zhashx_delete(in->requests, key);
-    deadline_remove(&in->by_deadline, r);
-    sent_remove(in, r);
-    in->names_inflight -= r->n_names;
     if (r->encoded) {
         for (uint32_t i = 0; i < r->n_names; i++)
             free(r->encoded[i]);
         free(r->encoded);
-        free(r->encoded_len);
     }
+    free(r->encoded_len);
     if (r->conn)
         request_forget_conn(r);
     free(r->names);
@@ -118,9 +70,22 @@ request_free(intake_t *in, request_t *r)
 }
 
 static void
+request_free(intake_t *in, request_t *r)
+{
+    char key[24];
+    rid_key(r->rid, key);
+    zhashx_delete(in->requests, key);
+    TAILQ_REMOVE(&in->by_deadline, r, deadline_entry);
+    sent_remove(in, r);
+    in->names_inflight -= r->n_names;
+    request_destroy(r);
+}
+
+static void
 end_turn_soon(intake_t *in)
 {
-    sd_event_source_set_enabled(in->turn_end, SD_EVENT_ONESHOT);
+    if (in->turn_end)
+        sd_event_source_set_enabled(in->turn_end, SD_EVENT_ONESHOT);
 }
 
 /* Rids rather than pointers: a request may be answered (and freed) by a
@@ -145,8 +110,33 @@ static request_t *
 find(intake_t *in, uint64_t rid)
 {
     char key[24];
-    snprintf(key, sizeof key, "%llu", (unsigned long long)rid);
+    rid_key(rid, key);
     return zhashx_lookup(in->requests, key);
+}
+
+/* ---- the journal --------------------------------------------------------- */
+
+/* Queues the request as it is now for the turn's commit (names already
+ * answered are left out). */
+static void
+journal_request(intake_t *in, const request_t *r)
+{
+    journal_record_t rec = {
+        .rid = r->rid,
+        .origin = r->origin,
+        .id = r->id,
+        .batch = r->batch,
+        .fresh = r->fresh,
+        .raw = r->raw,
+        .deadline_at_ms = r->deadline_at_ms,
+        .delimiter = r->env.delimiter,
+        .n_names = r->n_names,
+        .names = r->names,
+        .answered = r->done,
+    };
+    if (r->env.identity)
+        rec.peer = (av_str_t){ (const char *)zframe_data(r->env.identity), (uint32_t)zframe_size(r->env.identity) };
+    journal_put(in->journal, &rec);
 }
 
 /* ---- delivering --------------------------------------------------------- */
@@ -376,54 +366,64 @@ deliver_unknown(intake_t *in, request_t *r, uint32_t idx, const char *reason)
 
 /* ---- forwarding --------------------------------------------------------- */
 
-static int
-send_check(intake_t *in, request_t *r, uint32_t idx, bool whole)
+/* The check asking the dispatcher for name idx of r, or for all its names
+ * (whole). The names go as views: the request's own bytes may be a gateway
+ * line, a journal record or hold keys not for the dispatcher. */
+static av_check_t
+check_of(const request_t *r, uint32_t idx, bool whole, uint64_t now_us)
 {
-    uint64_t now = av_mono_us();
-    uint32_t deadline_ms = r->deadline_us > now ? (uint32_t)((r->deadline_us - now) / 1000) : 1;
-    msgpack_packer pk;
-    msgpack_sbuffer_clear(&in->sbuf);
-    msgpack_packer_init(&pk, &in->sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 10);
-    av_pack_kv_str(&pk, "t", "check");
-    av_pack_kv_bool(&pk, "batches", true); /* we read answers in batches too */
-    av_pack_kv_uint(&pk, "v", AV_PROTO_VERSION);
-    av_pack_kv_strn(&pk, "id", r->id);
+    av_check_t c = {
+        .id = r->id,
+        .fresh = r->fresh,
+        .raw = r->raw,
+        .deadline_ms = r->deadline_us > now_us ? (uint32_t)((r->deadline_us - now_us) / 1000) : 1,
+        .rid = r->rid,
+        .idx = idx,
+        .batches = true, /* we read answers in batches too */
+    };
     if (whole && r->n_names > 1) {
-        /* Names re-packed from their views: the request's own bytes may be
-         * a gateway line, a journal record or hold keys not for us. */
-        av_pack_str(&pk, "names");
-        msgpack_pack_array(&pk, r->n_names);
-        for (uint32_t i = 0; i < r->n_names; i++)
-            av_pack_strn(&pk, r->names[i]);
-        idx = 0;
+        c.name_views = r->names;
+        c.n_names = r->n_names;
+        c.idx = 0;
     } else {
-        av_pack_kv_strn(&pk, "name", r->names[idx]);
+        c.name = r->names[idx];
     }
-    av_pack_kv_bool(&pk, "fresh", r->fresh);
-    av_pack_kv_bool(&pk, "raw", r->raw);
-    av_pack_kv_uint(&pk, "rid", r->rid);
-    av_pack_kv_uint(&pk, "idx", idx);
-    av_pack_kv_uint(&pk, "deadline_ms", deadline_ms);
+    return c;
+}
+
+static int
+send_check(intake_t *in, const request_t *r, uint32_t idx, bool whole)
+{
+    av_check_t c = check_of(r, idx, whole, av_mono_us());
+    msgpack_sbuffer_clear(&in->sbuf);
+    if (av_encode_check(&in->sbuf, &c) != 0)
+        return -1;
     return av_zsock_send_nowait(in->dispatcher, in->sbuf.data, in->sbuf.size);
+}
+
+/* r went to the dispatcher: the resend timer counts from now. */
+static void
+mark_sent(intake_t *in, request_t *r, uint64_t now_us)
+{
+    sent_remove(in, r);
+    r->forwarded = true;
+    r->last_sent_us = now_us;
+    TAILQ_INSERT_TAIL(&in->by_sent, r, sent_entry);
 }
 
 /* First sending: the whole request in one message. */
 static void
 forward(intake_t *in, request_t *r)
 {
-    bool all_open = r->answered == 0;
     int rc = 0;
-    if (all_open) {
+    if (r->answered == 0) {
         rc = send_check(in, r, 0, true);
     } else {
         for (uint32_t i = 0; i < r->n_names && rc == 0; i++)
             if (!r->done[i])
                 rc = send_check(in, r, i, false);
     }
-    r->forwarded = true;
-    r->last_sent_us = av_mono_us();
-    sent_append(in, r);
+    mark_sent(in, r, av_mono_us());
     if (rc < 0) {
         /* The dispatcher's queue is full: the resend timer tries again
          * while the deadline lasts. */
@@ -437,20 +437,17 @@ resend(intake_t *in, request_t *r)
     for (uint32_t i = 0; i < r->n_names; i++)
         if (!r->done[i] && send_check(in, r, i, false) == 0)
             (*in->resent)++;
-    sent_remove(in, r);
-    r->last_sent_us = av_mono_us();
-    sent_append(in, r);
+    mark_sent(in, r, av_mono_us());
 }
 
 void
 requests_resend_all(intake_t *in)
 {
-    request_t *tail = in->sent_tail;
+    request_t *r, *last = TAILQ_LAST(&in->by_sent, request_list);
     /* resend moves each to the tail: stop after the one that was last */
-    while (in->sent_head) {
-        request_t *r = in->sent_head;
+    while ((r = TAILQ_FIRST(&in->by_sent))) {
         resend(in, r);
-        if (r == tail)
+        if (r == last)
             break;
     }
 }
@@ -459,6 +456,16 @@ requests_resend_all(intake_t *in)
  * ZeroMQ message costs both daemons more than its content), when the
  * dispatcher said it reads batches; the others go one by one. */
 #define FORWARD_BATCH 512
+
+static void
+send_batch(intake_t *in, const av_check_t *checks, request_t **reqs, uint32_t n, uint64_t now_us)
+{
+    msgpack_sbuffer_clear(&in->sbuf);
+    if (av_encode_checks(&in->sbuf, checks, n) == 0)
+        av_zsock_send_nowait(in->dispatcher, in->sbuf.data, in->sbuf.size); /* else: resend */
+    for (uint32_t k = 0; k < n; k++)
+        mark_sent(in, reqs[k], now_us);
+}
 
 static void
 forward_all(intake_t *in)
@@ -475,33 +482,15 @@ forward_all(intake_t *in)
             forward(in, r);
             continue;
         }
-        batch[n] = (av_check_t){
-            .id = r->id, .name = r->names[0], .fresh = r->fresh, .raw = r->raw, .rid = r->rid, .idx = 0,
-            .deadline_ms = r->deadline_us > now ? (uint32_t)((r->deadline_us - now) / 1000) : 1, .batches = true,
-        };
+        batch[n] = check_of(r, 0, false, now);
         sent[n++] = r;
-        if (n == FORWARD_BATCH || i + 1 == in->to_forward.count) {
-            msgpack_sbuffer_clear(&in->sbuf);
-            if (av_encode_checks(&in->sbuf, batch, n) == 0)
-                av_zsock_send_nowait(in->dispatcher, in->sbuf.data, in->sbuf.size); /* else: resend */
-            for (uint32_t k = 0; k < n; k++) {
-                sent[k]->forwarded = true;
-                sent[k]->last_sent_us = now;
-                sent_append(in, sent[k]);
-            }
+        if (n == FORWARD_BATCH) {
+            send_batch(in, batch, sent, n, now);
             n = 0;
         }
     }
-    if (n) {
-        msgpack_sbuffer_clear(&in->sbuf);
-        if (av_encode_checks(&in->sbuf, batch, n) == 0)
-            av_zsock_send_nowait(in->dispatcher, in->sbuf.data, in->sbuf.size);
-        for (uint32_t k = 0; k < n; k++) {
-            sent[k]->forwarded = true;
-            sent[k]->last_sent_us = now;
-            sent_append(in, sent[k]);
-        }
-    }
+    if (n)
+        send_batch(in, batch, sent, n, now);
     in->to_forward.count = 0;
 }
 
@@ -515,7 +504,7 @@ on_turn_end(sd_event_source *s, void *userdata)
         request_t *r = find(in, in->to_rejournal.rids[i]);
         if (r && r->journal_dirty) {
             r->journal_dirty = false;
-            journal_put(in->journal, r);
+            journal_request(in, r);
         }
     }
     in->to_rejournal.count = 0;
@@ -571,7 +560,7 @@ request_register(intake_t *in, request_t *r)
     char key[24];
     rid_key(r->rid, key);
     zhashx_insert(in->requests, key, r);
-    deadline_insert(&in->by_deadline, r);
+    deadline_insert(in, r);
     in->names_inflight += r->n_names;
 }
 
@@ -624,102 +613,68 @@ request_accept(intake_t *in, origin_t origin, zframe_t *frame, char *owned, cons
         return NULL;
     }
     if (in->journal && origin != ORIGIN_GATEWAY)
-        journal_put(in->journal, r);
+        journal_request(in, r);
     av_daemon_count_work(in->d, 1); /* may begin a recycling stop: the journal keeps the rest */
     return r;
 }
 
 /* A journal record back into a request, to be asked again. */
 static int
-resubmit(void *arg, uint64_t rid, const msgpack_object *rec)
+resubmit(void *arg, journal_record_t *rec)
 {
     intake_t *in = arg;
-    uint64_t origin = 0, deadline_at = 0;
-    av_str_t id;
-    bool batch = false, fresh = false, raw = false, delimiter = false;
-    const msgpack_object *names = av_obj_get(rec, "names");
-    const msgpack_object *peer = av_obj_get(rec, "peer");
-    if (!av_obj_get_uint(rec, "origin", &origin) || (origin != ORIGIN_PULL && origin != ORIGIN_ROUTER) ||
-        !av_obj_get_str(rec, "id", &id) || id.len > AV_ID_MAX || !av_obj_get_uint(rec, "deadline_at", &deadline_at) ||
-        !names || names->type != MSGPACK_OBJECT_ARRAY || names->via.array.size > AV_BATCH_MAX ||
-        !peer || peer->type != MSGPACK_OBJECT_BIN)
+    request_t *r = calloc(1, sizeof *r);
+    if (!r)
         return -1;
-    av_obj_get_bool(rec, "batch", &batch);
-    av_obj_get_bool(rec, "fresh", &fresh);
-    av_obj_get_bool(rec, "raw", &raw);
-    av_obj_get_bool(rec, "delimiter", &delimiter);
-    /* The request's strings live in one owned block; n is the batch's
-     * original size, the names not in the record are already answered. */
-    uint32_t n = 0;
-    size_t bytes = id.len;
-    for (uint32_t i = 0; i < names->via.array.size; i++) {
-        const msgpack_object *e = &names->via.array.ptr[i];
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
-            e->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-            e->via.array.ptr[0].via.u64 >= AV_BATCH_MAX || e->via.array.ptr[1].type != MSGPACK_OBJECT_STR ||
-            e->via.array.ptr[1].via.str.size > AV_NAME_MAX)
-            return -1;
-        if (e->via.array.ptr[0].via.u64 + 1 > n)
-            n = (uint32_t)e->via.array.ptr[0].via.u64 + 1;
-        bytes += e->via.array.ptr[1].via.str.size;
-    }
-    if (n == 0)
-        return -1;
-    request_t *r = request_new(rid, (origin_t)origin, n);
-    char *owned = malloc(bytes ? bytes : 1);
-    if (!r || !owned) {
-        free(owned);
-        if (r) {
-            free(r->names);
-            free(r->done);
-            free(r);
-        }
-        return -1;
-    }
-    r->owned = owned;
-    memcpy(owned, id.ptr, id.len);
-    r->id = (av_str_t){ owned, id.len };
-    size_t off = id.len;
-    memset(r->done, 1, n); /* names missing from the record were answered */
-    r->answered = n;
-    for (uint32_t i = 0; i < names->via.array.size; i++) {
-        const msgpack_object *e = &names->via.array.ptr[i];
-        uint32_t idx = (uint32_t)e->via.array.ptr[0].via.u64;
-        const msgpack_object *s = &e->via.array.ptr[1];
-        memcpy(owned + off, s->via.str.ptr, s->via.str.size);
-        r->names[idx] = (av_str_t){ owned + off, s->via.str.size };
-        off += s->via.str.size;
-        if (r->done[idx]) {
-            r->done[idx] = 0;
-            r->answered--;
-        }
-    }
-    r->batch = batch;
-    r->fresh = fresh;
-    r->raw = raw;
-    if (peer->via.bin.size) {
-        r->env.identity = zframe_new(peer->via.bin.ptr, peer->via.bin.size);
-        r->env.delimiter = delimiter;
+    /* The request takes the record's memory. */
+    r->names = rec->names;
+    r->done = rec->answered;
+    r->owned = rec->strings;
+    rec->names = NULL;
+    rec->answered = NULL;
+    rec->strings = NULL;
+    r->rid = rec->rid;
+    r->origin = rec->origin;
+    r->id = rec->id;
+    r->n_names = rec->n_names;
+    for (uint32_t i = 0; i < r->n_names; i++)
+        r->answered += r->done[i];
+    r->batch = rec->batch;
+    r->fresh = rec->fresh;
+    r->raw = rec->raw;
+    if (rec->peer.len) {
+        r->env.identity = zframe_new(rec->peer.ptr, rec->peer.len);
+        r->env.delimiter = rec->delimiter;
     }
     if (r->origin == ORIGIN_ROUTER && r->batch) {
-        r->encoded = calloc(n, sizeof *r->encoded);
-        r->encoded_len = calloc(n, sizeof *r->encoded_len);
-        if (!r->encoded || !r->encoded_len) {
-            request_register(in, r);
-            request_free(in, r);
-            return -1;
-        }
+        r->encoded = calloc(r->n_names, sizeof *r->encoded);
+        r->encoded_len = calloc(r->n_names, sizeof *r->encoded_len);
     }
+    bool storage_failed = r->origin == ORIGIN_ROUTER && r->batch && (!r->encoded || !r->encoded_len);
+    if ((rec->peer.len && !r->env.identity) || storage_failed) {
+        request_destroy(r);
+        return -1;
+    }
+    /* The time left, by the wall clock (monotonic time does not outlive a
+     * process), and never more than a deadline can be (a clock set back). */
     uint64_t now_ms = av_now_ms();
-    uint64_t left_ms = deadline_at > now_ms ? deadline_at - now_ms : 0;
+    uint64_t left_ms = rec->deadline_at_ms > now_ms ? rec->deadline_at_ms - now_ms : 0;
+    if (left_ms > DEADLINE_MAX_MS)
+        left_ms = DEADLINE_MAX_MS;
     r->deadline_us = av_mono_us() + left_ms * 1000;
-    r->deadline_at_ms = deadline_at;
+    r->deadline_at_ms = rec->deadline_at_ms;
     request_register(in, r);
     (*in->resubmitted)++;
-    if (rid > in->next_rid)
-        in->next_rid = rid;
-    queue_rid(in, &in->to_forward, rid); /* past its deadline, the first scan answers it */
+    if (r->rid > in->next_rid)
+        in->next_rid = r->rid;
+    queue_rid(in, &in->to_forward, r->rid); /* past its deadline, the first scan answers it */
     return 0;
+}
+
+int
+requests_resubmit_journal(intake_t *in)
+{
+    return journal_load(in->journal, resubmit, in);
 }
 
 /* ---- answers from the dispatcher --------------------------------------- */
@@ -797,8 +752,8 @@ on_monitor(av_daemon_t *d, zsock_t *sock, void *arg)
 void
 requests_scan(intake_t *in, uint64_t now_us)
 {
-    while (in->by_deadline.head && in->by_deadline.head->deadline_us <= now_us) {
-        request_t *r = in->by_deadline.head;
+    request_t *r;
+    while ((r = TAILQ_FIRST(&in->by_deadline)) && r->deadline_us <= now_us) {
         uint32_t left = r->n_names - r->answered;
         *in->deadlines += left;
         for (uint32_t i = 0; left && i < r->n_names; i++) { /* left first: the last answer frees r */
@@ -811,8 +766,16 @@ requests_scan(intake_t *in, uint64_t now_us)
     if (in->n_held)
         retry_held(in, now_us);
     uint64_t resend_us = (uint64_t)av_daemon_config(in->d)->intake.resend_ms * 1000;
-    while (in->sent_head && in->sent_head->last_sent_us + resend_us <= now_us)
-        resend(in, in->sent_head);
+    while ((r = TAILQ_FIRST(&in->by_sent)) && r->last_sent_us + resend_us <= now_us)
+        resend(in, r);
+}
+
+int
+requests_init(intake_t *in)
+{
+    TAILQ_INIT(&in->by_deadline);
+    TAILQ_INIT(&in->by_sent);
+    return (in->requests = zhashx_new()) ? 0 : -1;
 }
 
 int
@@ -821,7 +784,7 @@ requests_start(intake_t *in)
     const av_config_t *cfg = av_daemon_config(in->d);
     in->resent = av_daemon_counter(in->d, "resent");
     in->resubmitted = av_daemon_counter(in->d, "resubmitted");
-    if (!(in->requests = zhashx_new()))
+    if (requests_init(in) < 0)
         return -1;
     if (sd_event_add_defer(av_daemon_loop(in->d), &in->turn_end, on_turn_end, in) < 0)
         return -1;
@@ -837,7 +800,7 @@ requests_start(intake_t *in)
         av_daemon_watch(in->d, in->monitor, on_monitor, in) < 0)
         return -1;
     if (in->journal)
-        journal_load(in->journal, resubmit, in);
+        requests_resubmit_journal(in);
     return 0;
 }
 
@@ -856,7 +819,7 @@ requests_close(intake_t *in)
     requests_flush(in);
     if (in->requests) {
         request_t *r;
-        while ((r = in->by_deadline.head))
+        while ((r = TAILQ_FIRST(&in->by_deadline)))
             request_free(in, r);
     }
     zhashx_destroy(&in->requests);

@@ -316,6 +316,177 @@ test_check_with_a_batch_of_names_round_trips(void **state)
 }
 
 static void
+test_check_with_a_batch_given_as_views_encodes_as_names(void **state)
+{
+    (void)state;
+    /* How intake forwards a batch: its names as views, not an array. */
+    av_str_t views[3] = { AV_STR("a.com"), AV_STR("bücher.de"), AV_STR("") };
+    av_check_t in = { .id = AV_STR("batch-2"), .name_views = views, .n_names = 3, .rid = 9, .batches = true };
+    assert_int_equal(av_check_count(&in), 3);
+    assert_av_str(av_check_name_at(&in, 1), "bücher.de");
+    assert_int_equal(av_check_name_at(&in, 3).len, 0);
+
+    builder_t b;
+    builder_init(&b);
+    assert_int_equal(av_encode_check(&b.sbuf, &in), 0);
+    av_msg_t m;
+    av_msg_init(&m);
+    assert_int_equal(decode(&m, &b), AV_PROTO_OK);
+    const av_check_t *c = &m.u.check;
+    assert_av_str(c->id, "batch-2");
+    assert_int_equal(c->n_names, 3);
+    assert_non_null(c->names); /* decoded: an array, as from any frontend */
+    assert_null(c->name_views);
+    assert_av_str(av_check_name_at(c, 0), "a.com");
+    assert_av_str(av_check_name_at(c, 1), "bücher.de");
+    assert_av_str(av_check_name_at(c, 2), "");
+    assert_true(c->rid == 9);
+    assert_int_equal(c->idx, 0);
+    assert_true(c->batches);
+    av_msg_release(&m);
+    builder_free(&b);
+}
+
+/* The check as intake packed it by hand before it used av_encode_check:
+ * every key, false ones too. */
+static void
+pack_intake_check(builder_t *b, const char *id, const char *const *names, uint32_t n, bool fresh, bool raw,
+                  uint64_t rid, uint32_t idx, uint32_t deadline_ms)
+{
+    msgpack_pack_map(&b->pk, 10);
+    pack_kv_s(&b->pk, "t", "check");
+    pack_s(&b->pk, "batches");
+    msgpack_pack_true(&b->pk);
+    pack_kv_u(&b->pk, "v", 1);
+    pack_kv_s(&b->pk, "id", id);
+    if (n > 1) {
+        pack_s(&b->pk, "names");
+        msgpack_pack_array(&b->pk, n);
+        for (uint32_t i = 0; i < n; i++)
+            pack_s(&b->pk, names[i]);
+    } else {
+        pack_kv_s(&b->pk, "name", names[0]);
+    }
+    pack_s(&b->pk, "fresh");
+    if (fresh)
+        msgpack_pack_true(&b->pk);
+    else
+        msgpack_pack_false(&b->pk);
+    pack_s(&b->pk, "raw");
+    if (raw)
+        msgpack_pack_true(&b->pk);
+    else
+        msgpack_pack_false(&b->pk);
+    pack_kv_u(&b->pk, "rid", rid);
+    pack_kv_u(&b->pk, "idx", idx);
+    pack_kv_u(&b->pk, "deadline_ms", deadline_ms);
+}
+
+/* Both decode to the same check, field by field. */
+static void
+assert_same_check(const av_check_t *x, const av_check_t *y)
+{
+    assert_int_equal(x->id.len, y->id.len);
+    assert_memory_equal(x->id.ptr, y->id.ptr, x->id.len);
+    assert_int_equal(av_check_count(x), av_check_count(y));
+    for (uint32_t i = 0; i < av_check_count(x); i++) {
+        av_str_t a = av_check_name_at(x, i), b = av_check_name_at(y, i);
+        assert_int_equal(a.len, b.len);
+        assert_memory_equal(a.ptr, b.ptr, a.len);
+    }
+    assert_int_equal(x->n_names, y->n_names);
+    assert_int_equal(x->fresh, y->fresh);
+    assert_int_equal(x->raw, y->raw);
+    assert_int_equal(x->deadline_ms, y->deadline_ms);
+    assert_true(x->rid == y->rid);
+    assert_int_equal(x->idx, y->idx);
+    assert_int_equal(x->batches, y->batches);
+    assert_int_equal(x->n_more, y->n_more);
+}
+
+static void
+test_check_from_the_encoder_reads_as_intakes_hand_packed_one(void **state)
+{
+    (void)state;
+    static const char *const names[2] = { "a.com", "xn--bcher-kva.de" };
+    av_str_t views[2] = { AV_STR("a.com"), AV_STR("xn--bcher-kva.de") };
+    const struct {
+        uint32_t n;
+        bool fresh, raw;
+        uint32_t idx;
+    } cases[] = { { 1, false, false, 4 }, { 1, true, true, 0 }, { 2, false, true, 0 }, { 2, true, false, 0 } };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        builder_t old, now;
+        builder_init(&old);
+        builder_init(&now);
+        pack_intake_check(&old, "req-5", names, cases[k].n, cases[k].fresh, cases[k].raw, 77, cases[k].idx, 9500);
+        av_check_t in = {
+            .id = AV_STR("req-5"), .fresh = cases[k].fresh, .raw = cases[k].raw, .deadline_ms = 9500,
+            .rid = 77, .idx = cases[k].idx, .batches = true,
+        };
+        if (cases[k].n > 1) {
+            in.name_views = views;
+            in.n_names = cases[k].n;
+        } else {
+            in.name = views[0];
+        }
+        assert_int_equal(av_encode_check(&now.sbuf, &in), 0);
+        av_msg_t mo, mn;
+        av_msg_init(&mo);
+        av_msg_init(&mn);
+        assert_int_equal(decode(&mo, &old), AV_PROTO_OK);
+        assert_int_equal(decode(&mn, &now), AV_PROTO_OK);
+        assert_int_equal(mn.type, AV_MSG_CHECK);
+        assert_same_check(&mo.u.check, &mn.u.check);
+        /* False keys are left out: never longer than the hand-packed one. */
+        assert_true(now.sbuf.size <= old.sbuf.size);
+        av_msg_release(&mo);
+        av_msg_release(&mn);
+        builder_free(&old);
+        builder_free(&now);
+    }
+}
+
+static void
+test_checks_ride_in_one_message_batches_of_views_too(void **state)
+{
+    (void)state;
+    av_str_t views[2] = { AV_STR("c.org"), AV_STR("d.org") };
+    av_check_t in[3] = {
+        { .id = AV_STR("r1"), .name = AV_STR("a.com"), .rid = 1, .deadline_ms = 100, .batches = true },
+        { .id = AV_STR("r2"), .name = AV_STR("b.net"), .rid = 2, .fresh = true, .batches = true },
+        { .id = AV_STR("r3"), .name_views = views, .n_names = 2, .rid = 3, .raw = true, .batches = true },
+    };
+    builder_t b;
+    builder_init(&b);
+    assert_int_equal(av_encode_checks(&b.sbuf, in, 3), 0);
+    av_msg_t m;
+    av_msg_init(&m);
+    assert_int_equal(decode(&m, &b), AV_PROTO_OK);
+    const av_check_t *first = &m.u.check;
+    assert_av_str(first->name, "a.com");
+    assert_true(first->rid == 1);
+    assert_int_equal(first->deadline_ms, 100);
+    assert_int_equal(first->n_more, 2);
+    av_check_t more;
+    assert_int_equal(av_check_more_at(first, 0, &more), 0);
+    assert_av_str(more.id, "r2");
+    assert_av_str(more.name, "b.net");
+    assert_true(more.fresh);
+    assert_true(more.rid == 2);
+    assert_int_equal(av_check_more_at(first, 1, &more), 0);
+    assert_av_str(more.id, "r3");
+    assert_int_equal(av_check_count(&more), 2);
+    assert_av_str(av_check_name_at(&more, 0), "c.org");
+    assert_av_str(av_check_name_at(&more, 1), "d.org");
+    assert_true(more.raw);
+    assert_true(more.rid == 3);
+    assert_int_not_equal(av_check_more_at(first, 2, &more), 0); /* past the end */
+    av_msg_release(&m);
+    builder_free(&b);
+}
+
+static void
 test_answer_with_every_field_round_trips(void **state)
 {
     (void)state;
@@ -1772,6 +1943,9 @@ main(void)
 
         cmocka_unit_test(test_check_with_one_name_round_trips),
         cmocka_unit_test(test_check_with_a_batch_of_names_round_trips),
+        cmocka_unit_test(test_check_with_a_batch_given_as_views_encodes_as_names),
+        cmocka_unit_test(test_check_from_the_encoder_reads_as_intakes_hand_packed_one),
+        cmocka_unit_test(test_checks_ride_in_one_message_batches_of_views_too),
         cmocka_unit_test(test_answer_with_every_field_round_trips),
         cmocka_unit_test(test_minimal_answer_round_trips),
         cmocka_unit_test(test_answer_round_trips_every_status_and_source),
