@@ -10,62 +10,14 @@
 #define SCAN_INTERVAL_MS 100
 #define CACHE_RETRY_MS 1000
 
-/* ---- lists -------------------------------------------------------------- */
-
-void
-task_list_push(task_list_t *l, task_t *t)
-{
-    t->list = l;
-    t->next = NULL;
-    t->prev = l->tail;
-    if (l->tail)
-        l->tail->next = t;
-    else
-        l->head = t;
-    l->tail = t;
-    l->count++;
-}
-
-void
-task_list_remove(task_t *t)
-{
-    task_list_t *l = t->list;
-    if (!l)
-        return;
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        l->head = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    else
-        l->tail = t->prev;
-    t->prev = t->next = NULL;
-    t->list = NULL;
-    l->count--;
-}
-
 registry_state_t *
 registry_find(dispatcher_t *ds, const char *name, size_t len)
 {
-    for (registry_state_t *r = ds->registries; r; r = r->next)
+    registry_state_t *r;
+    SLIST_FOREACH(r, &ds->registries, entry)
         if (strlen(r->name) == len && memcmp(r->name, name, len) == 0)
             return r;
     return NULL;
-}
-
-task_t *
-task_by_name(dispatcher_t *ds, const char *name)
-{
-    return zhashx_lookup(ds->tasks_by_name, name);
-}
-
-task_t *
-task_by_id(dispatcher_t *ds, uint64_t id)
-{
-    char key[24];
-    snprintf(key, sizeof key, "%llu", (unsigned long long)id);
-    return zhashx_lookup(ds->tasks_by_id, key);
 }
 
 /* ---- answering intakes ------------------------------------------------ */
@@ -153,9 +105,10 @@ peer_of(dispatcher_t *ds, const peer_id_t *id, bool batches)
     return p;
 }
 
-static void
-send_to_intake(dispatcher_t *ds, const peer_id_t *intake, const av_answer_t *a)
+void
+answer_intake(void *arg, const peer_id_t *intake, const av_answer_t *a)
 {
+    dispatcher_t *ds = arg;
     intake_peer_t *p = peer_of(ds, intake, false);
     if (!p) {
         msgpack_sbuffer_clear(&ds->sbuf);
@@ -196,7 +149,7 @@ answer_now(dispatcher_t *ds, const peer_id_t *intake, const av_check_t *check, u
         .rid = check->rid,
         .idx = check->idx + idx,
     };
-    send_to_intake(ds, intake, &a);
+    answer_intake(ds, intake, &a);
 }
 
 void
@@ -213,56 +166,6 @@ put_to_cache(dispatcher_t *ds, const av_answer_t *answer, const registry_state_t
         av_zsock_send_nowait(ds->cache_push, ds->sbuf.data, ds->sbuf.size); /* best effort: a cache */
 }
 
-static void
-task_free(dispatcher_t *ds, task_t *t)
-{
-    task_list_remove(t);
-    if (t->worker && t->worker->tasks)
-        t->worker->tasks--;
-    char key[24];
-    snprintf(key, sizeof key, "%llu", (unsigned long long)t->id);
-    zhashx_delete(ds->tasks_by_id, key);
-    zhashx_delete(ds->tasks_by_name, t->name);
-    for (waiter_t *w = t->waiters, *next; w; w = next) {
-        next = w->next;
-        free(w);
-        ds->n_waiters--;
-    }
-    ds->n_tasks--;
-    free(t);
-}
-
-void
-task_complete(dispatcher_t *ds, task_t *t, const av_answer_t *answer)
-{
-    for (waiter_t *w = t->waiters; w; w = w->next) {
-        av_answer_t a = *answer;
-        a.id = AV_STR("");
-        a.query = (av_str_t){ w->query, w->query_len };
-        a.rid = w->rid;
-        a.idx = w->idx;
-        if (!t->raw)
-            a.raw = (av_str_t){ "", 0 };
-        send_to_intake(ds, &w->intake, &a);
-    }
-    task_free(ds, t);
-}
-
-void
-task_give_up(dispatcher_t *ds, task_t *t, const char *reason)
-{
-    av_answer_t a = {
-        .id = AV_STR(""),
-        .name = av_str(t->name),
-        .status = AV_STATUS_UNKNOWN,
-        .reason = av_str(reason),
-        .registry = av_str(t->registry->name),
-        .source = AV_SOURCE_NONE,
-        .at_ms = av_now_ms(),
-    };
-    task_complete(ds, t, &a);
-}
-
 /* ---- taking checks ---------------------------------------------------- */
 
 /* How long a registry whose queriers all left (or that we have not heard
@@ -275,27 +178,6 @@ worker_grace_us(const av_config_t *cfg)
     uint64_t heartbeat = (uint64_t)cfg->dispatcher.heartbeat_ms * cfg->dispatcher.heartbeat_misses;
     uint64_t grace = cfg->dispatcher.querier_grace_ms > heartbeat ? cfg->dispatcher.querier_grace_ms : heartbeat;
     return grace * 1000;
-}
-
-static bool
-add_waiter(dispatcher_t *ds, task_t *t, const peer_id_t *intake, const av_check_t *check, uint32_t idx,
-           av_str_t query)
-{
-    uint16_t qlen = query.len > AV_NAME_MAX ? AV_NAME_MAX : (uint16_t)query.len;
-    waiter_t *w = malloc(sizeof *w + qlen);
-    if (!w)
-        return false;
-    w->intake = *intake;
-    w->rid = check->rid;
-    w->idx = check->idx + idx;
-    w->query_len = qlen;
-    if (qlen)
-        memcpy(w->query, query.ptr, qlen);
-    w->next = t->waiters;
-    t->waiters = w;
-    t->n_waiters++;
-    ds->n_waiters++;
-    return true;
 }
 
 static bool
@@ -327,7 +209,7 @@ answer_from_cache(dispatcher_t *ds, const peer_id_t *intake, const av_check_t *c
         .rid = check->rid,
         .idx = check->idx + idx,
     };
-    send_to_intake(ds, intake, &a);
+    answer_intake(ds, intake, &a);
     (*ds->cache_hits)++;
     return true;
 }
@@ -354,50 +236,45 @@ take_name(dispatcher_t *ds, const av_config_t *cfg, const peer_id_t *intake, con
     }
     if (!check->fresh && answer_from_cache(ds, intake, check, idx, query, name))
         return;
-    task_t *t = task_by_name(ds, name);
-    if (t) {
-        if (!add_waiter(ds, t, intake, check, idx, query))
-            answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_OVERLOADED, rcfg->name);
-        else
-            (*ds->coalesced)++;
-        t->raw |= check->raw;
-        uint64_t deadline = av_mono_us() + (uint64_t)check->deadline_ms * 1000;
-        if (deadline > t->deadline_us)
-            t->deadline_us = deadline;
+    uint64_t now_us = av_mono_us();
+    task_ask_t ask = {
+        .intake = *intake,
+        .rid = check->rid,
+        .idx = check->idx + idx,
+        .query = query,
+        .raw = check->raw,
+        .deadline_us = now_us + (uint64_t)check->deadline_ms * 1000,
+    };
+    switch (task_join(&ds->tasks, name, &ask)) {
+    case 1:
+        (*ds->coalesced)++;
+        return;
+    case -1:
+        answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_OVERLOADED, rcfg->name);
         return;
     }
     registry_state_t *reg = registry_find(ds, rcfg->name, strlen(rcfg->name));
-    uint64_t now_us = av_mono_us();
     if (!reg || (reg->n_workers == 0 && now_us >= reg->workers_gone_us + worker_grace_us(cfg))) {
         (*ds->no_querier)++;
         answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_NO_QUERIER, rcfg->name);
         return;
     }
-    if (ds->n_tasks >= cfg->dispatcher.max_inflight ||
+    if (ds->tasks.count >= cfg->dispatcher.max_inflight ||
         reg->pending.count + reg->sent.count >= cfg->dispatcher.max_inflight_per_registry ||
-        ds->n_waiters >= 4 * cfg->dispatcher.max_inflight) {
+        ds->tasks.waiters >= 4 * cfg->dispatcher.max_inflight) {
         (*ds->overloaded)++;
         answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_OVERLOADED, rcfg->name);
         return;
     }
-    t = calloc(1, sizeof *t);
+    /* Intake always says how long the frontend waits; a check from
+     * elsewhere without deadline_ms gets the registry's timeout. */
+    if (!check->deadline_ms)
+        ask.deadline_us = now_us + (uint64_t)reg->timeout_ms * 1000;
+    task_t *t = task_new(&ds->tasks, name, reg, &ask);
     if (!t) {
         answer_now(ds, intake, check, idx, query, name, AV_STATUS_UNKNOWN, AV_REASON_OVERLOADED, rcfg->name);
         return;
     }
-    t->id = ++ds->next_task_id;
-    memcpy(t->name, name, strlen(name) + 1);
-    t->registry = reg;
-    t->raw = check->raw;
-    /* Intake always says how long the frontend waits; a check from
-     * elsewhere without deadline_ms gets the registry's timeout. */
-    t->deadline_us = now_us + (uint64_t)(check->deadline_ms ? check->deadline_ms : reg->timeout_ms) * 1000;
-    char key[24];
-    snprintf(key, sizeof key, "%llu", (unsigned long long)t->id);
-    zhashx_insert(ds->tasks_by_name, t->name, t);
-    zhashx_insert(ds->tasks_by_id, key, t);
-    ds->n_tasks++;
-    add_waiter(ds, t, intake, check, idx, query);
     dispatch_task(ds, t);
 }
 
@@ -476,17 +353,19 @@ on_scan(av_daemon_t *d, void *arg)
     ds->last_scan_us = now;
     if (!late)
         workers_scan(ds, now);
-    if (av_daemon_stopping(d) && ds->n_tasks == 0) {
+    if (av_daemon_stopping(d) && ds->tasks.count == 0) {
         av_daemon_drained(d);
         return;
     }
-    for (registry_state_t *r = ds->registries; r; r = r->next) {
-        while (r->pending.head && r->pending.head->expires_us <= now)
-            task_give_up(ds, r->pending.head, r->n_workers ? AV_REASON_OVERLOADED : AV_REASON_NO_QUERIER);
-        while (r->sent.head && r->sent.head->expires_us <= now) {
-            task_t *t = r->sent.head;
+    registry_state_t *r;
+    task_t *t;
+    SLIST_FOREACH(r, &ds->registries, entry) {
+        const char *why = r->n_workers ? AV_REASON_OVERLOADED : AV_REASON_NO_QUERIER;
+        while ((t = TAILQ_FIRST(&r->pending.tasks)) && t->expires_us <= now)
+            task_give_up(&ds->tasks, t, why, answer_intake, ds);
+        while ((t = TAILQ_FIRST(&r->sent.tasks)) && t->expires_us <= now) {
             if (t->attempts >= cfg->dispatcher.max_attempts) {
-                task_give_up(ds, t, AV_REASON_TIMEOUT);
+                task_give_up(&ds->tasks, t, AV_REASON_TIMEOUT, answer_intake, ds);
                 continue;
             }
             av_report(d, AV_LOG_NOTICE, r->name, "overdue", "no answer for %s from querier pid %u: re-dispatching",
@@ -511,18 +390,21 @@ registry_configure(registry_state_t *r, const av_registry_cfg_t *cfg)
 static int
 sync_registries(dispatcher_t *ds, const av_config_t *cfg)
 {
-    for (registry_state_t *r = ds->registries; r; r = r->next)
+    registry_state_t *r;
+    SLIST_FOREACH(r, &ds->registries, entry)
         r->configured = false;
     for (uint32_t i = 0; i < cfg->n_registries; i++) {
         const av_registry_cfg_t *rc = &cfg->registries[i];
-        registry_state_t *r = registry_find(ds, rc->name, strlen(rc->name));
+        r = registry_find(ds, rc->name, strlen(rc->name));
         if (!r) {
             if (!(r = calloc(1, sizeof *r)))
                 return -1;
             snprintf(r->name, sizeof r->name, "%s", rc->name);
             r->workers_gone_us = av_mono_us(); /* queriers may be reconnecting to a restarted us */
-            r->next = ds->registries;
-            ds->registries = r;
+            LIST_INIT(&r->workers);
+            task_list_init(&r->pending);
+            task_list_init(&r->sent);
+            SLIST_INSERT_HEAD(&ds->registries, r, entry);
         }
         registry_configure(r, rc);
     }
@@ -532,13 +414,13 @@ sync_registries(dispatcher_t *ds, const av_config_t *cfg)
 static uint64_t
 gauge_tasks(av_daemon_t *d)
 {
-    return ((dispatcher_t *)av_daemon_state(d))->n_tasks;
+    return ((dispatcher_t *)av_daemon_state(d))->tasks.count;
 }
 
 static uint64_t
 gauge_waiters(av_daemon_t *d)
 {
-    return ((dispatcher_t *)av_daemon_state(d))->n_waiters;
+    return ((dispatcher_t *)av_daemon_state(d))->tasks.waiters;
 }
 
 static uint64_t
@@ -571,8 +453,8 @@ dispatcher_start(dispatcher_t *ds, av_daemon_t *d)
     ds->stale_answers = av_daemon_counter(d, "stale_answers");
     ds->malformed = av_daemon_counter(d, "malformed");
     ds->workers_lost = av_daemon_counter(d, "workers_lost");
-    if (!(ds->tasks_by_name = zhashx_new()) || !(ds->tasks_by_id = zhashx_new()) ||
-        !(ds->workers_by_key = zhashx_new()))
+    SLIST_INIT(&ds->registries);
+    if (task_table_init(&ds->tasks) < 0 || !(ds->workers_by_key = zhashx_new()))
         return -1;
     if (!(ds->names = av_names_new(cfg)) || sync_registries(ds, cfg) < 0)
         return -1;
@@ -613,23 +495,17 @@ dispatcher_close(dispatcher_t *ds)
 {
     if (ds->flush && ds->frontend)
         on_flush(ds->flush, ds); /* the turn's answers go out */
-    if (ds->tasks_by_name) {
-        /* Unanswered tasks are dropped, not answered: an answer would be
-         * final, and intakes journal every request and ask again. */
-        task_t *t;
-        while ((t = zhashx_first(ds->tasks_by_name)))
-            task_free(ds, t);
-    }
+    task_table_clear(&ds->tasks);
     if (ds->workers_by_key) {
         worker_t *w;
         while ((w = zhashx_first(ds->workers_by_key)))
             worker_forget(ds, w, "stopping");
     }
-    for (registry_state_t *r = ds->registries, *next; r; r = next) {
-        next = r->next;
+    registry_state_t *r;
+    while ((r = SLIST_FIRST(&ds->registries))) {
+        SLIST_REMOVE_HEAD(&ds->registries, entry);
         free(r);
     }
-    ds->registries = NULL;
     if (ds->frontend)
         av_daemon_unwatch(ds->d, ds->frontend);
     if (ds->workers)
@@ -640,8 +516,6 @@ dispatcher_close(dispatcher_t *ds)
     zsock_destroy(&ds->cache_push);
     av_cache_close(&ds->cache);
     av_names_destroy(&ds->names);
-    zhashx_destroy(&ds->tasks_by_name);
-    zhashx_destroy(&ds->tasks_by_id);
     zhashx_destroy(&ds->workers_by_key);
     sd_event_source_disable_unref(ds->flush);
     for (uint32_t i = 0; i < ds->n_peers; i++) {

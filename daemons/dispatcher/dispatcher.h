@@ -6,52 +6,10 @@
 #include "av_cache.h"
 #include "av_daemon.h"
 #include "av_names.h"
-
-#define PEER_ID_MAX 32  /* ZeroMQ routing ids of our peers are 5 bytes */
-
-typedef struct {
-    uint8_t len;
-    uint8_t bytes[PEER_ID_MAX];
-} peer_id_t;
-
-typedef struct task task_t;
-typedef struct worker worker_t;
-typedef struct registry_state registry_state_t;
-
-typedef struct {
-    task_t *head, *tail;
-    uint32_t count;
-} task_list_t;
-
-/* Someone waiting for a name: an intake request's position. */
-typedef struct waiter {
-    struct waiter *next;
-    peer_id_t intake;
-    uint64_t rid;
-    uint32_t idx;
-    uint16_t query_len;
-    char query[];              /* the name as the frontend wrote it */
-} waiter_t;
-
-/* One name in flight to a registry, however many wait for it. */
-struct task {
-    task_t *prev, *next;       /* in its registry's pending or sent list */
-    task_list_t *list;         /* which of the two, or NULL */
-    uint64_t id;               /* sent to the querier as `rid` */
-    char name[AV_DOMAIN_MAX + 1];
-    registry_state_t *registry;
-    worker_t *worker;          /* NULL while pending */
-    uint64_t sent_us;
-    uint64_t expires_us;       /* pending: give up; sent: re-dispatch */
-    uint64_t deadline_us;      /* the latest deadline of its waiters */
-    uint32_t attempts;
-    bool raw;
-    waiter_t *waiters;
-    uint32_t n_waiters;
-};
+#include "tasks.h"
 
 struct worker {
-    worker_t *next;            /* in its registry's list */
+    LIST_ENTRY(worker) entry;  /* in its registry's list */
     peer_id_t id;
     char key[2 * PEER_ID_MAX + 1];
     registry_state_t *registry;
@@ -63,13 +21,13 @@ struct worker {
 };
 
 struct registry_state {
-    registry_state_t *next;
+    SLIST_ENTRY(registry_state) entry;
     char name[AV_REGISTRY_MAX + 1];
     bool configured;           /* false once a reload removed it */
     uint32_t timeout_ms;
     uint32_t ttl_s[AV_STATUS_COUNT];
-    worker_t *workers;
-    uint32_t n_workers;
+    LIST_HEAD(, worker) workers;
+    uint32_t n_workers;        /* not leaving */
     uint64_t workers_gone_us;  /* when the last querier left (or we started) */
     task_list_t pending;       /* waiting for a querier with credit */
     task_list_t sent;          /* at a querier, in send order */
@@ -96,18 +54,14 @@ typedef struct {
     uint32_t n_peers;
     sd_event_source *flush;    /* the end of a turn: batched answers go out */
     av_msg_t msg;              /* reused for every message from an intake */
-    registry_state_t *registries;
+    SLIST_HEAD(, registry_state) registries;
     zsock_t *frontend;         /* ROUTER: intakes */
     zsock_t *workers;          /* ROUTER: queriers */
     zsock_t *cache_push;       /* PUSH: puts to availd-cache */
     av_cache_t *cache;         /* read-only; NULL until availd-cache made it */
     uint64_t cache_retry_us;
-    zhashx_t *tasks_by_name;
-    zhashx_t *tasks_by_id;
+    task_table_t tasks;
     zhashx_t *workers_by_key;
-    uint64_t next_task_id;
-    uint32_t n_tasks;
-    uint32_t n_waiters;
     msgpack_sbuffer sbuf;      /* reused for every message sent */
     sd_event_source *scan_timer;
     uint64_t last_scan_us;
@@ -140,13 +94,9 @@ bool dispatch_task(dispatcher_t *ds, task_t *t);
 void worker_forget(dispatcher_t *ds, worker_t *w, const char *why);
 
 /* dispatcher.c */
-void task_list_push(task_list_t *l, task_t *t);
-void task_list_remove(task_t *t);
-/* Answers every waiter of t, puts a registry verdict into the cache, frees t. */
-void task_complete(dispatcher_t *ds, task_t *t, const av_answer_t *answer);
-void task_give_up(dispatcher_t *ds, task_t *t, const char *reason);
-task_t *task_by_id(dispatcher_t *ds, uint64_t id);
-task_t *task_by_name(dispatcher_t *ds, const char *name);
+/* Sends an answer to an intake (a task_answer_fn; arg is the dispatcher):
+ * to one that reads batches, with the others of the loop turn. */
+void answer_intake(void *arg, const peer_id_t *intake, const av_answer_t *answer);
 void put_to_cache(dispatcher_t *ds, const av_answer_t *answer, const registry_state_t *reg);
 registry_state_t *registry_find(dispatcher_t *ds, const char *name, size_t len);
 uint64_t worker_grace_us(const av_config_t *cfg);

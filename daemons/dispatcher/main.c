@@ -71,7 +71,7 @@ dispatcher_on_stop(av_daemon_t *d)
 {
     dispatcher_t *ds = av_daemon_state(d);
     av_daemon_unwatch(d, ds->frontend); /* no new checks; answers still come */
-    return ds->n_tasks == 0;
+    return ds->tasks.count == 0;
 }
 
 static void

@@ -56,8 +56,8 @@ send_check(dispatcher_t *ds, worker_t *w, const task_t *t)
 static worker_t *
 best_worker(registry_state_t *r)
 {
-    worker_t *best = NULL;
-    for (worker_t *w = r->workers; w; w = w->next)
+    worker_t *w, *best = NULL;
+    LIST_FOREACH(w, &r->workers, entry)
         if (!w->leaving && w->credit > 0 && (!best || w->credit > best->credit))
             best = w;
     return best;
@@ -68,20 +68,11 @@ dispatch_task(dispatcher_t *ds, task_t *t)
 {
     registry_state_t *r = t->registry;
     uint64_t now = av_mono_us();
-    task_list_remove(t);
-    if (t->worker && t->worker->tasks)
-        t->worker->tasks--;
-    t->worker = NULL;
+    task_detach(t);
     worker_t *w;
     while ((w = best_worker(r))) {
         if (send_check(ds, w, t) == 0) {
-            w->credit--;
-            w->tasks++;
-            t->worker = w;
-            t->attempts++;
-            t->sent_us = now;
-            t->expires_us = now + overdue_us(ds, t, now);
-            task_list_push(&r->sent, t);
+            task_sent(t, w, now + overdue_us(ds, t, now));
             (*ds->dispatched)++;
             return true;
         }
@@ -95,8 +86,7 @@ dispatch_task(dispatcher_t *ds, task_t *t)
         uint64_t grace_end = r->workers_gone_us + worker_grace_us(av_daemon_config(ds->d));
         limit = grace_end > now ? grace_end : now;
     }
-    t->expires_us = limit;
-    task_list_push(&r->pending, t);
+    task_wait(t, limit);
     return r->n_workers > 0;
 }
 
@@ -104,19 +94,16 @@ static void
 dispatch_pending(dispatcher_t *ds, registry_state_t *r)
 {
     worker_t *w;
-    while (r->pending.head && (w = best_worker(r)))
-        dispatch_task(ds, r->pending.head);
+    task_t *t;
+    while ((t = TAILQ_FIRST(&r->pending.tasks)) && (w = best_worker(r)))
+        dispatch_task(ds, t);
 }
 
 void
 worker_forget(dispatcher_t *ds, worker_t *w, const char *why)
 {
     registry_state_t *r = w->registry;
-    worker_t **pp = &r->workers;
-    while (*pp && *pp != w)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = w->next;
+    LIST_REMOVE(w, entry);
     if (!w->leaving)
         r->n_workers--;
     if (r->n_workers == 0)
@@ -127,18 +114,17 @@ worker_forget(dispatcher_t *ds, worker_t *w, const char *why)
         av_report(ds->d, AV_LOG_WARNING, r->name, "querier_lost", "querier pid %u %s; %u checks re-dispatched",
                   w->pid, why, w->tasks);
     }
-    /* Its checks go to another querier now. */
-    task_t *t = r->sent.head;
-    while (t) {
-        task_t *next = t->next;
-        if (t->worker == w) {
-            t->worker = NULL;
-            (*ds->redispatched)++;
-            dispatch_task(ds, t);
-        }
-        t = next;
-    }
+    /* Its checks go to another querier now. All are taken off it first:
+     * sending one may find another querier gone and forget that one too. */
+    task_list_t orphans;
+    task_t *t;
+    task_list_init(&orphans);
+    task_list_take(&orphans, &r->sent, w);
     free(w);
+    while ((t = TAILQ_FIRST(&orphans.tasks))) {
+        (*ds->redispatched)++;
+        dispatch_task(ds, t);
+    }
 }
 
 void
@@ -146,14 +132,16 @@ workers_scan(dispatcher_t *ds, uint64_t now_us)
 {
     const av_config_t *cfg = av_daemon_config(ds->d);
     uint64_t silence = (uint64_t)cfg->dispatcher.heartbeat_ms * cfg->dispatcher.heartbeat_misses * 1000;
-    for (registry_state_t *r = ds->registries; r; r = r->next) {
-        worker_t *w = r->workers;
-        while (w) {
-            worker_t *next = w->next;
-            if (now_us - w->last_seen_us > silence)
+    registry_state_t *r;
+    worker_t *w;
+    SLIST_FOREACH(r, &ds->registries, entry) {
+        /* From the start after each: forgetting one may forget others. */
+    again:
+        LIST_FOREACH(w, &r->workers, entry)
+            if (now_us - w->last_seen_us > silence) {
                 worker_forget(ds, w, w->leaving ? "left" : "went silent");
-            w = next;
-        }
+                goto again;
+            }
     }
 }
 
@@ -175,8 +163,7 @@ worker_register(dispatcher_t *ds, const peer_id_t *id, const char *key, const av
     w->registry = r;
     w->pid = ready->pid;
     w->credit = ready->credit;
-    w->next = r->workers;
-    r->workers = w;
+    LIST_INSERT_HEAD(&r->workers, w, entry);
     r->n_workers++;
     zhashx_insert(ds->workers_by_key, w->key, w);
     av_log_info("querier pid %u of %s is up (credit %u)", ready->pid, r->name, ready->credit);
@@ -188,7 +175,7 @@ on_answer(dispatcher_t *ds, worker_t *w, const av_answer_t *a)
 {
     if (w)
         w->credit++;
-    task_t *t = a->rid ? task_by_id(ds, a->rid) : NULL;
+    task_t *t = a->rid ? task_by_id(&ds->tasks, a->rid) : NULL;
     registry_state_t *r = w ? w->registry : registry_find(ds, a->registry.ptr, a->registry.len);
     if (!t || strlen(t->name) != a->name.len || memcmp(t->name, a->name.ptr, a->name.len) != 0) {
         /* Its task was answered by another querier, or we restarted: the
@@ -200,7 +187,7 @@ on_answer(dispatcher_t *ds, worker_t *w, const av_answer_t *a)
     }
     if (a->source != AV_SOURCE_NONE)
         put_to_cache(ds, a, t->registry);
-    task_complete(ds, t, a);
+    task_complete(&ds->tasks, t, a, answer_intake, ds);
 }
 
 static void
@@ -214,7 +201,7 @@ on_bye(dispatcher_t *ds, worker_t *w, const av_ready_t *bye)
     }
     uint32_t back = 0;
     for (uint32_t i = 0; i < bye->n_ids; i++) {
-        task_t *t = task_by_id(ds, av_bye_id_at(bye, i));
+        task_t *t = task_by_id(&ds->tasks, av_bye_id_at(bye, i));
         if (t && t->worker == w) {
             t->attempts--; /* handed back, not failed */
             dispatch_task(ds, t);
