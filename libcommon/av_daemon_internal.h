@@ -90,6 +90,8 @@ int av_control_open(av_daemon_t *d);
 void av_control_close(av_daemon_t *d);
 int av_reporter_open(av_daemon_t *d);
 void av_reporter_close(av_daemon_t *d);
+/* Tests: the monotonic clock (us) av_report reads; NULL restores av_mono_us. */
+void av_report_set_clock(uint64_t (*mono_us)(void));
 int av_daemon_reload(av_daemon_t *d, char *err, size_t errlen);
 void av_daemon_apply_logging(av_daemon_t *d);
 /* `needs_restart`: [KEY...], one map pair of a control reply. */

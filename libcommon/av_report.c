@@ -25,6 +25,14 @@ typedef struct {
 
 /* Per process, like the logger; reset with the reporter. */
 static repeat_t repeats[REPEAT_SLOTS];
+/* The clock of the repeat window and the token bucket. */
+static uint64_t (*clock_us)(void) = av_mono_us;
+
+void
+av_report_set_clock(uint64_t (*mono_us)(void))
+{
+    clock_us = mono_us ? mono_us : av_mono_us;
+}
 
 /* Returns false when this (code, registry) was reported less than a
  * second ago; else true, with *earlier the number held back since. */
@@ -63,7 +71,7 @@ av_reporter_open(av_daemon_t *d)
     d->events_dropped = av_daemon_counter(d, "events_dropped");
     d->events_suppressed = av_daemon_counter(d, "events_repeated");
     d->report_tokens = REPORT_BURST;
-    d->report_refill_us = av_mono_us();
+    d->report_refill_us = clock_us();
     d->reporter = av_daemon_connect(d, ZMQ_PUSH, d->cfg->endpoints.errors_events);
     if (!d->reporter)
         return -1;
@@ -82,7 +90,7 @@ av_reporter_close(av_daemon_t *d)
 static bool
 take_token(av_daemon_t *d)
 {
-    uint64_t now = av_mono_us();
+    uint64_t now = clock_us();
     d->report_tokens += (double)(now - d->report_refill_us) * REPORT_RATE_PER_S / 1e6;
     if (d->report_tokens > REPORT_BURST)
         d->report_tokens = REPORT_BURST;
@@ -98,7 +106,7 @@ av_report(av_daemon_t *d, int level, const char *registry, const char *code, con
 {
     char text[AV_TEXT_MAX];
     uint64_t earlier = 0;
-    if (!repeat_allows(code, registry, av_mono_us(), &earlier)) {
+    if (!repeat_allows(code, registry, clock_us(), &earlier)) {
         if (d && d->events_suppressed)
             (*d->events_suppressed)++;
         return;
