@@ -43,6 +43,7 @@ main(int argc, char **argv)
                               .summary = "availd-cache: the single writer of the answer cache and timing database",
                               .init = cache_init,
                               .on_reload = cache_reload,
+                              .restart_settings = cache_restart_settings,
                               .on_stop = cache_stop,
                               .fini = cache_fini,
                           });

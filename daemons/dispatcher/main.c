@@ -60,6 +60,16 @@ dispatcher_init(av_daemon_t *d)
     return dispatcher_start(ds, d);
 }
 
+/* Its endpoints and the cache it reads. Registries, routing, limits,
+ * heartbeats and timeouts apply at once (dispatcher_reload). */
+static const av_setting_t dispatcher_restart_settings[] = {
+    AV_SETTING("endpoints.dispatcher", endpoints.dispatcher, AV_SETTING_STR),
+    AV_SETTING("endpoints.dispatcher_workers", endpoints.dispatcher_workers, AV_SETTING_STR),
+    AV_SETTING("endpoints.cache_puts", endpoints.cache_puts, AV_SETTING_STR),
+    AV_SETTING("cache.path", cache.path, AV_SETTING_STR),
+    { NULL, 0, 0 },
+};
+
 static int
 dispatcher_on_reload(av_daemon_t *d, const av_config_t *next)
 {
@@ -94,6 +104,7 @@ main(int argc, char **argv)
                               .summary = "availd-dispatcher: routes checks to the cache or to a registry's querier",
                               .init = dispatcher_init,
                               .on_reload = dispatcher_on_reload,
+                              .restart_settings = dispatcher_restart_settings,
                               .on_stop = dispatcher_on_stop,
                               .fini = dispatcher_fini,
                           });

@@ -244,15 +244,21 @@ errors_init(av_daemon_t *d)
     return 0;
 }
 
+/* The database it opened and the endpoints it binds (endpoints.errors_events
+ * is the skeleton's own), kept until a restart. */
+const av_setting_t errors_restart_settings[] = {
+    AV_SETTING("endpoints.errors_publish", endpoints.errors_publish, AV_SETTING_STR),
+    AV_SETTING("errors.path", errors.path, AV_SETTING_STR),
+    AV_SETTING("errors.map_size_mb", errors.map_size_mb, AV_SETTING_U32),
+    AV_SETTING("errors.batch_max", errors.batch_max, AV_SETTING_U32),
+    { NULL, 0, 0 },
+};
+
+/* Retention applies at once. */
 int
 errors_reload(av_daemon_t *d, const av_config_t *next)
 {
-    const av_config_t *cur = av_daemon_config(d);
     errors_t *e = av_daemon_state(d);
-    if (strcmp(cur->errors.path, next->errors.path) != 0 ||
-        strcmp(cur->endpoints.errors_events, next->endpoints.errors_events) != 0 ||
-        strcmp(cur->endpoints.errors_publish, next->endpoints.errors_publish) != 0)
-        av_log_warning("errors.path and the errors endpoints change only with a restart");
     errors_db_set_retention(e->db, next->errors.retention_count, next->errors.retention_s);
     return 0;
 }

@@ -44,6 +44,7 @@ main(int argc, char **argv)
                               .summary = "availd-errors: stores and republishes the error events of every availd daemon",
                               .init = errors_init,
                               .on_reload = errors_reload,
+                              .restart_settings = errors_restart_settings,
                               .on_stop = errors_stop,
                               .fini = errors_fini,
                           });

@@ -226,6 +226,29 @@ intake_init(av_daemon_t *d)
     return 0;
 }
 
+/* Where frontends reach it, the dispatcher it talks to, and its journal.
+ * The rest (deadline_ms, max_inflight, resend_ms, gateway_clients,
+ * gateway_timeout_ms) is read where it is used, so it applies at once. */
+static const av_setting_t intake_restart_settings[] = {
+    AV_SETTING("endpoints.intake_pull", endpoints.intake_pull, AV_SETTING_STR),
+    AV_SETTING("endpoints.intake_router", endpoints.intake_router, AV_SETTING_STR),
+    AV_SETTING("endpoints.intake_results", endpoints.intake_results, AV_SETTING_STR),
+    AV_SETTING("endpoints.intake_gateway", endpoints.intake_gateway, AV_SETTING_STR),
+    AV_SETTING("endpoints.dispatcher", endpoints.dispatcher, AV_SETTING_STR),
+    AV_SETTING("intake.journal", intake.journal, AV_SETTING_STR),
+    AV_SETTING("intake.journal_map_mb", intake.journal_map_mb, AV_SETTING_U32),
+    AV_SETTING("intake.journal_sync", intake.journal_sync, AV_SETTING_BOOL),
+    { NULL, 0, 0 },
+};
+
+static int
+intake_reload(av_daemon_t *d, const av_config_t *next)
+{
+    (void)d;
+    (void)next;
+    return 0;
+}
+
 static void
 take_in_queued(av_daemon_t *d, intake_t *in)
 {
@@ -281,6 +304,8 @@ main(int argc, char **argv)
                               .name = "intake",
                               .summary = "availd-intake: where frontends ask availd, and get their answers",
                               .init = intake_init,
+                              .on_reload = intake_reload,
+                              .restart_settings = intake_restart_settings,
                               .on_stop = intake_stop,
                               .fini = intake_fini,
                           });

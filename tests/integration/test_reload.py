@@ -3,6 +3,7 @@ removed, patterns, rate limits, TTLs and the log level change without a
 restart and without losing a check; a broken file is refused with its
 location and an error event, and the old configuration stays."""
 import copy
+import os
 import threading
 import time
 
@@ -185,4 +186,72 @@ def test_reload_under_load_changes_registries_patterns_limits_ttls_and_log_level
             # context goes: pyzmq sockets are not thread-safe
             load.done.set()
             load.join(5)
+        registry.close()
+
+
+def test_reload_keeps_what_needs_a_restart_and_says_so(make_cluster):
+    """Settings a daemon applies only at start (a database path, an
+    endpoint, a registry's protocol) are not adopted behind its back: the
+    daemon keeps the running value, the reload says "needs restart: KEY",
+    status says it until the file agrees again; the other settings of the
+    same reload apply at once."""
+    registry = FakeRegistry()
+    try:
+        test = whois_registry(registry.port, ["test"], concurrency=10, timeout_ms=10000)
+        c = make_cluster({"dispatcher": {"heartbeat_ms": 300}, "registries": {"test": test}}).start_all()
+        assert c.ask("taken-a.test")["status"] == "registered"
+        good = copy.deepcopy(c.config)
+        for ident in ("cache", "dispatcher", "querier-test", "intake", "errors"):
+            assert c.status(ident)["needs_restart"] == []
+
+        old_cache_dir = os.path.join(c.state_dir, "cache")
+        c.config["cache"] = {"path": os.path.join(c.dir, "elsewhere")}
+        c.config["endpoints"]["cache_puts"] = "ipc://cache-moved.sock"
+        c.config["registries"]["test"]["protocol"] = "rdap"
+        c.config["registries"]["test"]["base_url"] = f"http://127.0.0.1:{registry.port}/"
+        c.config["registries"]["test"]["ttl"] = {"registered": 1}  # a live setting of the same file
+        c.config["dispatcher"]["heartbeat_ms"] = 400               # live for the queriers
+        c.write_config()
+        replies = {ident: c.control(ident, "reload") for ident in ("cache", "dispatcher", "querier-test", "intake")}
+        assert all(r["ok"] for r in replies.values()), replies
+        assert sorted(replies["cache"]["needs_restart"]) == ["cache.path", "endpoints.cache_puts"]
+        assert sorted(replies["dispatcher"]["needs_restart"]) == ["cache.path", "endpoints.cache_puts"]
+        assert replies["querier-test"]["needs_restart"] == ["registries.test.protocol"]
+        assert replies["intake"]["needs_restart"] == []
+        assert c.status("cache")["needs_restart"] == replies["cache"]["needs_restart"]
+
+        # the running values stay: the querier still asks by whois, and
+        # answers still reach the cache on its old endpoint, in its old place
+        a = c.ask("taken-b.test", fresh=True)
+        assert (a["status"], a["source"]) == ("registered", "whois")
+        wait_until(lambda: c.control("cache", "get", name="taken-b.test").get("found"), timeout=20,
+                   what="the answer stored by the cache on its running endpoint")
+        assert os.path.exists(os.path.join(old_cache_dir, "data.mdb"))
+        assert not os.path.exists(os.path.join(c.dir, "elsewhere"))
+        # ...while the live setting of the same reload took effect
+        assert c.control("cache", "get", name="taken-b.test")["ttl_left_s"] <= 1
+
+        # `availctl reload` and `availctl status` say it too
+        r = c.availctl("reload")
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = {line.split()[0]: line for line in r.stdout.splitlines() if line.strip()}
+        assert "needs restart: " in lines["cache"] and "cache.path" in lines["cache"], r.stdout
+        assert "needs restart" not in lines["intake"], r.stdout
+        r = c.availctl("status", "querier-test")
+        assert "needs restart: registries.test.protocol" in r.stdout
+
+        # a file that refuses to load changes nothing, the list included
+        with open(c.config_path, "a") as f:
+            f.write("not_a_key: 1\n")
+        assert not c.control("cache", "reload")["ok"]
+        assert sorted(c.status("cache")["needs_restart"]) == ["cache.path", "endpoints.cache_puts"]
+
+        # the file back as it runs: nothing needs a restart any more
+        c.config = good
+        c.write_config()
+        for ident in ("cache", "dispatcher", "querier-test", "intake"):
+            reply = c.control(ident, "reload")
+            assert reply["ok"] and reply["needs_restart"] == [], (ident, reply)
+        assert c.ask("taken-c.test", fresh=True)["status"] == "registered"
+    finally:
         registry.close()

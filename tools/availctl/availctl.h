@@ -60,6 +60,10 @@ void ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *
  * dispatcher, cache, errors, then querier-NAME[.N]. */
 void ctl_each_daemon(const av_config_t *cfg, void (*fn)(void *arg, const char *ident), void *arg);
 
+/* The settings a daemon's reply lists under needs_restart, as
+ * "needs restart: KEY, KEY" into out ("" when none). */
+void ctl_needs_restart(const msgpack_object *body, char *out, size_t size);
+
 /* msgpack object -> JSON (jansson), for --json output. */
 json_t *ctl_to_json(const msgpack_object *o);
 void ctl_print_json(json_t *j); /* one line, then frees j */

@@ -2,13 +2,13 @@
  * Explains a verdict without any network: reads a registry's raw reply from
  * FILE (or stdin), picks NAME's registry from the config as the dispatcher
  * does (longest suffix), classifies the reply with that registry's patterns
- * through the querier's own code (av_classify) and prints the status, the
+ * through the querier's own decision (verdict_decide) and prints the status, the
  * reason and the pattern that decided. Exit 0 for a definite verdict, 1 for
  * unknown or an invalid or unsupported name, 2 on usage or read errors. */
 #include "availctl.h"
 
-#include "av_classify.h"
 #include "av_names.h"
+#include "verdict.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -83,7 +83,7 @@ print_unrouted(ctl_t *ctl, const char *input, const char *name, av_route_t route
 
 static void
 print_verdict(ctl_t *ctl, const char *input, const char *name, const av_registry_cfg_t *reg, const reply_t *r,
-              const av_verdict_t *v)
+              const verdict_t *v)
 {
     if (ctl->json) {
         json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b, s:I}", "query", input, "name", name, "status",
@@ -91,8 +91,8 @@ print_verdict(ctl_t *ctl, const char *input, const char *name, const av_registry
                               protocol_name(reg->protocol), "bytes", (json_int_t)r->len, "truncated", r->truncated,
                               "max_reply_bytes", (json_int_t)reg->max_reply_bytes);
         json_object_set_new(j, "reason", v->reason ? json_string(v->reason) : json_null());
-        json_object_set_new(j, "kind", v->pattern ? json_string(av_pattern_kind_name(v->kind)) : json_null());
-        json_object_set_new(j, "pattern", v->pattern ? json_string(v->pattern) : json_null());
+        json_object_set_new(j, "kind", v->by_pattern ? json_string(av_pattern_kind_name(v->kind)) : json_null());
+        json_object_set_new(j, "pattern", v->by_pattern ? json_string(v->decided_by) : json_null());
         ctl_print_json(j);
         return;
     }
@@ -101,8 +101,8 @@ print_verdict(ctl_t *ctl, const char *input, const char *name, const av_registry
         printf("  registry: %s (rdap %s)\n", reg->name, reg->base_url);
     else
         printf("  registry: %s (%s %s:%u)\n", reg->name, protocol_name(reg->protocol), reg->host, reg->port);
-    if (v->pattern)
-        printf("  pattern:  %s '%s'\n", av_pattern_kind_name(v->kind), v->pattern);
+    if (v->by_pattern)
+        printf("  pattern:  %s '%s'\n", av_pattern_kind_name(v->kind), v->decided_by);
     else if (v->reason && strcmp(v->reason, AV_REASON_EMPTY_REPLY) == 0)
         printf("  pattern:  no pattern matched (the reply is empty or only white space)\n");
     else
@@ -170,16 +170,19 @@ cmd_classify(ctl_t *ctl, int argc, char **argv)
     }
 
     char err[512];
-    av_classifier_t *classifier = av_classifier_new(reg, err, sizeof err);
-    if (!classifier) {
+    verdict_rules_t *rules = verdict_rules_new(reg, err, sizeof err);
+    if (!rules) {
         fprintf(stderr, "availctl: %s\n", err);
         free(reply.bytes);
         return EXIT_USAGE;
     }
-    av_verdict_t verdict;
-    av_classify(classifier, reply.bytes, reply.len, &verdict);
+    /* The reply is read as the registry's port-43 text (for an RDAP
+     * registry, its whois patterns), as a whois querier reads it. */
+    evidence_t evidence = { .kind = EVIDENCE_TEXT, .body = reply.bytes, .len = reply.len };
+    verdict_t verdict;
+    verdict_decide(rules, &evidence, &verdict);
     print_verdict(ctl, input, name, reg, &reply, &verdict);
-    av_classifier_destroy(&classifier);
+    verdict_rules_destroy(&rules);
     free(reply.bytes);
     return definite(verdict.status) ? EXIT_OK : EXIT_NEGATIVE;
 }

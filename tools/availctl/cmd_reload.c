@@ -1,6 +1,8 @@
 /* availctl reload [DAEMON...]: every daemon (or those named) re-reads the
  * configuration, as on SIGHUP. A daemon refusing the new file keeps its
  * old one and says why; exit 1 when any refused (or did not answer). A
+ * setting a daemon applies only at start is listed as "needs restart: KEY"
+ * (the daemon keeps running on its old value; not a failure). A
  * daemon not running is listed and skipped: a registry just added has no
  * querier yet, and a stopped one reads the file when it starts. */
 #include "availctl.h"
@@ -19,7 +21,9 @@ reload_one(void *arg, const char *ident)
     reload_walk_t *w = arg;
     ctl_reply_t reply;
     if (ctl_call_simple(w->ctl, ident, "reload", &reply) == 0) {
-        printf("%-24s reloaded\n", ident);
+        char pending[1024];
+        ctl_needs_restart(reply.body, pending, sizeof pending);
+        printf("%-24s reloaded%s%s\n", ident, pending[0] ? "; " : "", pending);
     } else if (strncmp(reply.err, "not running", 11) == 0) {
         printf("%-24s %s\n", ident, reply.err);
     } else {

@@ -15,6 +15,10 @@ print_human(const char *ident, const msgpack_object *body)
     ctl_str(body, "status", status, sizeof status);
     printf("%-24s %-8s pid %-7llu up %-9s v%-7s %s\n", ident, state, (unsigned long long)ctl_uint(body, "pid"),
            uptime, version, status);
+    char pending[1024];
+    ctl_needs_restart(body, pending, sizeof pending);
+    if (pending[0])
+        printf("%-24s %s (the running values stay until then)\n", "", pending);
     const char *groups[] = { "counters", "gauges" };
     for (int g = 0; g < 2; g++) {
         const msgpack_object *m = av_obj_get(body, groups[g]);

@@ -235,3 +235,19 @@ ctl_each_daemon(const av_config_t *cfg, void (*fn)(void *arg, const char *ident)
     each_daemon_t e = { fn, arg };
     ctl_each_querier(cfg, each_querier_ident, &e);
 }
+
+void
+ctl_needs_restart(const msgpack_object *body, char *out, size_t size)
+{
+    const msgpack_object *list = av_obj_get(body, "needs_restart");
+    out[0] = '\0';
+    if (!list || list->type != MSGPACK_OBJECT_ARRAY || list->via.array.size == 0)
+        return;
+    size_t n = (size_t)snprintf(out, size, "needs restart:");
+    for (uint32_t i = 0; i < list->via.array.size && n < size; i++) {
+        const msgpack_object *key = &list->via.array.ptr[i];
+        if (key->type == MSGPACK_OBJECT_STR)
+            n += (size_t)snprintf(out + n, size - n, "%s %.*s", i ? "," : "", (int)key->via.str.size,
+                                  key->via.str.ptr);
+    }
+}
