@@ -106,8 +106,7 @@ av_cache_close(av_cache_t **self_p)
         return;
     if (self->read_txn)
         mdb_txn_abort(self->read_txn);
-    if (self->env)
-        mdb_env_close(self->env);
+    av_lmdb_close(&self->env);
     free(self);
     *self_p = NULL;
 }

@@ -61,6 +61,19 @@ fail:
     return -1;
 }
 
+void
+av_lmdb_close(MDB_env **env_p)
+{
+    MDB_env *env = env_p ? *env_p : NULL;
+    unsigned flags = 0;
+    if (!env)
+        return;
+    if (mdb_env_get_flags(env, &flags) == 0 && !(flags & MDB_RDONLY))
+        mdb_env_sync(env, 1);
+    mdb_env_close(env);
+    *env_p = NULL;
+}
+
 int
 av_lmdb_open_dbis(MDB_env *env, bool create, const char *const *names, MDB_dbi *dbis, size_t n)
 {

@@ -15,6 +15,9 @@
  * timer. map_mb 0 keeps the size the file has. d may be NULL (tools). */
 int av_lmdb_open(av_daemon_t *d, const char *path, unsigned flags, uint32_t map_mb, unsigned max_dbs,
                  MDB_env **out);
+/* Flushes what a writer committed without fsync, closes the environment
+ * and sets *env_p to NULL; NULL-safe. */
+void av_lmdb_close(MDB_env **env_p);
 /* Opens the named databases names[0..n) into dbis (creating them when
  * `create`), in one transaction. Returns 0 or an LMDB error. */
 int av_lmdb_open_dbis(MDB_env *env, bool create, const char *const *names, MDB_dbi *dbis, size_t n);

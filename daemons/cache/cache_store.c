@@ -53,10 +53,7 @@ cache_store_close(cache_store_t **self_p)
     cache_store_t *self = self_p ? *self_p : NULL;
     if (!self)
         return;
-    if (self->env) {
-        mdb_env_sync(self->env, 1);
-        mdb_env_close(self->env);
-    }
+    av_lmdb_close(&self->env);
     free(self);
     *self_p = NULL;
 }

@@ -145,10 +145,7 @@ errors_db_close(errors_db_t **self_p)
     errors_db_t *self = self_p ? *self_p : NULL;
     if (!self)
         return;
-    if (self->env) {
-        mdb_env_sync(self->env, 1);
-        mdb_env_close(self->env);
-    }
+    av_lmdb_close(&self->env);
     free(self);
     *self_p = NULL;
 }

@@ -53,8 +53,7 @@ static int
 teardown(void **state)
 {
     fixture_t *f = *state;
-    if (f->env)
-        mdb_env_close(f->env);
+    av_lmdb_close(&f->env);
     av_log_close();
     unit_tmpdir_remove(&f->dir);
     free(f);
@@ -247,6 +246,22 @@ test_open_dbis_without_create_finds_only_existing_databases(void **state)
     assert_int_equal(av_lmdb_open_dbis(f->env, false, (const char *const[]){ "absent" }, &dbi, 1), MDB_NOTFOUND);
 }
 
+static void
+test_close_keeps_what_was_committed_and_clears_the_pointer(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(write_items(f, 1, 3, NULL), 0);
+    av_lmdb_close(&f->env);
+    assert_null(f->env);
+    av_lmdb_close(&f->env); /* twice is harmless */
+    av_lmdb_close(NULL);
+    assert_int_equal(av_lmdb_open(NULL, f->path, MDB_RDONLY, 0, 4, &f->env), 0);
+    assert_int_equal(av_lmdb_open_dbis(f->env, false, (const char *const[]){ "items" }, &f->items, 1), 0);
+    assert_int_equal(av_lmdb_entries(f->env, f->items), 3);
+    av_lmdb_close(&f->env); /* a reader's: nothing to flush */
+    assert_null(f->env);
+}
+
 /* ---- one write transaction ---------------------------------------------- */
 
 static int
@@ -383,6 +398,7 @@ main(void)
         T(test_open_creates_the_directory_with_the_map_size_asked),
         T(test_open_read_only_of_a_missing_environment_fails),
         T(test_open_dbis_without_create_finds_only_existing_databases),
+        T(test_close_keeps_what_was_committed_and_clears_the_pointer),
         T(test_write_commits_what_fn_wrote),
         T(test_write_keeps_nothing_of_a_failed_fn_and_returns_its_error),
         T(test_delete_front_deletes_at_most_max_oldest_first),
