@@ -46,12 +46,6 @@ av_mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-uint64_t
-av_mono_ms(void)
-{
-    return av_mono_us() / 1000;
-}
-
 /* ---- accessors ---------------------------------------------------------- */
 
 const av_config_t *
@@ -67,21 +61,9 @@ av_daemon_process(const av_daemon_t *d)
 }
 
 const char *
-av_daemon_name(const av_daemon_t *d)
-{
-    return d->hooks->name;
-}
-
-const char *
 av_daemon_instance(const av_daemon_t *d)
 {
     return d->instance[0] ? d->instance : NULL;
-}
-
-const char *
-av_daemon_ident(const av_daemon_t *d)
-{
-    return d->ident;
 }
 
 sd_event *
@@ -342,12 +324,6 @@ begin_stop(av_daemon_t *d, const char *why)
     }
     sd_event_add_time_relative(d->loop, &d->drain_timer, CLOCK_MONOTONIC,
                                (uint64_t)av_daemon_process(d)->drain_ms * 1000, 1000, on_drain_timeout, d);
-}
-
-void
-av_daemon_request_stop(av_daemon_t *d)
-{
-    begin_stop(d, "stop requested");
 }
 
 void

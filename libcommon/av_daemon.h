@@ -78,9 +78,7 @@ int av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks);
 /* Accessors. */
 const av_config_t *av_daemon_config(const av_daemon_t *d);
 const av_process_cfg_t *av_daemon_process(const av_daemon_t *d);
-const char *av_daemon_name(const av_daemon_t *d);      /* "querier" */
 const char *av_daemon_instance(const av_daemon_t *d);  /* "verisign", or NULL */
-const char *av_daemon_ident(const av_daemon_t *d);     /* "querier-verisign" */
 sd_event *av_daemon_loop(const av_daemon_t *d);
 void *av_daemon_state(const av_daemon_t *d);
 void av_daemon_set_state(av_daemon_t *d, void *state);
@@ -118,8 +116,6 @@ void av_daemon_needs_restart(av_daemon_t *d, const char *fmt, ...) __attribute__
 
 /* Graceful stop is complete (see on_stop). */
 void av_daemon_drained(av_daemon_t *d);
-/* Ask the daemon to stop as if it got SIGTERM. */
-void av_daemon_request_stop(av_daemon_t *d);
 /* Counts n units of work (checks, requests) against process.max_requests:
  * past it the daemon stops gracefully and exits AV_EXIT_RECYCLE, to be
  * started afresh (the old daemon's recycling of its children). */
@@ -165,6 +161,5 @@ int av_zsock_send_nowait(zsock_t *sock, const void *body, size_t size);
 
 uint64_t av_now_ms(void);   /* wall clock, unix ms */
 uint64_t av_mono_us(void);  /* monotonic */
-uint64_t av_mono_ms(void);
 
 #endif

@@ -124,8 +124,8 @@ unit_daemon_counter(const unit_daemon_t *u, const char *name)
 static inline bool
 unit_daemon_run_until(unit_daemon_t *u, bool (*done)(void *arg), void *arg, uint64_t timeout_ms)
 {
-    uint64_t until = av_mono_ms() + timeout_ms;
-    while (!done(arg) && av_mono_ms() < until)
+    uint64_t until = (av_mono_us() / 1000) + timeout_ms;
+    while (!done(arg) && (av_mono_us() / 1000) < until)
         sd_event_run(u->d.loop, 10 * 1000);
     return done(arg);
 }
