@@ -216,16 +216,8 @@ room_step(void *arg, MDB_txn *txn)
 static int
 make_room(MDB_env *env, const av_lmdb_room_t *room)
 {
-    MDB_txn *txn;
-    MDB_stat st;
-    int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
-    if (rc != 0)
-        return rc;
-    rc = mdb_stat(txn, room->dbi, &st);
-    mdb_txn_abort(txn);
-    if (rc != 0)
-        return rc;
-    room_job_t job = { room, st.ms_entries / 10 + room->at_least, 0 };
+    room_job_t job = { room, av_lmdb_entries(env, room->dbi) / 10 + room->at_least, 0 };
+    int rc;
     do {
         if ((rc = write_once(env, room_step, &job, NULL)) != 0)
             return rc;
