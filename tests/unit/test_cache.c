@@ -595,6 +595,8 @@ reader_checks(const char *path, int to_writer, int from_writer)
         return 20;
     if (av_cache_get(r, "grown.com", &c) != 0 || c.status != AV_STATUS_RESERVED || av_cache_get(r, "after.com", &c) != 0)
         return 21;
+    if (av_cache_get(r, "filler-19-0999-to-grow-the-map.com", &c) != 0)
+        return 22;
     av_cache_close(&r);
     return r == NULL ? 0 : 19;
 }
@@ -605,6 +607,12 @@ test_reader_in_another_process_sees_the_writers_commits(void **state)
     fixture_t *f = *state;
     int up[2], down[2]; /* child -> parent, parent -> child */
     char b;
+    /* A small map, so that the writer can later grow past the reader's. */
+    cache_store_close(&f->cache);
+    unit_path(f->path, sizeof f->path, f->dir, "small");
+    f->cfg.map_size_mb = 1;
+    f->cfg.max_entries = 1000000;
+    assert_non_null(f->cache = cache_store_open(NULL, &f->cfg));
     put_one(f, answer("before.com", AV_STATUS_REGISTERED, T0, 60), T0);
     assert_int_equal(pipe(up), 0);
     assert_int_equal(pipe(down), 0);
@@ -628,10 +636,26 @@ test_reader_in_another_process_sees_the_writers_commits(void **state)
         assert_int_equal(write(down[1], "w", 1), 1);
     }
     if (read(up[0], &b, 1) == 1) {
+        /* Restarted with 8 MiB, it stores 2 MiB and more: past the end of
+         * the reader's 1 MiB mapping. */
         cache_store_close(&f->cache);
-        f->cfg.map_size_mb *= 4;
+        f->cfg.map_size_mb = 8;
         assert_non_null(f->cache = cache_store_open(NULL, &f->cfg));
         put_one(f, answer("grown.com", AV_STATUS_RESERVED, T0, 60), T0);
+        enum { FILLER = 1000 };
+        av_put_t *puts = calloc(FILLER, sizeof *puts);
+        char (*names)[40] = calloc(FILLER, sizeof *names);
+        assert_non_null(puts);
+        assert_non_null(names);
+        for (int round = 0; round < 20; round++) {
+            for (int i = 0; i < FILLER; i++) {
+                snprintf(names[i], sizeof names[i], "filler-%02d-%04d-to-grow-the-map.com", round, i);
+                puts[i] = answer(names[i], AV_STATUS_REGISTERED, T0, 60);
+            }
+            put_batch(f, puts, FILLER, T0);
+        }
+        free(puts);
+        free(names);
         assert_int_equal(write(down[1], "w", 1), 1);
     }
     close(up[0]);
