@@ -29,6 +29,7 @@ typedef enum {
     K_SECTION,   /* a nested map, parsed with `sub` at this offset */
     K_PROTOCOL,  /* av_registry_proto_t */
     K_SYNTAX,    /* bool: "posix" -> true, "pcre2" -> false */
+    K_READING,   /* av_reading_t: "patterns" or "generic" */
     K_CUSTOM,    /* parsed by `custom` */
 } kind_t;
 
@@ -327,6 +328,16 @@ parse_field(parser_t *p, const field_t *f, yaml_node_t *val, char *base)
             return error_at(p, val, "'%s' must be pcre2 or posix, not %s", f->key, s ? s : node_kind(val));
         return 0;
     }
+    case K_READING: {
+        const char *s = scalar(val);
+        if (s && strcmp(s, "patterns") == 0)
+            *(av_reading_t *)dst = AV_READING_PATTERNS;
+        else if (s && strcmp(s, "generic") == 0)
+            *(av_reading_t *)dst = AV_READING_GENERIC;
+        else
+            return error_at(p, val, "'%s' must be patterns or generic, not %s", f->key, s ? s : node_kind(val));
+        return 0;
+    }
     case K_CUSTOM:
         return f->custom(p, val, base);
     }
@@ -505,6 +516,7 @@ static const field_t registry_fields[] = {
     { "query", K_STR, OFF(av_registry_cfg_t, query), 0, 0, false, NULL, NULL },
     { "patterns", K_SECTION, 0, 0, 0, false, &pattern_table, NULL },
     { "pattern_syntax", K_SYNTAX, OFF(av_registry_cfg_t, posix_patterns), 0, 0, false, NULL, NULL },
+    { "reading", K_READING, OFF(av_registry_cfg_t, reading), 0, 0, false, NULL, NULL },
     { "rate_limit", K_SECTION, 0, 0, 0, false, &rate_table, NULL },
     U32("concurrency", av_registry_cfg_t, concurrency, 1, 100000),
     U32("queue", av_registry_cfg_t, queue, 0, 1000000),

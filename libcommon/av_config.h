@@ -134,6 +134,16 @@ typedef struct {
     uint32_t count;
 } av_strlist_t;
 
+/* How a whois or DAS reply is read: by the registry's own patterns, or by
+ * the generic reading of whois replies (record data means registered; a
+ * common "not found" wording with no record data and no DNS delegation
+ * means available; anything else unknown), for registries without tuned
+ * patterns. The registry's own patterns, if any, are tried first. */
+typedef enum {
+    AV_READING_PATTERNS = 0,
+    AV_READING_GENERIC,
+} av_reading_t;
+
 typedef struct {
     char *name;
     av_strlist_t tlds;           /* lower case, no leading dot */
@@ -144,6 +154,7 @@ typedef struct {
     char *query;                 /* template: one %s (the name) or %l (its first label) */
     av_strlist_t patterns[AV_PAT_KINDS];
     bool posix_patterns;         /* POSIX ERE instead of PCRE2 */
+    av_reading_t reading;
     uint32_t rate_queries;       /* rate limit: queries per rate_period_s */
     uint32_t rate_period_s;
     uint32_t rate_burst;

@@ -63,10 +63,11 @@ on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
     /* A referral has no answer records: c-ares calls that ENODATA, and the
      * delegation is in the authority section of abuf. A resolver going
      * away (ARES_EDESTRUCTION) sends the check on to the registry. */
-    evidence_t e = {
-        .kind = EVIDENCE_DELEGATION,
-        .delegated = (status == ARES_SUCCESS || status == ARES_ENODATA) && abuf && delegated(abuf, alen, x->name),
-    };
+    evidence_t e = { .kind = EVIDENCE_DELEGATION, .dns = DNS_NO_ANSWER };
+    if ((status == ARES_SUCCESS || status == ARES_ENODATA) && abuf)
+        e.dns = delegated(abuf, alen, x->name) ? DNS_DELEGATED : DNS_NOT_DELEGATED;
+    else if (status == ARES_ENOTFOUND)
+        e.dns = DNS_NOT_DELEGATED; /* NXDOMAIN: the name is not in the zone */
     registry_evidence(x->registry, x, &e);
 }
 

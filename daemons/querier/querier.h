@@ -42,6 +42,7 @@ struct query {
     size_t reply_len;
     size_t reply_cap;
     bool truncated;           /* reply longer than max_reply_bytes: the rest was not read */
+    dns_outcome_t dns;        /* what the DNS pre-check found, if it was asked */
     /* The registry protocol's own per-query state (its query_state_size
      * bytes): a socket, a transfer. */
     alignas(max_align_t) unsigned char protocol_state[];

@@ -204,6 +204,7 @@ registry_evidence(registry_t *r, query_t *x, const evidence_t *e)
     release(r, x);
     verdict_decide(r->rules, e, &v);
     if (prechecked) {
+        x->dns = e->dns;
         (*(v.final ? r->q->dns_delegated : r->q->dns_not_delegated))++;
         if (!v.final) {
             x->started_us = 0; /* the registry's round trip is timed from when it is asked */

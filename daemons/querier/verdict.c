@@ -186,7 +186,7 @@ verdict_decide(verdict_rules_t *rules, const evidence_t *e, verdict_t *out)
         /* A delegation means registered, and the registry's quota is not
          * spent. No delegation proves nothing (registered names may be
          * undelegated, names in redemption are): the registry decides. */
-        out->final = e->delegated;
+        out->final = e->dns == DNS_DELEGATED;
         out->status = AV_STATUS_REGISTERED;
         out->decided_by = "dns: delegated";
         out->source = AV_SOURCE_DNS;

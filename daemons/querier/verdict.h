@@ -21,13 +21,22 @@ typedef enum {
     EVIDENCE_FAILURE,    /* no reply: timeout, connection or transfer error */
 } evidence_kind_t;
 
+/* What the DNS pre-check found about a name. */
+typedef enum {
+    DNS_NOT_ASKED = 0,
+    DNS_DELEGATED,       /* NS records owned by the name */
+    DNS_NOT_DELEGATED,   /* NXDOMAIN, or an answer without NS records for it */
+    DNS_NO_ANSWER,       /* the lookup failed: says nothing */
+} dns_outcome_t;
+
 typedef struct {
     evidence_kind_t kind;
     const char *body;          /* TEXT, HTTP */
     size_t len;
     long http_status;          /* HTTP */
     uint32_t retry_after_s;    /* HTTP: from Retry-After, 0 when absent */
-    bool delegated;            /* DELEGATION */
+    dns_outcome_t dns;         /* DELEGATION: what the pre-check found; TEXT: what it
+                                  found before the registry was asked */
     const char *failure;       /* FAILURE: AV_REASON_TIMEOUT or AV_REASON_REGISTRY_ERROR */
     const char *detail;        /* FAILURE: what went wrong, for the log */
 } evidence_t;

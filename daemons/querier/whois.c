@@ -210,7 +210,7 @@ whois_abort(registry_t *r, void *self, query_t *x)
 static void
 finish(registry_t *r, query_t *x)
 {
-    evidence_t e = { .kind = EVIDENCE_TEXT, .body = x->reply, .len = x->reply_len };
+    evidence_t e = { .kind = EVIDENCE_TEXT, .body = x->reply, .len = x->reply_len, .dns = x->dns };
     registry_evidence(r, x, &e);
 }
 

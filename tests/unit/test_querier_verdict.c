@@ -440,7 +440,7 @@ static void
 test_a_delegation_is_registered_and_none_decides_nothing(void **state)
 {
     (void)state;
-    evidence_t e = { .kind = EVIDENCE_DELEGATION, .delegated = true };
+    evidence_t e = { .kind = EVIDENCE_DELEGATION, .dns = DNS_DELEGATED };
     verdict_t v;
     verdict_decide(NULL, &e, &v);
     assert_true(v.final);
@@ -448,7 +448,10 @@ test_a_delegation_is_registered_and_none_decides_nothing(void **state)
     assert_int_equal(v.source, AV_SOURCE_DNS);
     assert_string_equal(v.decided_by, "dns: delegated");
     /* No delegation is never `available`: the registry decides. */
-    e.delegated = false;
+    e.dns = DNS_NOT_DELEGATED;
+    verdict_decide(NULL, &e, &v);
+    assert_false(v.final);
+    e.dns = DNS_NO_ANSWER;
     verdict_decide(NULL, &e, &v);
     assert_false(v.final);
 }
