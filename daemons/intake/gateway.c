@@ -129,20 +129,26 @@ gateway_answer(gateway_conn_t *c, const char *line, size_t len)
     conn_flush(c);
 }
 
-static void
-take_line(gateway_conn_t *c, size_t line_len)
+gateway_line_t
+gateway_read_line(const char *in, size_t len, size_t seen, size_t cap, size_t *start, size_t *end)
 {
+    const char *lf = memchr(in + seen, '\n', len - seen);
+    if (!lf)
+        return len >= cap ? GATEWAY_LINE_TOO_LONG : GATEWAY_LINE_PARTIAL;
     /* The name: the line without its end and surrounding blanks. */
-    size_t start = 0, end = line_len;
-    while (start < end && (c->in[start] == ' ' || c->in[start] == '\t'))
-        start++;
-    while (end > start && (c->in[end - 1] == '\r' || c->in[end - 1] == '\n' || c->in[end - 1] == ' ' ||
-                           c->in[end - 1] == '\t'))
-        end--;
-    if (end == start) {
-        conn_say(c, "% empty query: send NAME\\r\\n\r\n");
-        return;
-    }
+    size_t s = 0, e = (size_t)(lf - in) + 1;
+    while (s < e && (in[s] == ' ' || in[s] == '\t'))
+        s++;
+    while (e > s && (in[e - 1] == '\r' || in[e - 1] == '\n' || in[e - 1] == ' ' || in[e - 1] == '\t'))
+        e--;
+    *start = s;
+    *end = e;
+    return e == s ? GATEWAY_LINE_EMPTY : GATEWAY_LINE_NAME;
+}
+
+static void
+take_line(gateway_conn_t *c, size_t start, size_t end)
+{
     char *owned = malloc(end - start);
     if (!owned) {
         conn_say(c, "% server error\r\n");
@@ -172,13 +178,18 @@ on_readable(gateway_conn_t *c)
             conn_close(c); /* left before asking */
             return;
         }
-        char *lf = memchr(c->in + c->in_len, '\n', (size_t)n);
+        size_t seen = c->in_len, start = 0, end = 0;
         c->in_len += (size_t)n;
-        if (lf) {
-            take_line(c, (size_t)(lf - c->in) + 1);
+        switch (gateway_read_line(c->in, c->in_len, seen, sizeof c->in, &start, &end)) {
+        case GATEWAY_LINE_PARTIAL:
+            continue;
+        case GATEWAY_LINE_NAME:
+            take_line(c, start, end);
             return;
-        }
-        if (c->in_len == sizeof c->in) {
+        case GATEWAY_LINE_EMPTY:
+            conn_say(c, "% empty query: send NAME\\r\\n\r\n");
+            return;
+        case GATEWAY_LINE_TOO_LONG:
             conn_say(c, "% query too long\r\n");
             return;
         }

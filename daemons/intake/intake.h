@@ -134,6 +134,17 @@ void request_forget_conn(request_t *req);
 void requests_resend_all(intake_t *in);
 
 /* gateway.c */
+/* How the gateway reads a client's line, without sockets (tests/fuzz reads
+ * lines through it): in[0..len) came in, the first `seen` bytes of it
+ * already without a line end, into a buffer of cap bytes. A name is
+ * in[*start..*end): the first line without its end and surrounding blanks. */
+typedef enum {
+    GATEWAY_LINE_PARTIAL = 0,  /* no line end yet: read on */
+    GATEWAY_LINE_NAME,         /* a name to check */
+    GATEWAY_LINE_EMPTY,        /* a line of blanks: "% empty query" */
+    GATEWAY_LINE_TOO_LONG,     /* cap bytes and no line end: "% query too long" */
+} gateway_line_t;
+gateway_line_t gateway_read_line(const char *in, size_t len, size_t seen, size_t cap, size_t *start, size_t *end);
 gateway_t *gateway_open(intake_t *in, const char *endpoint);
 void gateway_close(gateway_t **self_p);
 void gateway_scan(gateway_t *gw, uint64_t now_us);
