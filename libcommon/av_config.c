@@ -3,7 +3,7 @@
  * place, and every error can point at the line and column it is about. */
 #include "av_config.h"
 
-#include "av_bootstrap.h"
+#include "av_config_internal.h"
 #include "av_patterns.h"
 
 #include <arpa/inet.h>
@@ -533,8 +533,8 @@ static const field_t registry_fields[] = {
 };
 static const table_t registry_table = { "registry", registry_fields, NFIELDS(registry_fields), -1 };
 
-static void
-registry_defaults(av_registry_cfg_t *r)
+void
+av_registry_defaults(av_registry_cfg_t *r)
 {
     memset(r, 0, sizeof *r);
     r->concurrency = 16;
@@ -551,8 +551,8 @@ registry_defaults(av_registry_cfg_t *r)
     r->connections = 8;
 }
 
-static void
-registry_free(av_registry_cfg_t *r)
+void
+av_registry_clear(av_registry_cfg_t *r)
 {
     free(r->name);
     free_strlist(&r->tlds);
@@ -612,7 +612,7 @@ av_registry_cfg_free(av_registry_cfg_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
-    registry_free(*self_p);
+    av_registry_clear(*self_p);
     free(*self_p);
     *self_p = NULL;
 }
@@ -750,19 +750,19 @@ parse_registries(parser_t *p, yaml_node_t *node, void *base)
         if (val->type != YAML_MAPPING_NODE)
             return error_at(p, val, "registry '%s' must be a map, not %s", name, node_kind(val));
         av_registry_cfg_t r;
-        registry_defaults(&r);
+        av_registry_defaults(&r);
         r.line = key->start_mark.line + 1;
         r.column = key->start_mark.column + 1;
         const table_t *tables[] = { &registry_table };
         if (!(r.name = strdup(name)) || parse_map(p, val, &r, tables, 1) < 0 || validate_registry(p, val, &r) < 0) {
             if (!r.name)
                 error_at(p, key, "out of memory");
-            registry_free(&r);
+            av_registry_clear(&r);
             return -1;
         }
         av_registry_cfg_t *grown = realloc(p->cfg->registries, (p->cfg->n_registries + 1) * sizeof *grown);
         if (!grown) {
-            registry_free(&r);
+            av_registry_clear(&r);
             return error_at(p, key, "out of memory");
         }
         p->cfg->registries = grown;
@@ -798,11 +798,102 @@ parse_include(parser_t *p, yaml_node_t *node, void *base)
     return each_string(p, node, "include", 16, include_one, NULL);
 }
 
+/* What an implicit registry (a TLD's RDAP service or whois server without
+ * an entry of its own) may be given: its limits, not its identity. */
+static const field_t implicit_registry_fields[] = {
+    { "rate_limit", K_SECTION, 0, 0, 0, false, &rate_table, NULL },
+    U32("concurrency", av_registry_cfg_t, concurrency, 1, 100000),
+    U32("queue", av_registry_cfg_t, queue, 0, 1000000),
+    U32("timeout_ms", av_registry_cfg_t, timeout_ms, 10, 600000),
+    U32("max_reply_bytes", av_registry_cfg_t, max_reply_bytes, 64, 16 << 20),
+    U32("backoff_s", av_registry_cfg_t, backoff_s, 0, 86400),
+    { "ttl", K_SECTION, 0, 0, 0, false, &ttl_table, NULL },
+    U32("raw_bytes", av_registry_cfg_t, raw_bytes, 0, 4096),
+    { "dns_precheck", K_BOOL, OFF(av_registry_cfg_t, dns_precheck), 0, 0, false, NULL, NULL },
+    { "dns_servers", K_STRLIST, OFF(av_registry_cfg_t, dns_servers), 0, 16, false, NULL, NULL },
+    { "ca_file", K_STR, OFF(av_registry_cfg_t, ca_file), 0, 0, false, NULL, NULL },
+    U32("connections", av_registry_cfg_t, connections, 1, 1024),
+};
+static const table_t implicit_registry_table = { "implicit registry", implicit_registry_fields,
+                                                 NFIELDS(implicit_registry_fields), -1 };
+
+static const field_t implicit_fields[] = {
+    { "rdap", K_SECTION, OFF(av_config_t, implicit_rdap), 0, 0, false, &implicit_registry_table, NULL },
+    { "whois", K_SECTION, OFF(av_config_t, implicit_whois), 0, 0, false, &implicit_registry_table, NULL },
+};
+static const table_t implicit_table = { "implicit", implicit_fields, NFIELDS(implicit_fields), -1 };
+
+static int
+add_serves(parser_t *p, yaml_node_t *node, const char *s, void *arg)
+{
+    uint32_t *serves = arg;
+    if (strcmp(s, "whois") == 0)
+        *serves |= 1u << AV_PROTO_WHOIS;
+    else if (strcmp(s, "das") == 0)
+        *serves |= 1u << AV_PROTO_DAS;
+    else if (strcmp(s, "rdap") == 0)
+        *serves |= 1u << AV_PROTO_RDAP;
+    else
+        return error_at(p, node, "'serves' takes whois, das and rdap, not '%s'", s);
+    return 0;
+}
+
+static int
+parse_serves(parser_t *p, yaml_node_t *node, void *base)
+{
+    return each_string(p, node, "serves", 3, add_serves, &((av_group_cfg_t *)base)->serves);
+}
+
+static const field_t group_fields[] = {
+    { "registries", K_STRLIST, OFF(av_group_cfg_t, named), 0, 100000, false, NULL, NULL },
+    { "serves", K_CUSTOM, 0, 0, 0, false, NULL, parse_serves },
+    U32("instances", av_group_cfg_t, instances, 1, 64),
+};
+static const table_t group_table = { "querier group", group_fields, NFIELDS(group_fields), -1 };
+
+/* queriers: {NAME: {registries: [...], serves: [rdap...], instances: N}} */
+static int
+parse_queriers(parser_t *p, yaml_node_t *node, void *base)
+{
+    (void)base;
+    if (node->type == YAML_SCALAR_NODE && !*scalar(node))
+        return 0;
+    if (node->type != YAML_MAPPING_NODE)
+        return error_at(p, node, "'queriers' must be a map of querier group name to settings");
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *key = yaml_document_get_node(p->doc, pair->key);
+        yaml_node_t *val = yaml_document_get_node(p->doc, pair->value);
+        const char *name = scalar(key);
+        if (!name || !*name || strlen(name) > 63 ||
+            strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(name))
+            return error_at(p, key, "bad querier group name '%s' (lower case letters, digits, '-', '_'; at most 63)",
+                            name ? name : "");
+        for (uint32_t i = 0; i < p->cfg->n_groups; i++)
+            if (strcmp(p->cfg->groups[i].name, name) == 0)
+                return error_at(p, key, "querier group '%s' is defined twice", name);
+        if (val->type != YAML_MAPPING_NODE)
+            return error_at(p, val, "querier group '%s' must be a map, not %s", name, node_kind(val));
+        av_group_cfg_t g = { .instances = 1, .line = key->start_mark.line + 1, .column = key->start_mark.column + 1 };
+        const table_t *tables[] = { &group_table };
+        if (!(g.name = strdup(name)) || parse_map(p, val, &g, tables, 1) < 0 ||
+            av_config_add_group(p->cfg, &g) < 0) {
+            int rc = g.name ? -1 : error_at(p, key, "out of memory");
+            av_group_clear(&g);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static const field_t top_fields[] = {
     { "include", K_CUSTOM, 0, 0, 0, false, NULL, parse_include },
     { "runtime_dir", K_STR, OFF(av_config_t, runtime_dir), 0, 0, false, NULL, NULL },
     { "state_dir", K_STR, OFF(av_config_t, state_dir), 0, 0, false, NULL, NULL },
     { "rdap_bootstrap", K_STR, OFF(av_config_t, rdap_bootstrap), 0, 0, false, NULL, NULL },
+    { "whois_servers", K_STR, OFF(av_config_t, whois_servers), 0, 0, false, NULL, NULL },
+    { "implicit_registries", K_BOOL, OFF(av_config_t, implicit_registries), 0, 0, false, NULL, NULL },
+    { "implicit", K_SECTION, 0, 0, 0, false, &implicit_table, NULL },
+    { "queriers", K_CUSTOM, 0, 0, 0, false, NULL, parse_queriers },
     { "endpoints", K_SECTION, OFF(av_config_t, endpoints), 0, 0, false, &endpoints_table, NULL },
     { "process", K_SECTION, OFF(av_config_t, process), 0, 0, false, &process_table, NULL },
     { "intake", K_CUSTOM, 0, 0, 0, false, NULL, parse_intake },
@@ -920,6 +1011,8 @@ defaults(av_config_t *c)
     c->errors.retention_count = 1000000;
     c->errors.retention_s = 30 * 86400;
     c->errors.batch_max = 1024;
+    av_implicit_defaults(&c->implicit_rdap, AV_PROTO_RDAP);
+    av_implicit_defaults(&c->implicit_whois, AV_PROTO_WHOIS);
 }
 
 /* Copies the process keys a daemon's block did not set from the top-level
@@ -1011,6 +1104,8 @@ finish(av_config_t *c, char *err, size_t errlen)
     rc |= resolve(&c->state_dir, cfgdir);
     rc |= set_str(&c->rdap_bootstrap, "rdap-bootstrap.json");
     rc |= resolve(&c->rdap_bootstrap, cfgdir);
+    rc |= set_str(&c->whois_servers, "whois-servers.txt");
+    rc |= resolve(&c->whois_servers, cfgdir);
     av_endpoints_cfg_t *e = &c->endpoints;
     rc |= set_str(&e->intake_pull, "ipc://intake-pull.sock");
     rc |= set_str(&e->intake_router, "ipc://intake.sock");
@@ -1043,22 +1138,7 @@ finish(av_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "%s: out of memory", c->path);
         return -1;
     }
-    for (uint32_t i = 0; i < c->n_registries; i++) {
-        av_registry_cfg_t *r = &c->registries[i];
-        char url[2048], why[AV_CONFIG_ERR_MAX];
-        if (r->protocol != AV_PROTO_RDAP || r->base_url)
-            continue;
-        if (av_bootstrap_lookup(c->rdap_bootstrap, r->tlds.items[0], url, sizeof url, why, sizeof why) < 0) {
-            snprintf(err, errlen, "%s:%u:%u: registry '%s' (protocol rdap) has no base_url, and %s", c->path,
-                     r->line, r->column, r->name, why);
-            return -1;
-        }
-        if (!(r->base_url = strdup(url))) {
-            snprintf(err, errlen, "%s: out of memory", c->path);
-            return -1;
-        }
-    }
-    return 0;
+    return av_routes_build(c, err, errlen);
 }
 
 int
@@ -1101,6 +1181,13 @@ av_config_free(av_config_t **self_p)
     free(c->runtime_dir);
     free(c->state_dir);
     free(c->rdap_bootstrap);
+    free(c->whois_servers);
+    av_registry_clear(&c->implicit_rdap);
+    av_registry_clear(&c->implicit_whois);
+    for (uint32_t i = 0; i < c->n_groups; i++)
+        av_group_clear(&c->groups[i]);
+    free(c->groups);
+    free_strlist(&c->unrouted);
     char **eps[] = { &c->endpoints.intake_pull, &c->endpoints.intake_router, &c->endpoints.intake_results,
                      &c->endpoints.intake_gateway, &c->endpoints.dispatcher, &c->endpoints.dispatcher_workers,
                      &c->endpoints.cache_puts, &c->endpoints.errors_events, &c->endpoints.errors_publish,
@@ -1117,7 +1204,7 @@ av_config_free(av_config_t **self_p)
     free(c->cache.path);
     free(c->errors.path);
     for (uint32_t i = 0; i < c->n_registries; i++)
-        registry_free(&c->registries[i]);
+        av_registry_clear(&c->registries[i]);
     free(c->registries);
     free(c);
     *self_p = NULL;

@@ -144,9 +144,17 @@ typedef enum {
     AV_READING_GENERIC,
 } av_reading_t;
 
+/* Where a registry entry comes from: the file, or made for the TLDs the
+ * file does not name (see av_routes.h). */
+typedef enum {
+    AV_ORIGIN_EXPLICIT = 0,      /* registries: in availd.yaml or registries.yaml */
+    AV_ORIGIN_BOOTSTRAP,         /* one per RDAP base URL of the IANA bootstrap */
+    AV_ORIGIN_IANA_WHOIS,        /* one per whois server of whois-servers.txt */
+} av_registry_origin_t;
+
 typedef struct {
     char *name;
-    av_strlist_t tlds;           /* lower case, no leading dot */
+    av_strlist_t tlds;           /* lower case, no leading dot: the public suffixes it serves */
     av_registry_proto_t protocol;
     char *host;
     uint32_t port;
@@ -170,14 +178,36 @@ typedef struct {
     av_strlist_t dns_servers;    /* "IP" or "IP:PORT"; none: the system's resolvers */
     char *ca_file;               /* RDAP: trust these CAs (PEM) instead of the system's */
     uint32_t connections;        /* RDAP: connections to the server (HTTP/2 multiplexes on each) */
+    av_registry_origin_t origin;
+    uint32_t group;              /* its querier group: an index into av_config_t.groups */
     uint32_t line; uint32_t column; /* where it was defined, for messages */
 } av_registry_cfg_t;
+
+/* A querier group: availd-querier@NAME serves these registries, each with
+ * its own budget. Every registry is in exactly one group: the one that
+ * names it, else the one that serves its protocol, else a group of its own
+ * named after it (explicit registries; `queriers: N` gives it N processes)
+ * or "rdap" / "whois" for implicit ones. */
+typedef struct {
+    char *name;
+    av_strlist_t named;          /* registries named in the file */
+    uint32_t serves;             /* 1 << av_registry_proto_t: every registry of these no other group names */
+    uint32_t instances;          /* querier processes: NAME, NAME.2 ... NAME.N */
+    uint32_t *members;           /* indices into av_config_t.registries */
+    uint32_t n_members;
+    uint32_t line; uint32_t column; /* 0 for a group the file does not declare */
+} av_group_cfg_t;
 
 typedef struct {
     char *path;                  /* the file loaded */
     char *runtime_dir;           /* relative ipc:// endpoints live here */
     char *state_dir;             /* relative database paths live here */
     char *rdap_bootstrap;        /* RFC 9224 dns.json: base URLs of RDAP registries without one */
+    char *whois_servers;         /* suffix -> port-43 server (tools/make-whois-servers) */
+    bool implicit_registries;    /* route TLDs the file does not name by the bootstrap and whois_servers
+                                    (the shipped availd.yaml says true; off by default) */
+    av_registry_cfg_t implicit_rdap;  /* settings of implicit RDAP registries */
+    av_registry_cfg_t implicit_whois; /* ... and of implicit whois ones */
     av_endpoints_cfg_t endpoints;
     av_process_cfg_t process;    /* defaults for every daemon */
     av_intake_cfg_t intake;
@@ -187,6 +217,9 @@ typedef struct {
     av_errors_cfg_t errors;
     av_registry_cfg_t *registries;
     uint32_t n_registries;
+    av_group_cfg_t *groups;
+    uint32_t n_groups;
+    av_strlist_t unrouted;       /* TLDs of whois_servers with no service known at all */
 } av_config_t;
 
 /* Loads and validates path. On success returns 0 and *out owns a config;
@@ -198,6 +231,11 @@ void av_config_free(av_config_t **self_p);
  * top-level defaults folded in. NULL for an unknown name. */
 const av_process_cfg_t *av_config_process(const av_config_t *self, const char *daemon);
 const av_registry_cfg_t *av_config_registry(const av_config_t *self, const char *name);
+/* The querier group of an instance name: GROUP or GROUP.N (N <= its
+ * instances). NULL when the config has none. */
+const av_group_cfg_t *av_config_group(const av_config_t *self, const char *instance);
+const char *av_registry_origin_name(av_registry_origin_t origin);
+const char *av_registry_proto_name(av_registry_proto_t protocol);
 /* A registry's settings that outlive their config (a daemon that keeps
  * running on them after a reload). NULL when out of memory. */
 av_registry_cfg_t *av_registry_cfg_dup(const av_registry_cfg_t *src);

@@ -3,12 +3,17 @@
  * gets lower-cased; any other byte and every xn-- label go through it. */
 #include "av_names.h"
 
+#include "av_proto.h"
+
 #include <czmq.h>
 #include <idn2.h>
+#include <libpsl.h>
 #include <string.h>
 
 struct av_names {
     zhashx_t *by_suffix;  /* "co.uk" -> const av_registry_cfg_t * (not owned) */
+    const psl_ctx_t *psl; /* the Public Suffix List */
+    psl_ctx_t *psl_loaded; /* ...when it was loaded from a file: freed with us */
 };
 
 static bool
@@ -132,6 +137,10 @@ av_names_new(const av_config_t *cfg)
         for (uint32_t t = 0; t < r->tlds.count; t++)
             zhashx_insert(self->by_suffix, r->tlds.items[t], (void *)r);
     }
+    /* Debian's publicsuffix data when it is newer than libpsl's own copy.
+     * Without either, routing falls back to the configured suffixes alone. */
+    self->psl_loaded = psl_latest(NULL);
+    self->psl = self->psl_loaded ? self->psl_loaded : psl_builtin();
     return self;
 }
 
@@ -142,8 +151,41 @@ av_names_destroy(av_names_t **self_p)
     if (!self)
         return;
     zhashx_destroy(&self->by_suffix);
+    psl_free(self->psl_loaded);
     free(self);
     *self_p = NULL;
+}
+
+static const char *
+next_label(const char *name)
+{
+    const char *dot = strchr(name, '.');
+    return dot ? dot + 1 : NULL;
+}
+
+/* The public suffix of name (a pointer into it): the longest suffix that is
+ * a public suffix of the Public Suffix List, or has a registry of its own in
+ * the config (za.org). *private: it is one of the list's private section
+ * (github.io), which no registry serves. Unknown TLDs are their own suffix. */
+static const char *
+public_suffix(const av_names_t *self, const char *name, bool skip_private, bool *private)
+{
+    const char *tld = name;
+    *private = false;
+    for (const char *s = name; s; s = next_label(s)) {
+        tld = s;
+        if (zhashx_lookup(self->by_suffix, s))
+            return s;
+        if (!self->psl)
+            continue;
+        if (psl_is_public_suffix2(self->psl, s, PSL_TYPE_ICANN | PSL_TYPE_NO_STAR_RULE))
+            return s;
+        if (!skip_private && psl_is_public_suffix2(self->psl, s, PSL_TYPE_PRIVATE | PSL_TYPE_NO_STAR_RULE)) {
+            *private = true;
+            return s;
+        }
+    }
+    return tld;
 }
 
 av_route_t
@@ -154,19 +196,27 @@ av_names_route(const av_names_t *self, const char *input, size_t len, char *out,
     *reason = NULL;
     if (av_name_normalize(input, len, out, reason) < 0)
         return AV_ROUTE_INVALID;
-    /* Longest suffix first: every proper suffix, left to right. */
-    const char *first_dot = strchr(out, '.');
-    for (const char *suffix = first_dot; suffix; suffix = strchr(suffix + 1, '.')) {
-        const av_registry_cfg_t *r = zhashx_lookup(self->by_suffix, suffix + 1);
-        if (!r)
-            continue;
-        if (suffix != first_dot) {
-            *reason = AV_INVALID_SUBDOMAIN;
-            return AV_ROUTE_INVALID;
-        }
-        *registry = r;
-        return AV_ROUTE_OK;
+    bool private;
+    const char *suffix = public_suffix(self, out, false, &private);
+    if (suffix == out && private) {
+        /* github.io itself: a name of .io, like any other */
+        suffix = public_suffix(self, next_label(out), true, &private);
+    } else if (suffix == out) {
+        *reason = AV_INVALID_PUBLIC_SUFFIX; /* co.uk: names are registered under it */
+        return AV_ROUTE_INVALID;
     }
-    *reason = "unsupported_tld";
+    const char *registrable = out;
+    while (next_label(registrable) != suffix)
+        registrable = next_label(registrable);
+    if (registrable != out) {
+        *reason = AV_INVALID_SUBDOMAIN; /* www.example.com: below a registrable name */
+        return AV_ROUTE_INVALID;
+    }
+    /* The suffix's own registry, never its TLD's by guess: .io's registry
+     * would read example.github.io as available, JISC and not Nominet runs
+     * ac.uk. The table names every suffix a registry serves. */
+    if ((*registry = zhashx_lookup(self->by_suffix, suffix)))
+        return AV_ROUTE_OK;
+    *reason = AV_REASON_UNSUPPORTED;
     return AV_ROUTE_UNSUPPORTED;
 }

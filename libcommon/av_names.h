@@ -1,7 +1,7 @@
 /* From a name as a user typed it to the name availd asks about and the
  * registry to ask: IDNA2008 (UTS #46 non-transitional) to A-labels, lower
  * case, no trailing dot, LDH and length rules, and the registry by the
- * longest configured suffix (so co.uk and uk can go to different ones). */
+ * public suffix (so co.uk and uk can go to different ones; see av_names_route). */
 #ifndef AV_NAMES_H
 #define AV_NAMES_H
 
@@ -24,6 +24,7 @@ typedef struct av_names av_names_t;
 #define AV_INVALID_IDNA         "idna_error"
 #define AV_INVALID_SINGLE_LABEL "single_label"
 #define AV_INVALID_SUBDOMAIN    "subdomain"
+#define AV_INVALID_PUBLIC_SUFFIX "public_suffix"
 
 /* Normalises input (UTF-8, len bytes) into out (AV_DOMAIN_MAX + 1 bytes).
  * Returns 0, or -1 with *reason set to one of AV_INVALID_*. */
@@ -40,7 +41,11 @@ typedef enum {
 } av_route_t;
 
 /* Normalises input and finds its registry. A registrable name is exactly
- * one label under the registry's suffix; deeper names are `subdomain`. */
+ * one label under its public suffix (the Public Suffix List's, or a suffix
+ * with a registry of its own): deeper names are `subdomain`, a public
+ * suffix itself `public_suffix`. The registry is the one whose TLDs list
+ * that very suffix; a suffix no registry lists is unsupported
+ * (example.github.io, example.ac.uk without an entry for ac.uk). */
 av_route_t av_names_route(const av_names_t *self, const char *input, size_t len, char *out,
                           const av_registry_cfg_t **registry, const char **reason);
 

@@ -445,6 +445,8 @@ check_field(decoder_t *d, av_check_t *c, const msgpack_object *k, const msgpack_
         ok = get_u32(d, v, "idx", &c->idx);
     } else if (key_is(k, "batches")) {
         ok = get_bool(d, v, "batches", &c->batches);
+    } else if (key_is(k, "registry")) {
+        ok = get_str(d, v, "registry", AV_REGISTRY_MAX, &c->registry);
     } else {
         return 0;
     }
@@ -589,6 +591,25 @@ ready_pair(decoder_t *d, const msgpack_object *k, const msgpack_object *v)
         return get_u32(d, v, "credit", &r->credit);
     if (key_is(k, "pid"))
         return get_u32(d, v, "pid", &r->pid);
+    if (key_is(k, "registries")) {
+        if (v->type != MSGPACK_OBJECT_ARRAY)
+            return fail(d, AV_PROTO_E_TYPE, "registries");
+        if (v->via.array.size > AV_REGISTRIES_MAX)
+            return fail(d, AV_PROTO_E_TOO_LONG, "registries");
+        for (uint32_t i = 0; i < v->via.array.size; i++) {
+            const msgpack_object *e = &v->via.array.ptr[i];
+            if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
+                e->via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
+                e->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+                return fail(d, AV_PROTO_E_TYPE, "registries");
+            if (e->via.array.ptr[0].via.str.size == 0 || e->via.array.ptr[0].via.str.size > AV_REGISTRY_MAX ||
+                e->via.array.ptr[1].via.u64 > UINT32_MAX)
+                return fail(d, AV_PROTO_E_VALUE, "registries");
+        }
+        r->registries = v;
+        r->n_registries = v->via.array.size;
+        return true;
+    }
     if (key_is(k, "ids")) {
         if (v->type != MSGPACK_OBJECT_ARRAY)
             return fail(d, AV_PROTO_E_TYPE, "ids");
@@ -951,7 +972,7 @@ static uint32_t
 check_pair_count(const av_check_t *c)
 {
     return 2 + (c->fresh ? 1 : 0) + (c->raw ? 1 : 0) + (c->deadline_ms ? 1 : 0) + (c->rid ? 2 : 0) +
-           (c->batches ? 1 : 0);
+           (c->batches ? 1 : 0) + (c->registry.len ? 1 : 0);
 }
 
 static void
@@ -978,6 +999,8 @@ pack_check_pairs(msgpack_packer *pk, const av_check_t *c)
     }
     if (c->batches)
         av_pack_kv_bool(pk, "batches", true);
+    if (c->registry.len)
+        av_pack_kv_strn(pk, "registry", c->registry);
 }
 
 int
@@ -1081,27 +1104,57 @@ av_encode_put(msgpack_sbuffer *sbuf, const av_put_t *p)
     return finish(sbuf, before);
 }
 
+void
+av_ready_credit_at(const av_ready_t *r, uint32_t i, av_credit_t *out)
+{
+    if (r->credits) {
+        *out = r->credits[i];
+        return;
+    }
+    const msgpack_object *e = &r->registries->via.array.ptr[i];
+    out->registry = (av_str_t){ e->via.array.ptr[0].via.str.ptr, e->via.array.ptr[0].via.str.size };
+    out->credit = (uint32_t)e->via.array.ptr[1].via.u64;
+}
+
+static void
+pack_credits(msgpack_packer *pk, const av_ready_t *r)
+{
+    av_pack_str(pk, "registries");
+    msgpack_pack_array(pk, r->n_registries);
+    for (uint32_t i = 0; i < r->n_registries; i++) {
+        msgpack_pack_array(pk, 2);
+        av_pack_strn(pk, r->credits[i].registry);
+        msgpack_pack_uint32(pk, r->credits[i].credit);
+    }
+}
+
 int
 av_encode_ready(msgpack_sbuffer *sbuf, av_msg_type_t type, const av_ready_t *r)
 {
     size_t before = sbuf->size;
     msgpack_packer pk;
+    bool group = r->credits && r->n_registries;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
-    pack_header(&pk, type, 3);
+    pack_header(&pk, type, 3 + (group ? 1 : 0));
     av_pack_kv_strn(&pk, "registry", r->registry);
     av_pack_kv_uint(&pk, "credit", r->credit);
     av_pack_kv_uint(&pk, "pid", r->pid);
+    if (group)
+        pack_credits(&pk, r);
     return finish(sbuf, before);
 }
 
 int
-av_encode_bye(msgpack_sbuffer *sbuf, av_str_t registry, const uint64_t *ids, uint32_t n)
+av_encode_bye(msgpack_sbuffer *sbuf, const av_ready_t *bye, const uint64_t *ids, uint32_t n)
 {
     size_t before = sbuf->size;
     msgpack_packer pk;
+    bool some = bye->credits && bye->n_registries;
     msgpack_packer_init(&pk, sbuf, msgpack_sbuffer_write);
-    pack_header(&pk, AV_MSG_BYE, 2);
-    av_pack_kv_strn(&pk, "registry", registry);
+    pack_header(&pk, AV_MSG_BYE, 2 + (some ? 1 : 0));
+    av_pack_kv_strn(&pk, "registry", bye->registry);
+    if (some)
+        pack_credits(&pk, bye);
     av_pack_str(&pk, "ids");
     msgpack_pack_array(&pk, n);
     for (uint32_t i = 0; i < n; i++)

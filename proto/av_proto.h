@@ -126,6 +126,9 @@ typedef struct {
     const msgpack_object *more;
     uint32_t n_more;
     bool batches;         /* the sender reads batches too */
+    /* Dispatcher -> querier: the registry to ask (a querier may serve
+     * several); from an older dispatcher it is absent. */
+    av_str_t registry;
 } av_check_t;
 
 #define AV_MORE_MAX 4096  /* checks or answers riding in one message */
@@ -152,16 +155,33 @@ typedef struct {
     bool batches;
 } av_answer_t;
 
+/* A registry a querier serves, with the checks it can take for it now. */
 typedef struct {
     av_str_t registry;
-    uint32_t credit;      /* ready/heartbeat: checks it can take now */
+    uint32_t credit;
+} av_credit_t;
+
+typedef struct {
+    av_str_t registry;    /* the first registry it serves (what an older dispatcher reads) */
+    uint32_t credit;      /* ready/heartbeat: checks it can take now for that one */
     uint32_t pid;
     /* bye: the checks (dispatcher task numbers, `rid`) it hands back */
     const msgpack_object *ids;
     uint32_t n_ids;
+    /* A querier of a group: every registry it serves with its credit
+     * (ready, heartbeat), or those it stops serving (bye; none: all). To
+     * encode, fill `credits`; a decoded message has `registries`, read
+     * through av_ready_credit_at either way. */
+    const av_credit_t *credits;
+    const msgpack_object *registries;
+    uint32_t n_registries;
 } av_ready_t;             /* also the heartbeat and bye bodies */
 
 #define AV_HANDBACK_MAX 100000 /* ids in one bye */
+#define AV_REGISTRIES_MAX 4096 /* registries one querier announces */
+
+/* Registry i of a ready, heartbeat or bye with `registries` (i < n_registries). */
+void av_ready_credit_at(const av_ready_t *ready, uint32_t i, av_credit_t *out);
 
 typedef struct {
     av_str_t daemon;
@@ -262,8 +282,9 @@ int av_answers_at(const av_answers_t *answers, uint32_t i, av_answer_t *out);
 int av_encode_check(msgpack_sbuffer *sbuf, const av_check_t *check);
 int av_encode_answer(msgpack_sbuffer *sbuf, const av_answer_t *answer);
 int av_encode_ready(msgpack_sbuffer *sbuf, av_msg_type_t type, const av_ready_t *ready);
-/* A bye handing back n task numbers. */
-int av_encode_bye(msgpack_sbuffer *sbuf, av_str_t registry, const uint64_t *ids, uint32_t n);
+/* A bye handing back n task numbers. With bye->credits (n_registries), the
+ * querier stops serving those registries only; otherwise it is leaving. */
+int av_encode_bye(msgpack_sbuffer *sbuf, const av_ready_t *bye, const uint64_t *ids, uint32_t n);
 uint64_t av_bye_id_at(const av_ready_t *bye, uint32_t i);
 /* An error event; with seq set (availd-errors publishing it), seq and
  * received follow its keys. */

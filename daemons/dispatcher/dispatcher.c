@@ -369,7 +369,7 @@ on_scan(av_daemon_t *d, void *arg)
                 continue;
             }
             av_report(d, AV_LOG_NOTICE, r->name, "overdue", "no answer for %s from querier pid %u: re-dispatching",
-                      t->name, t->worker ? t->worker->pid : 0);
+                      t->name, t->worker ? t->worker->peer->pid : 0);
             (*ds->redispatched)++;
             dispatch_task(ds, t);
         }
@@ -424,9 +424,15 @@ gauge_waiters(av_daemon_t *d)
 }
 
 static uint64_t
+gauge_queriers(av_daemon_t *d)
+{
+    return zhashx_size(((dispatcher_t *)av_daemon_state(d))->queriers);
+}
+
+static uint64_t
 gauge_workers(av_daemon_t *d)
 {
-    return zhashx_size(((dispatcher_t *)av_daemon_state(d))->workers_by_key);
+    return ((dispatcher_t *)av_daemon_state(d))->n_workers;
 }
 
 int
@@ -436,6 +442,7 @@ dispatcher_start(dispatcher_t *ds, av_daemon_t *d)
     ds->d = d;
     msgpack_sbuffer_init(&ds->sbuf);
     av_msg_init(&ds->msg);
+    av_msg_init(&ds->worker_msg);
     if (sd_event_add_defer(av_daemon_loop(d), &ds->flush, on_flush, ds) < 0)
         return -1;
     sd_event_source_set_enabled(ds->flush, SD_EVENT_OFF);
@@ -454,7 +461,7 @@ dispatcher_start(dispatcher_t *ds, av_daemon_t *d)
     ds->malformed = av_daemon_counter(d, "malformed");
     ds->workers_lost = av_daemon_counter(d, "workers_lost");
     SLIST_INIT(&ds->registries);
-    if (task_table_init(&ds->tasks) < 0 || !(ds->workers_by_key = zhashx_new()))
+    if (task_table_init(&ds->tasks) < 0 || !(ds->queriers = zhashx_new()))
         return -1;
     if (!(ds->names = av_names_new(cfg)) || sync_registries(ds, cfg) < 0)
         return -1;
@@ -472,7 +479,8 @@ dispatcher_start(dispatcher_t *ds, av_daemon_t *d)
         return -1;
     av_daemon_gauge(d, "tasks", gauge_tasks);
     av_daemon_gauge(d, "waiters", gauge_waiters);
-    av_daemon_gauge(d, "queriers", gauge_workers);
+    av_daemon_gauge(d, "queriers", gauge_queriers);
+    av_daemon_gauge(d, "workers", gauge_workers);
     av_daemon_status_text(d, "dispatching for %u registries", cfg->n_registries);
     return 0;
 }
@@ -496,10 +504,10 @@ dispatcher_close(dispatcher_t *ds)
     if (ds->flush && ds->frontend)
         on_flush(ds->flush, ds); /* the turn's answers go out */
     task_table_clear(&ds->tasks);
-    if (ds->workers_by_key) {
-        worker_t *w;
-        while ((w = zhashx_first(ds->workers_by_key)))
-            worker_forget(ds, w, "stopping");
+    if (ds->queriers) {
+        querier_peer_t *p;
+        while ((p = zhashx_first(ds->queriers)))
+            querier_forget(ds, p, "stopping");
     }
     registry_state_t *r;
     while ((r = SLIST_FIRST(&ds->registries))) {
@@ -516,12 +524,13 @@ dispatcher_close(dispatcher_t *ds)
     zsock_destroy(&ds->cache_push);
     av_cache_close(&ds->cache);
     av_names_destroy(&ds->names);
-    zhashx_destroy(&ds->workers_by_key);
+    zhashx_destroy(&ds->queriers);
     sd_event_source_disable_unref(ds->flush);
     for (uint32_t i = 0; i < ds->n_peers; i++) {
         msgpack_sbuffer_destroy(&ds->peers[i].first);
         msgpack_sbuffer_destroy(&ds->peers[i].rest);
     }
     av_msg_release(&ds->msg);
+    av_msg_release(&ds->worker_msg);
     msgpack_sbuffer_destroy(&ds->sbuf);
 }

@@ -8,16 +8,30 @@
 #include "av_names.h"
 #include "tasks.h"
 
+typedef struct querier_peer querier_peer_t;
+
+/* A querier serving one registry: a querier of a group is one worker per
+ * registry, each with the registry's credit. */
 struct worker {
     LIST_ENTRY(worker) entry;  /* in its registry's list */
-    peer_id_t id;
-    char key[2 * PEER_ID_MAX + 1];
+    LIST_ENTRY(worker) of_peer;/* in its querier's list */
+    querier_peer_t *peer;
     registry_state_t *registry;
     uint32_t credit;
-    uint64_t last_seen_us;
-    uint32_t pid;
     bool leaving;              /* said bye: no new work */
     uint32_t tasks;            /* sent to it, not answered */
+    uint64_t announced;        /* the querier's announcement that last named it */
+};
+
+/* A querier process, by its routing id: heard from as a whole (heartbeats,
+ * silence), working for its registries through its workers. */
+struct querier_peer {
+    peer_id_t id;
+    char key[2 * PEER_ID_MAX + 1];
+    uint32_t pid;
+    uint64_t last_seen_us;
+    uint64_t announcements;    /* readies and heartbeats counted */
+    LIST_HEAD(, worker) workers;
 };
 
 struct registry_state {
@@ -54,6 +68,7 @@ typedef struct {
     uint32_t n_peers;
     sd_event_source *flush;    /* the end of a turn: batched answers go out */
     av_msg_t msg;              /* reused for every message from an intake */
+    av_msg_t worker_msg;       /* ... and from a querier */
     SLIST_HEAD(, registry_state) registries;
     zsock_t *frontend;         /* ROUTER: intakes */
     zsock_t *workers;          /* ROUTER: queriers */
@@ -61,7 +76,8 @@ typedef struct {
     av_cache_t *cache;         /* read-only; NULL until availd-cache made it */
     uint64_t cache_retry_us;
     task_table_t tasks;
-    zhashx_t *workers_by_key;
+    zhashx_t *queriers;        /* routing id (hex) -> querier_peer_t */
+    uint32_t n_workers;        /* all registries' */
     msgpack_sbuffer sbuf;      /* reused for every message sent */
     sd_event_source *scan_timer;
     uint64_t last_scan_us;
@@ -92,6 +108,8 @@ void workers_scan(dispatcher_t *ds, uint64_t now_us);
  * pending. Returns false when the registry has no querier at all. */
 bool dispatch_task(dispatcher_t *ds, task_t *t);
 void worker_forget(dispatcher_t *ds, worker_t *w, const char *why);
+/* A querier and all its workers (it went silent, or we stop). */
+void querier_forget(dispatcher_t *ds, querier_peer_t *p, const char *why);
 
 /* dispatcher.c */
 /* Sends an answer to an intake (a task_answer_fn; arg is the dispatcher):

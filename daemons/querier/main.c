@@ -1,18 +1,29 @@
 /*
  * NAME
- *   availd-querier - asks one registry whether names are available
+ *   availd-querier - asks registries whether names are available
  *
  * SUMMARY
- *   availd-querier --registry NAME[.N] [-c FILE] [-n] [-f]
+ *   availd-querier --group GROUP[.N] [-c FILE] [-n] [-f]
  *
  * DESCRIPTION
- *   One process per registry (systemd: availd-querier@NAME), or several
- *   (`queriers: N` in the registry's entry; the second is NAME.2, its
- *   control endpoint control-querier-NAME.2). It connects
- *   to the dispatcher as a worker: `ready` with the registry and its credit
- *   (how many checks it can take: concurrency + queue), then a heartbeat
- *   with its credit every dispatcher.heartbeat_ms. The dispatcher sends it
- *   `check`s of normalised names; it answers each exactly once.
+ *   One process per querier group (systemd: availd-querier@GROUP), serving
+ *   the group's registries (`queriers:` in availd.yaml; a registry no group
+ *   names is a group of its own, named after it, and `queriers: N` in its
+ *   entry gives it N processes: NAME, NAME.2 ...; --registry is another
+ *   spelling of --group). Each registry keeps its own budget: concurrency
+ *   cap, token bucket, backoff after a rate-limit reply, connections,
+ *   patterns, timeouts; one registry's slowness or throttling never delays
+ *   another's checks. The querier connects to the dispatcher as a worker:
+ *   `ready` with every registry and its credit (how many checks it can
+ *   take: concurrency + queue), then a heartbeat with the credits every
+ *   dispatcher.heartbeat_ms. The dispatcher sends it `check`s of normalised
+ *   names, each naming its registry; it answers each exactly once.
+ *
+ *   On a reload the group's registries follow the file: a registry added is
+ *   set up, one moved to another group is handed back to the dispatcher
+ *   (its checks, waiting and in flight, go to its new querier), the others
+ *   take their new settings; a registry whose protocol changed keeps its
+ *   old settings until a restart (`availctl reload` says so).
  *
  *   The registry's host is looked up (c-ares, on the loop) when the first
  *   query needs it, and again after a reload; a querier nobody asks sends
@@ -45,8 +56,8 @@
  *   in flight are finished, within process.drain_ms.
  *
  * CONFIGURATION PARAMETERS
- *   registries.NAME.*, endpoints.dispatcher_workers, dispatcher.heartbeat_ms,
- *   and the process settings.
+ *   queriers.GROUP.*, registries.NAME.*, implicit.*, endpoints.dispatcher_workers,
+ *   dispatcher.heartbeat_ms, and the process settings.
  */
 #include "querier.h"
 
@@ -108,9 +119,9 @@ main(int argc, char **argv)
     return av_daemon_main(argc, argv,
                           &(av_daemon_hooks_t){
                               .name = "querier",
-                              .summary = "availd-querier: asks one registry whether names are available",
+                              .summary = "availd-querier: asks the registries of its group whether names are available",
                               .instance_required = true,
-                              .instance_option = "registry",
+                              .instance_option = "group",
                               .init = querier_init,
                               .on_reload = querier_on_reload,
                               .restart_settings = querier_restart_settings,

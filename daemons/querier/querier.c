@@ -1,6 +1,9 @@
-/* The querier process: a worker of the dispatcher. It says `ready` with its
- * credit, heartbeats, takes checks for its registry, sends back one answer
- * per check, and on a stop hands back (`bye`) what it has not asked yet. */
+/* The querier process: a worker of the dispatcher for the registries of its
+ * querier group. It says `ready` with each registry's credit, heartbeats,
+ * takes checks, sends back one answer per check, and on a stop hands back
+ * (`bye`) what it has not asked yet. Each registry keeps its own budget,
+ * queues and protocol state (registry.c): one registry's slowness or
+ * throttling never delays another's checks. */
 #include "querier.h"
 
 #include <stdlib.h>
@@ -18,7 +21,22 @@ querier_counter(querier_t *q, const char *name)
 bool
 querier_idle(const querier_t *q)
 {
-    return !q->registry || q->registry->inflight.count == 0;
+    registry_t *r;
+    TAILQ_FOREACH(r, &q->registries, link)
+        if (r->inflight.count)
+            return false;
+    return true;
+}
+
+static registry_t *
+registry_by_name(const querier_t *q, av_str_t name)
+{
+    char key[AV_REGISTRY_MAX + 1];
+    if (name.len == 0 || name.len > AV_REGISTRY_MAX)
+        return NULL;
+    memcpy(key, name.ptr, name.len);
+    key[name.len] = '\0';
+    return zhashx_lookup(q->by_name, key);
 }
 
 /* ---- the dispatcher link --------------------------------------------- */
@@ -39,6 +57,31 @@ querier_answer(querier_t *q, const query_t *x, const av_answer_t *a)
     av_daemon_count_work(q->d, 1);
 }
 
+/* A bye: the checks (task numbers) go back to the dispatcher; `leaving`
+ * names the registries we stop serving (NULL: we are stopping). */
+static void
+send_bye(querier_t *q, const char *leaving, const uint64_t *ids, uint32_t n)
+{
+    av_credit_t one = { av_str(leaving), 0 };
+    registry_t *first = TAILQ_FIRST(&q->registries);
+    av_ready_t bye = {
+        .registry = leaving ? av_str(leaving) : first ? av_str(first->cfg->name) : AV_STR(""),
+        .credits = leaving ? &one : NULL,
+        .n_registries = leaving ? 1 : 0,
+    };
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    uint32_t off = 0;
+    do {
+        uint32_t chunk = n - off < AV_HANDBACK_MAX ? n - off : AV_HANDBACK_MAX;
+        msgpack_sbuffer_clear(&sbuf);
+        if (av_encode_bye(&sbuf, &bye, ids + off, chunk) == 0)
+            av_zsock_send_nowait(q->dispatcher, sbuf.data, sbuf.size);
+        off += chunk;
+    } while (off < n);
+    msgpack_sbuffer_destroy(&sbuf);
+}
+
 void
 querier_hand_back(querier_t *q, registry_t *r, query_list_t *list)
 {
@@ -53,27 +96,29 @@ querier_hand_back(querier_t *q, registry_t *r, query_list_t *list)
         ids[n++] = x->rid;
         registry_query_free(r, x);
     }
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    for (uint32_t off = 0; off < n; off += AV_HANDBACK_MAX) {
-        uint32_t chunk = n - off < AV_HANDBACK_MAX ? n - off : AV_HANDBACK_MAX;
-        msgpack_sbuffer_clear(&sbuf);
-        if (av_encode_bye(&sbuf, av_str(r->cfg->name), ids + off, chunk) == 0)
-            av_zsock_send_nowait(q->dispatcher, sbuf.data, sbuf.size);
-    }
-    msgpack_sbuffer_destroy(&sbuf);
     if (n) {
+        send_bye(q, r->leaving ? r->cfg->name : NULL, ids, n);
         *q->handed_back += n;
-        av_log_notice("handed %u check%s back to the dispatcher", n, n == 1 ? "" : "s");
+        av_log_notice("handed %u check%s of %s back to the dispatcher", n, n == 1 ? "" : "s", r->cfg->name);
     }
     free(ids);
 }
 
+/* Every registry with its credit; the first also as `registry` and
+ * `credit`, which is what an older dispatcher reads. */
 static void
 send_credit(querier_t *q, av_msg_type_t type)
 {
-    registry_t *r = q->registry;
-    av_ready_t ready = { .registry = av_str(r->cfg->name), .credit = registry_credit(r), .pid = (uint32_t)getpid() };
+    registry_t *r;
+    uint32_t n = 0;
+    if (q->n_registries == 0)
+        return;
+    TAILQ_FOREACH(r, &q->registries, link)
+        q->credits[n++] = (av_credit_t){ av_str(r->cfg->name), registry_credit(r) };
+    av_ready_t ready = {
+        .registry = q->credits[0].registry, .credit = q->credits[0].credit, .pid = (uint32_t)getpid(),
+        .credits = q->n_registries > 1 ? q->credits : NULL, .n_registries = q->n_registries > 1 ? n : 0,
+    };
     msgpack_sbuffer_clear(&q->sbuf);
     if (av_encode_ready(&q->sbuf, type, &ready) == 0)
         av_zsock_send_nowait(q->dispatcher, q->sbuf.data, q->sbuf.size);
@@ -87,17 +132,36 @@ on_heartbeat(av_daemon_t *d, void *arg)
         send_credit(q, AV_MSG_HEARTBEAT);
 }
 
+/* The registry of a check: the one it names, or from an older dispatcher
+ * (which names none) ours when we serve one. */
+static registry_t *
+registry_of(const querier_t *q, const av_check_t *check)
+{
+    if (check->registry.len)
+        return registry_by_name(q, check->registry);
+    return q->n_registries == 1 ? TAILQ_FIRST(&q->registries) : NULL;
+}
+
 void
 querier_take(querier_t *q, const av_check_t *check)
 {
-    registry_t *r = q->registry;
     const char *reason = NULL;
+    registry_t *r = registry_of(q, check);
+    (*q->checks)++;
+    if (!r) {
+        /* A registry we no longer serve (a reload moved it away while the
+         * check was on its way): back to the dispatcher, for its new querier. */
+        char name[AV_REGISTRY_MAX + 1];
+        av_str_copy(name, sizeof name, check->registry);
+        (*q->handed_back)++;
+        send_bye(q, name[0] ? name : NULL, &check->rid, 1);
+        return;
+    }
     query_t *x = registry_query_new(r, check);
     if (!x) {
         av_log_err("out of memory for a check");
         return;
     }
-    (*q->checks)++;
     if (av_name_normalize(check->name.ptr, check->name.len, x->name, &reason) < 0) {
         /* The dispatcher normalises; a name that fails here came from a
          * daemon that does not. Answer rather than drop. */
@@ -119,23 +183,19 @@ on_dispatcher(av_daemon_t *d, zsock_t *sock, void *arg)
 {
     querier_t *q = arg;
     zframe_t *frame = zframe_recv(sock);
-    av_msg_t msg;
     if (!frame)
         return false;
-    av_msg_init(&msg);
-    int rc = av_msg_decode(&msg, zframe_data(frame), zframe_size(frame));
-    if (rc == 0 && msg.type == AV_MSG_CHECK && msg.u.check.n_names == 0) {
-        querier_take(q, &msg.u.check);
-    } else if (rc == 0 && msg.type == AV_MSG_HEARTBEAT) {
+    int rc = av_msg_decode(&q->msg, zframe_data(frame), zframe_size(frame));
+    if (rc == 0 && q->msg.type == AV_MSG_CHECK && q->msg.u.check.n_names == 0) {
+        querier_take(q, &q->msg.u.check);
+    } else if (rc == 0 && q->msg.type == AV_MSG_HEARTBEAT) {
         /* the dispatcher is there; nothing to do */
     } else {
         char why[128];
         (*q->malformed)++;
-        av_report(d, AV_LOG_WARNING, q->registry->cfg->name, "malformed_message",
-                  "dropped a message from the dispatcher: %s",
-                  rc ? av_msg_strerror(&msg, rc, why, sizeof why) : av_msg_type_name(msg.type));
+        av_report(d, AV_LOG_WARNING, NULL, "malformed_message", "dropped a message from the dispatcher: %s",
+                  rc ? av_msg_strerror(&q->msg, rc, why, sizeof why) : av_msg_type_name(q->msg.type));
     }
-    av_msg_release(&msg);
     zframe_destroy(&frame);
     return true;
 }
@@ -145,66 +205,150 @@ on_timeout_scan(av_daemon_t *d, void *arg)
 {
     (void)d;
     querier_t *q = arg;
-    registry_expire(q->registry, av_mono_us());
+    uint64_t now = av_mono_us();
+    registry_t *r;
+    TAILQ_FOREACH(r, &q->registries, link)
+        registry_expire(r, now);
 }
 
-/* ---- lifecycle ---------------------------------------------------------- */
+/* ---- the registries of the group ---------------------------------------- */
 
-/* The instance is REGISTRY, or REGISTRY.N for the N-th querier of a
- * registry with `queriers: N` (registry names hold no dot). */
-const av_registry_cfg_t *
-querier_registry(const av_config_t *cfg, const char *instance)
+static int
+add_registry(querier_t *q, const av_registry_cfg_t *cfg)
 {
-    char name[AV_REGISTRY_MAX + 1];
-    size_t n = strcspn(instance, ".");
-    if (n > AV_REGISTRY_MAX)
-        return NULL;
-    memcpy(name, instance, n);
-    name[n] = '\0';
-    return av_config_registry(cfg, name);
+    av_credit_t *credits = realloc(q->credits, (q->n_registries + 1) * sizeof *credits);
+    if (!credits)
+        return -1;
+    q->credits = credits;
+    registry_t *r = registry_new(q, cfg);
+    if (!r) {
+        av_log_err("registry '%s': cannot set up its %s queries", cfg->name, protocol_for(cfg->protocol)->name);
+        return -1;
+    }
+    TAILQ_INSERT_TAIL(&q->registries, r, link);
+    q->n_registries++;
+    zhashx_insert(q->by_name, cfg->name, r);
+    return 0;
+}
+
+/* A registry the group no longer holds: what waits and what is in flight
+ * goes back to the dispatcher, for its new querier. */
+static void
+drop_registry(querier_t *q, registry_t *r)
+{
+    av_log_notice("registry '%s' left this querier's group: its checks go back to the dispatcher", r->cfg->name);
+    r->leaving = true;
+    querier_hand_back(q, r, &r->waiting);
+    querier_hand_back(q, r, &r->inflight);
+    zhashx_delete(q->by_name, r->cfg->name);
+    TAILQ_REMOVE(&q->registries, r, link);
+    q->n_registries--;
+    registry_destroy(&r);
+}
+
+/* The status line: which registry, by which protocol, where; or how many. */
+static void
+describe(querier_t *q)
+{
+    registry_t *r = TAILQ_FIRST(&q->registries);
+    if (q->n_registries != 1 || !r) {
+        av_daemon_status_text(q->d, "querying %u registries (querier group %s)", q->n_registries, q->group);
+        return;
+    }
+    const av_registry_cfg_t *rc = r->cfg;
+    if (rc->protocol == AV_PROTO_RDAP)
+        av_daemon_status_text(q->d, "querying %s (rdap %s)", rc->name, rc->base_url);
+    else
+        av_daemon_status_text(q->d, "querying %s (%s %s:%u)", rc->name, r->protocol->name, rc->host, rc->port);
+}
+
+/* ---- gauges ---------------------------------------------------------------- */
+
+static uint64_t
+sum(av_daemon_t *d, size_t list_offset)
+{
+    querier_t *q = av_daemon_state(d);
+    uint64_t n = 0;
+    registry_t *r;
+    TAILQ_FOREACH(r, &q->registries, link)
+        n += ((const query_list_t *)((const char *)r + list_offset))->count;
+    return n;
 }
 
 static uint64_t
 gauge_inflight(av_daemon_t *d)
 {
-    return ((querier_t *)av_daemon_state(d))->registry->inflight.count;
+    return sum(d, offsetof(registry_t, inflight));
 }
 
 static uint64_t
 gauge_waiting(av_daemon_t *d)
 {
-    return ((querier_t *)av_daemon_state(d))->registry->waiting.count;
+    return sum(d, offsetof(registry_t, waiting));
 }
 
 static uint64_t
 gauge_dns_pending(av_daemon_t *d)
 {
-    return ((querier_t *)av_daemon_state(d))->registry->prechecking.count;
+    return sum(d, offsetof(registry_t, prechecking));
 }
 
 static uint64_t
 gauge_credit(av_daemon_t *d)
 {
-    return registry_credit(((querier_t *)av_daemon_state(d))->registry);
+    querier_t *q = av_daemon_state(d);
+    uint64_t n = 0;
+    registry_t *r;
+    TAILQ_FOREACH(r, &q->registries, link)
+        n += registry_credit(r);
+    return n;
 }
 
+/* The longest pause of any of its registries. */
 static uint64_t
 gauge_backoff_ms(av_daemon_t *d)
 {
     querier_t *q = av_daemon_state(d);
-    return budget_backoff_left_us(&q->registry->budget, av_mono_us()) / 1000;
+    uint64_t now = av_mono_us(), longest = 0;
+    registry_t *r;
+    TAILQ_FOREACH(r, &q->registries, link) {
+        uint64_t left = budget_backoff_left_us(&r->budget, now);
+        if (left > longest)
+            longest = left;
+    }
+    return longest / 1000;
 }
 
-/* The status line: which registry, by which protocol, where. */
-static void
-describe(querier_t *q)
+static uint64_t
+gauge_registries(av_daemon_t *d)
 {
-    const av_registry_cfg_t *rc = q->registry->cfg;
-    if (rc->protocol == AV_PROTO_RDAP)
-        av_daemon_status_text(q->d, "querying %s (rdap %s)", rc->name, rc->base_url);
-    else
-        av_daemon_status_text(q->d, "querying %s (%s %s:%u)", rc->name, q->registry->protocol->name, rc->host,
-                              rc->port);
+    return ((querier_t *)av_daemon_state(d))->n_registries;
+}
+
+/* `registries`: each registry's load, for `availctl registries`. */
+static int
+cmd_registries(av_daemon_t *d, const msgpack_object *req, msgpack_packer *pk, char *err, size_t errlen)
+{
+    (void)req;
+    (void)err;
+    (void)errlen;
+    querier_t *q = av_daemon_state(d);
+    uint64_t now = av_mono_us();
+    registry_t *r;
+    av_pack_ctl_reply_begin(pk, true, NULL, 2);
+    av_pack_kv_str(pk, "group", q->group);
+    av_pack_str(pk, "registries");
+    msgpack_pack_array(pk, q->n_registries);
+    TAILQ_FOREACH(r, &q->registries, link) {
+        msgpack_pack_map(pk, 6);
+        av_pack_kv_str(pk, "registry", r->cfg->name);
+        av_pack_kv_uint(pk, "inflight", r->inflight.count);
+        av_pack_kv_uint(pk, "waiting", r->waiting.count);
+        av_pack_kv_uint(pk, "dns_pending", r->prechecking.count);
+        av_pack_kv_uint(pk, "credit", registry_credit(r));
+        av_pack_kv_uint(pk, "backoff_ms", budget_backoff_left_us(&r->budget, now) / 1000);
+    }
+    return 0;
 }
 
 static void
@@ -230,7 +374,11 @@ register_counters(querier_t *q)
     av_daemon_gauge(q->d, "credit", gauge_credit);
     av_daemon_gauge(q->d, "backoff_ms", gauge_backoff_ms);
     av_daemon_gauge(q->d, "dns_pending", gauge_dns_pending);
+    av_daemon_gauge(q->d, "registries", gauge_registries);
+    av_daemon_command(q->d, "registries", cmd_registries);
 }
+
+/* ---- lifecycle ---------------------------------------------------------- */
 
 static int
 set_heartbeat(querier_t *q, uint32_t interval_ms)
@@ -251,23 +399,25 @@ int
 querier_start(querier_t *q, av_daemon_t *d)
 {
     const av_config_t *cfg = av_daemon_config(d);
-    const av_registry_cfg_t *rc = querier_registry(cfg, av_daemon_instance(d));
+    const av_group_cfg_t *group = av_config_group(cfg, av_daemon_instance(d));
     q->d = d;
+    TAILQ_INIT(&q->registries);
     msgpack_sbuffer_init(&q->sbuf);
-    if (!rc) {
-        av_log_err("no registry for instance '%s' in %s", av_daemon_instance(d), cfg->path);
+    av_msg_init(&q->msg);
+    if (!group) {
+        av_log_err("no querier group or registry '%s' in %s", av_daemon_instance(d), cfg->path);
         return -1;
     }
+    snprintf(q->group, sizeof q->group, "%s", group->name);
     register_counters(q);
-    if (!(q->poller = av_poller_new(av_daemon_loop(d))))
+    if (!(q->by_name = zhashx_new()) || !(q->poller = av_poller_new(av_daemon_loop(d))))
         return -1;
     q->dispatcher = av_daemon_connect(d, ZMQ_DEALER, cfg->endpoints.dispatcher_workers);
     if (!q->dispatcher)
         return -1;
-    if (!(q->registry = registry_new(q, rc))) {
-        av_log_err("registry '%s': cannot set up its %s queries", rc->name, protocol_for(rc->protocol)->name);
-        return -1;
-    }
+    for (uint32_t i = 0; i < group->n_members; i++)
+        if (add_registry(q, &cfg->registries[group->members[i]]) < 0)
+            return -1;
     q->timeout_timer = av_daemon_every(d, TIMEOUT_SCAN_MS, on_timeout_scan, q);
     if (!q->timeout_timer || set_heartbeat(q, cfg->dispatcher.heartbeat_ms) < 0)
         return -1;
@@ -282,9 +432,8 @@ querier_start(querier_t *q, av_daemon_t *d)
  * running on its old settings (a copy of them) until a restart; `availctl
  * reload` says so. */
 static int
-keep_registry_running(querier_t *q, const char *what)
+keep_registry_running(querier_t *q, registry_t *r, const char *what)
 {
-    registry_t *r = q->registry;
     if (r->cfg != r->kept_cfg) {
         av_registry_cfg_t *copy = av_registry_cfg_dup(r->cfg);
         if (!copy || registry_configure(r, copy) < 0) {
@@ -297,22 +446,57 @@ keep_registry_running(querier_t *q, const char *what)
     return 0;
 }
 
+/* The group's registries of the new file: new ones are set up, those it no
+ * longer holds go back to the dispatcher, the others take their new
+ * settings. A group gone from the file keeps running as it is. */
 int
 querier_reload(querier_t *q, const av_config_t *next_cfg)
 {
-    registry_t *r = q->registry;
-    const av_registry_cfg_t *next = querier_registry(next_cfg, av_daemon_instance(q->d));
+    const av_group_cfg_t *group = av_config_group(next_cfg, av_daemon_instance(q->d));
+    registry_t *r, *tmp;
     if (next_cfg->dispatcher.heartbeat_ms != q->heartbeat_ms && set_heartbeat(q, next_cfg->dispatcher.heartbeat_ms) < 0)
         return -1;
-    if (!next)
-        return keep_registry_running(q, " (removed from the file: this querier has nothing else to serve)");
-    if (next->protocol != r->cfg->protocol)
-        return keep_registry_running(q, ".protocol");
-    if (registry_configure(r, next) < 0)
+    if (!group) {
+        TAILQ_FOREACH(r, &q->registries, link)
+            if (keep_registry_running(q, r, " (its querier is gone from the file: stop it)") < 0)
+                return -1;
+        return 0;
+    }
+    uint8_t *kept = calloc(group->n_members ? group->n_members : 1, 1);
+    if (!kept)
         return -1;
-    av_registry_cfg_free(&r->kept_cfg);
+    for (r = TAILQ_FIRST(&q->registries); r; r = tmp) {
+        tmp = TAILQ_NEXT(r, link);
+        const av_registry_cfg_t *next = NULL;
+        for (uint32_t i = 0; i < group->n_members && !next; i++)
+            if (strcmp(next_cfg->registries[group->members[i]].name, r->cfg->name) == 0) {
+                next = &next_cfg->registries[group->members[i]];
+                kept[i] = 1;
+            }
+        int rc = 0;
+        if (!next)
+            drop_registry(q, r);
+        else if (next->protocol != r->cfg->protocol)
+            rc = keep_registry_running(q, r, ".protocol");
+        else if ((rc = registry_configure(r, next)) == 0)
+            av_registry_cfg_free(&r->kept_cfg);
+        if (rc < 0) {
+            free(kept);
+            return -1;
+        }
+    }
+    int rc = 0;
+    for (uint32_t i = 0; i < group->n_members && rc == 0; i++)
+        if (!kept[i])
+            rc = add_registry(q, &next_cfg->registries[group->members[i]]);
+    free(kept);
+    if (rc < 0)
+        return -1;
     describe(q);
-    registry_pump(r); /* what waited for the old address goes on */
+    /* The dispatcher learns of registries added now, not at the next beat. */
+    send_credit(q, AV_MSG_HEARTBEAT);
+    TAILQ_FOREACH(r, &q->registries, link)
+        registry_pump(r); /* what waited for an old address goes on */
     return 0;
 }
 
@@ -321,7 +505,9 @@ querier_stop(querier_t *q)
 {
     /* Checks not yet sent go back to the dispatcher now, to another
      * querier of the registry; those in flight finish here. */
-    querier_hand_back(q, q->registry, &q->registry->waiting);
+    registry_t *r;
+    TAILQ_FOREACH(r, &q->registries, link)
+        querier_hand_back(q, r, &r->waiting);
     if (querier_idle(q))
         av_daemon_drained(q->d);
 }
@@ -329,12 +515,20 @@ querier_stop(querier_t *q)
 void
 querier_close(querier_t *q)
 {
+    registry_t *r;
     if (q->dispatcher)
         av_daemon_unwatch(q->d, q->dispatcher);
-    registry_destroy(&q->registry);
+    while ((r = TAILQ_FIRST(&q->registries))) {
+        TAILQ_REMOVE(&q->registries, r, link);
+        registry_destroy(&r);
+    }
+    q->n_registries = 0;
+    zhashx_destroy(&q->by_name);
     sd_event_source_disable_unref(q->timeout_timer);
     sd_event_source_disable_unref(q->heartbeat_timer);
     zsock_destroy(&q->dispatcher);
     av_poller_destroy(&q->poller);
+    av_msg_release(&q->msg);
     msgpack_sbuffer_destroy(&q->sbuf);
+    free(q->credits);
 }

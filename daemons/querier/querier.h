@@ -1,6 +1,7 @@
 /* The querier's job, shared by its files: the process (its link to the
- * dispatcher), the registry it serves with that registry's checks, budget
- * and verdict rules, and the small interface every protocol implements. */
+ * dispatcher), the registries of its querier group, each with its checks,
+ * budget and verdict rules, and the small interface every protocol
+ * implements. */
 #ifndef QUERIER_H
 #define QUERIER_H
 
@@ -83,6 +84,7 @@ const protocol_t *protocol_for(av_registry_proto_t kind);
 
 /* A registry this querier serves. */
 struct registry {
+    TAILQ_ENTRY(registry) link;         /* in its querier's list */
     querier_t *q;
     const av_registry_cfg_t *cfg;       /* into the daemon's config, or kept_cfg */
     av_registry_cfg_t *kept_cfg;        /* its running settings, kept past a reload that changed what needs a restart */
@@ -98,14 +100,20 @@ struct registry {
     query_list_t inflight;              /* asked the registry */
     bool pumping;
     bool closing;                       /* being destroyed: nothing starts */
+    bool leaving;                       /* a reload moved it to another querier */
     sd_event_source *pump_timer;        /* next moment a waiting query may go */
 };
 
-/* The querier process: its link to the dispatcher and what its registry's
+/* The querier process: its link to the dispatcher and what its registries'
  * protocols share (the poller of their sockets, the counters). */
 struct querier {
     av_daemon_t *d;
-    registry_t *registry;
+    char group[AV_REGISTRY_MAX + 1];    /* its querier group */
+    TAILQ_HEAD(, registry) registries;
+    uint32_t n_registries;
+    zhashx_t *by_name;                  /* registry name -> registry_t */
+    av_credit_t *credits;               /* room for a ready's list */
+    av_msg_t msg;                       /* reused for every message from the dispatcher */
     zsock_t *dispatcher;                /* DEALER to the dispatcher's workers ROUTER */
     av_poller_t *poller;                /* every registry connection */
     sd_event_source *timeout_timer;
@@ -123,7 +131,6 @@ struct querier {
 };
 
 /* querier.c: the process */
-const av_registry_cfg_t *querier_registry(const av_config_t *cfg, const char *instance);
 int querier_start(querier_t *q, av_daemon_t *d);
 int querier_reload(querier_t *q, const av_config_t *next);
 void querier_stop(querier_t *q);     /* hand back the waiting, keep the in-flight */

@@ -131,7 +131,7 @@ def test_every_command_of_the_table_is_dispatched():
     ["check"], ["check", "--bogus", "a.de"], ["check", "--deadline", "0", "a.de"],
     ["classify"], ["classify", "a.de", "b", "c"],
     ["errors", "extra"], ["errors", "--bogus"],
-    ["registries", "x"], ["registries", "update-bootstrap"],
+    ["registries", "--bogus"], ["registries", "update-bootstrap"],
     ["metrics", "x"], ["run", "--bogus"],
 ])
 def test_a_commands_usage_error_shows_its_synopsis_from_the_table(args):

@@ -423,7 +423,7 @@ def test_the_shipped_configuration_loads_with_the_registry_table():
     r = subprocess.run([binary("availctl"), "config", "check", CONFIG], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     table = load_table()
-    assert f"({len(table)} registries)" in r.stdout, r.stdout
+    assert f"({len(table)} registries, " in r.stdout, r.stdout
     tlds = [t for e in table.values() for t in e["tlds"]]
     assert len(tlds) == len(set(tlds)), "a TLD served by two registries"
     assert all(isinstance(t, str) for t in tlds), "a TLD YAML read as something else (quote no, on, yes...)"

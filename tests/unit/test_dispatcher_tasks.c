@@ -35,6 +35,7 @@ typedef struct {
     task_table_t tt;
     registry_state_t reg;
     worker_t workers[2];
+    querier_peer_t peers[2];   /* one querier process each */
     sent_answer_t answers[ANSWERS_MAX];
     size_t n_answers;
 } fixture_t;
@@ -52,7 +53,8 @@ setup(void **state)
     for (int i = 0; i < 2; i++) {
         f->workers[i].registry = &f->reg;
         f->workers[i].credit = 10;
-        f->workers[i].pid = 100 + (uint32_t)i;
+        f->workers[i].peer = &f->peers[i];
+        f->peers[i].pid = 100 + (uint32_t)i;
     }
     *state = f;
     return task_table_init(&f->tt);

@@ -401,7 +401,9 @@ route_setup(void **state)
                         REGISTRY("uk", "uk")
                         REGISTRY("couk", "[co.uk, org.uk]")
                         REGISTRY("com", "[com]")
-                        REGISTRY("rf", "xn--p1ai")) != 0 ||
+                        REGISTRY("rf", "xn--p1ai")
+                        REGISTRY("io", "io")
+                        REGISTRY("euorg", "eu.org")) != 0 ||
         av_config_load(f->path, &f->cfg, f->err, sizeof f->err) != 0) {
         print_error("config refused: %s\n", f->err);
         return -1;
@@ -472,12 +474,45 @@ test_route_normalises_before_it_looks_up(void **state)
 }
 
 static void
-test_route_of_a_configured_suffix_itself_goes_to_its_parent(void **state)
+test_route_of_a_public_suffix_itself_is_invalid(void **state)
 {
     route_fixture_t *f = *state;
-    /* co.uk is a name one label under uk, whoever serves names under it. */
-    assert_routes(f, "co.uk", "uk", "co.uk");
-    assert_routes(f, "CO.UK.", "uk", "co.uk");
+    /* co.uk is where names are registered, not a name one can register. */
+    assert_not_routed(f, "co.uk", AV_ROUTE_INVALID, AV_INVALID_PUBLIC_SUFFIX);
+    assert_not_routed(f, "CO.UK.", AV_ROUTE_INVALID, AV_INVALID_PUBLIC_SUFFIX);
+    /* ac.uk too, though no registry serves it here */
+    assert_not_routed(f, "ac.uk", AV_ROUTE_INVALID, AV_INVALID_PUBLIC_SUFFIX);
+}
+
+/* Registrable names under a public suffix are never subdomains: they go to
+ * the registry that lists that suffix, or are unsupported. */
+static void
+test_route_of_a_name_under_a_suffix_without_a_registry_is_unsupported(void **state)
+{
+    route_fixture_t *f = *state;
+    /* ac.uk is the list's (ICANN section), uk is served, ac.uk is not: not
+     * uk's registry (JISC runs ac.uk), not a subdomain */
+    assert_not_routed(f, "example.ac.uk", AV_ROUTE_UNSUPPORTED, AV_REASON_UNSUPPORTED);
+    /* za.org is in the list's private section; org is not served here */
+    assert_not_routed(f, "example.za.org", AV_ROUTE_UNSUPPORTED, AV_REASON_UNSUPPORTED);
+    /* github.io (private section) is no registry: a name under it is not
+     * .io's to answer, and github.io itself is a name of .io */
+    assert_not_routed(f, "example.github.io", AV_ROUTE_UNSUPPORTED, AV_REASON_UNSUPPORTED);
+    assert_routes(f, "github.io", "io", "github.io");
+    assert_routes(f, "GitHub.IO", "io", "github.io");
+    /* below a registrable name under a private suffix: a subdomain */
+    assert_not_routed(f, "www.example.github.io", AV_ROUTE_INVALID, AV_INVALID_SUBDOMAIN);
+}
+
+static void
+test_route_of_a_suffix_with_a_registry_of_its_own(void **state)
+{
+    route_fixture_t *f = *state;
+    /* a suffix the config gives a registry of its own, whatever section */
+    assert_routes(f, "example.eu.org", "euorg", "example.eu.org");
+    assert_not_routed(f, "www.example.eu.org", AV_ROUTE_INVALID, AV_INVALID_SUBDOMAIN);
+    /* wildcard rules of the list: *.ck makes every example.ck a suffix */
+    assert_not_routed(f, "example.ck", AV_ROUTE_INVALID, AV_INVALID_PUBLIC_SUFFIX);
 }
 
 static void
@@ -496,8 +531,8 @@ test_route_of_an_unserved_tld_is_unsupported(void **state)
     route_fixture_t *f = *state;
     assert_not_routed(f, "example.org", AV_ROUTE_UNSUPPORTED, "unsupported_tld");
     assert_not_routed(f, "example.org", AV_ROUTE_UNSUPPORTED, AV_REASON_UNSUPPORTED);
-    /* Deeper names under it are unsupported too, not subdomains. */
-    assert_not_routed(f, "www.example.org", AV_ROUTE_UNSUPPORTED, "unsupported_tld");
+    /* Deeper names under it are below a registrable name all the same. */
+    assert_not_routed(f, "www.example.org", AV_ROUTE_INVALID, AV_INVALID_SUBDOMAIN);
     /* A suffix is matched label by label, not as a string tail. */
     assert_not_routed(f, "example.xcom", AV_ROUTE_UNSUPPORTED, "unsupported_tld");
     assert_not_routed(f, "example.ouk", AV_ROUTE_UNSUPPORTED, "unsupported_tld");
@@ -555,7 +590,9 @@ main(void)
         cmocka_unit_test(test_single_label_is_single_label),
         R(test_route_picks_the_longest_configured_suffix),
         R(test_route_normalises_before_it_looks_up),
-        R(test_route_of_a_configured_suffix_itself_goes_to_its_parent),
+        R(test_route_of_a_public_suffix_itself_is_invalid),
+        R(test_route_of_a_name_under_a_suffix_without_a_registry_is_unsupported),
+        R(test_route_of_a_suffix_with_a_registry_of_its_own),
         R(test_route_of_a_name_below_the_registrable_level_is_subdomain),
         R(test_route_of_an_unserved_tld_is_unsupported),
         R(test_route_of_an_invalid_name_is_invalid_with_its_reason),

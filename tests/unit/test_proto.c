@@ -822,7 +822,7 @@ test_bye_with_handed_back_ids_round_trips(void **state)
     const uint64_t ids[] = { 1, 0x7fffffffffffffffull, UINT64_MAX, 42 };
     builder_t b;
     builder_init(&b);
-    assert_int_equal(av_encode_bye(&b.sbuf, AV_STR("verisign"), ids, 4), 0);
+    assert_int_equal(av_encode_bye(&b.sbuf, &(av_ready_t){ .registry = AV_STR("verisign") }, ids, 4), 0);
     av_msg_t m;
     av_msg_init(&m);
     assert_int_equal(decode(&m, &b), AV_PROTO_OK);
@@ -837,13 +837,95 @@ test_bye_with_handed_back_ids_round_trips(void **state)
 
     /* A bye with nothing to hand back. */
     builder_init(&b);
-    assert_int_equal(av_encode_bye(&b.sbuf, AV_STR("pir"), NULL, 0), 0);
+    assert_int_equal(av_encode_bye(&b.sbuf, &(av_ready_t){ .registry = AV_STR("pir") }, NULL, 0), 0);
     av_msg_init(&m);
     assert_int_equal(decode(&m, &b), AV_PROTO_OK);
     assert_int_equal(m.u.ready.n_ids, 0);
     assert_true(av_bye_id_at(&m.u.ready, 0) == 0);
     av_msg_release(&m);
     builder_free(&b);
+}
+
+static void
+test_a_group_queriers_ready_and_bye_carry_every_registry(void **state)
+{
+    (void)state;
+    const av_credit_t credits[] = { { AV_STR("verisign-com"), 1010 }, { AV_STR("rdap-rdap-nic-xyz"), 0 },
+                                    { AV_STR("pir"), UINT32_MAX } };
+    av_ready_t in = { .registry = AV_STR("verisign-com"), .credit = 1010, .pid = 77, .credits = credits,
+                      .n_registries = 3 };
+    builder_t b;
+    av_msg_t m;
+    builder_init(&b);
+    assert_int_equal(av_encode_ready(&b.sbuf, AV_MSG_HEARTBEAT, &in), 0);
+    av_msg_init(&m);
+    assert_int_equal(decode(&m, &b), AV_PROTO_OK);
+    assert_int_equal(m.type, AV_MSG_HEARTBEAT);
+    /* what an older dispatcher reads: the first registry */
+    assert_av_str(m.u.ready.registry, "verisign-com");
+    assert_int_equal(m.u.ready.credit, 1010);
+    assert_int_equal(m.u.ready.n_registries, 3);
+    for (uint32_t i = 0; i < 3; i++) {
+        av_credit_t c;
+        av_ready_credit_at(&m.u.ready, i, &c);
+        assert_true(c.registry.len == credits[i].registry.len &&
+                    memcmp(c.registry.ptr, credits[i].registry.ptr, c.registry.len) == 0);
+        assert_int_equal(c.credit, credits[i].credit);
+    }
+    av_msg_release(&m);
+    builder_free(&b);
+
+    /* a bye for one registry of the group, with its checks */
+    const uint64_t ids[] = { 5, 6 };
+    av_ready_t bye = { .registry = AV_STR("pir"), .credits = credits + 2, .n_registries = 1 };
+    builder_init(&b);
+    assert_int_equal(av_encode_bye(&b.sbuf, &bye, ids, 2), 0);
+    av_msg_init(&m);
+    assert_int_equal(decode(&m, &b), AV_PROTO_OK);
+    assert_int_equal(m.u.ready.n_registries, 1);
+    assert_int_equal(m.u.ready.n_ids, 2);
+    av_credit_t c;
+    av_ready_credit_at(&m.u.ready, 0, &c);
+    assert_true(av_str_eq(c.registry, "pir"));
+    av_msg_release(&m);
+    builder_free(&b);
+}
+
+static void
+test_bad_registries_of_a_ready_are_refused(void **state)
+{
+    (void)state;
+    /* {t: ready, v: 1, registry: x, registries: ...} with a bad list each time */
+    static const struct {
+        const char *why;
+        const char *hex; /* the `registries` value, msgpack */
+        int err;
+    } cases[] = {
+        { "not an array", "a3616263", AV_PROTO_E_TYPE },
+        { "an entry not a pair", "91a3616263", AV_PROTO_E_TYPE },
+        { "a credit not a number", "9192a178a3616263", AV_PROTO_E_TYPE },
+        { "an empty name", "9192a000", AV_PROTO_E_VALUE },
+        { "a credit past 32 bits", "9192a178cf0000000100000000", AV_PROTO_E_VALUE },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        unsigned char buf[128];
+        size_t n = 0;
+        const char head[] = "\x84\xa1t\xa5ready\xa1v\x01\xa8registry\xa1x\xaaregistries";
+        memcpy(buf, head, sizeof head - 1);
+        n = sizeof head - 1;
+        for (const char *h = cases[k].hex; h[0] && h[1]; h += 2) {
+            unsigned int byte;
+            sscanf(h, "%2x", &byte);
+            buf[n++] = (unsigned char)byte;
+        }
+        av_msg_t m;
+        av_msg_init(&m);
+        int rc = av_msg_decode(&m, buf, n);
+        if (rc != cases[k].err)
+            fail_msg("%s: want %d, got %d", cases[k].why, cases[k].err, rc);
+        assert_string_equal(m.bad_key, "registries");
+        av_msg_release(&m);
+    }
 }
 
 static void
@@ -1959,6 +2041,8 @@ main(void)
         cmocka_unit_test(test_ctl_reply_error_round_trips),
         cmocka_unit_test(test_answer_idx_travels_without_rid_only_when_asked),
         cmocka_unit_test(test_bye_with_handed_back_ids_round_trips),
+        cmocka_unit_test(test_a_group_queriers_ready_and_bye_carry_every_registry),
+        cmocka_unit_test(test_bad_registries_of_a_ready_are_refused),
         cmocka_unit_test(test_answers_batch_round_trips),
         cmocka_unit_test(test_utf8_sanitize_keeps_valid_utf8_and_replaces_the_rest),
         cmocka_unit_test(test_encoders_append_one_message_after_another),

@@ -51,10 +51,12 @@ void ctl_reply_release(ctl_reply_t *reply);
 typedef int ctl_show_fn(ctl_t *ctl, const msgpack_object *body, void *arg);
 int ctl_show(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_show_fn *show, void *arg);
 
-/* The control idents of every querier of the config: querier-NAME, and
- * querier-NAME.2 ... for registries with several. Calls fn for each. */
-void ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *registry, const char *instance),
+/* The querier instances of the config: GROUP, and GROUP.2 ... for groups
+ * with several (control idents querier-INSTANCE). Calls fn for each. */
+void ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *group, const char *instance),
                       void *arg);
+/* How many querier processes the config runs. */
+uint32_t ctl_querier_count(const av_config_t *cfg);
 
 /* Every daemon instance of the config, as control idents: intake,
  * dispatcher, cache, errors, then querier-NAME[.N]. */

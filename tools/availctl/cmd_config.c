@@ -16,7 +16,14 @@ cmd_config(ctl_t *ctl, int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return EXIT_NEGATIVE;
     }
-    printf("%s: configuration OK (%u registries)\n", path, cfg->n_registries);
+    uint32_t explicit = 0;
+    for (uint32_t i = 0; i < cfg->n_registries; i++)
+        explicit += cfg->registries[i].origin == AV_ORIGIN_EXPLICIT;
+    if (explicit == cfg->n_registries)
+        printf("%s: configuration OK (%u registries)\n", path, explicit);
+    else
+        printf("%s: configuration OK (%u registries, %u implicit; %u querier groups)\n", path, explicit,
+               cfg->n_registries - explicit, cfg->n_groups);
     av_config_free(&cfg);
     return EXIT_OK;
 }

@@ -70,13 +70,19 @@ const ctl_command_t ctl_commands[] = {
     },
     {
         .name = "registries",
-        .args = "[--json] | update-bootstrap FILE",
+        .args = "[--json] [TLD...] [--coverage] | update-bootstrap FILE",
         .run = cmd_registries,
-        .summary = "per registry: queriers up, rate limit, load, latency",
+        .summary = "per registry: queriers up, rate limit, load, latency; a TLD's route",
         .help = "Per registry: how many of its queriers are up, its rate limit, what\n"
                 "is in flight and waiting, whether it is backing off, the last five\n"
                 "minutes' answers, latency and unknown share, and the error events\n"
                 "held about it; exit 1 when a registry has no querier up.\n"
+                "With TLDs (or public suffixes, or names): each one's registry, its\n"
+                "protocol and server, where the entry came from (explicit: the\n"
+                "registry table; bootstrap: the IANA RDAP bootstrap; iana-whois: the\n"
+                "TLD's whois server), its querier group and limits; exit 1 when one\n"
+                "has no route. --coverage counts the TLDs by route and lists those\n"
+                "with no public service.\n"
                 "update-bootstrap FILE checks a newer IANA RDAP bootstrap (dns.json)\n"
                 "and puts it in place of the configured one, for the next reload.",
     },

@@ -1,9 +1,11 @@
 /* What availctl's commands share: the config, control requests, JSON. */
 #include "availctl.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const av_config_t *
 ctl_config(ctl_t *ctl)
@@ -30,10 +32,20 @@ ctl_call(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_repl
         snprintf(err, errlen, "control endpoint of %s too long", ident);
         return -1;
     }
+    /* ZeroMQ retries a refused ipc connect in silence: say here what it would
+     * not. Connecting to a unix socket takes search permission on its
+     * directories and write permission on the socket file. */
     struct stat st;
-    if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@' && stat(endpoint + 6, &st) < 0) {
-        snprintf(err, errlen, "not running (no %s)", endpoint + 6);
-        return -1;
+    const char *path = endpoint + 6;
+    if (strncmp(endpoint, "ipc://", 6) == 0 && path[0] != '@') {
+        if (stat(path, &st) < 0 && errno != EACCES) {
+            snprintf(err, errlen, "not running (no %s)", path);
+            return -1;
+        }
+        if (access(path, W_OK) < 0 && errno == EACCES) {
+            snprintf(err, errlen, "permission denied on %s", path);
+            return -1;
+        }
     }
     zsock_t *s = zsock_new(ZMQ_DEALER);
     if (!s) {
@@ -196,19 +208,28 @@ ctl_uint(const msgpack_object *map, const char *key)
 }
 
 void
-ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *registry, const char *instance), void *arg)
+ctl_each_querier(const av_config_t *cfg, void (*fn)(void *arg, const char *group, const char *instance), void *arg)
 {
-    for (uint32_t i = 0; i < cfg->n_registries; i++) {
-        const av_registry_cfg_t *r = &cfg->registries[i];
-        for (uint32_t n = 1; n <= r->queriers; n++) {
+    for (uint32_t i = 0; i < cfg->n_groups; i++) {
+        const av_group_cfg_t *g = &cfg->groups[i];
+        for (uint32_t n = 1; n <= g->instances; n++) {
             char instance[AV_REGISTRY_MAX + 16];
             if (n == 1)
-                snprintf(instance, sizeof instance, "%s", r->name);
+                snprintf(instance, sizeof instance, "%s", g->name);
             else
-                snprintf(instance, sizeof instance, "%s.%u", r->name, n);
-            fn(arg, r->name, instance);
+                snprintf(instance, sizeof instance, "%s.%u", g->name, n);
+            fn(arg, g->name, instance);
         }
     }
+}
+
+uint32_t
+ctl_querier_count(const av_config_t *cfg)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < cfg->n_groups; i++)
+        n += cfg->groups[i].instances;
+    return n;
 }
 
 typedef struct {
@@ -217,9 +238,9 @@ typedef struct {
 } each_daemon_t;
 
 static void
-each_querier_ident(void *arg, const char *registry, const char *instance)
+each_querier_ident(void *arg, const char *group, const char *instance)
 {
-    (void)registry;
+    (void)group;
     each_daemon_t *e = arg;
     char ident[AV_REGISTRY_MAX + 32];
     snprintf(ident, sizeof ident, "querier-%s", instance);
