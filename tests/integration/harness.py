@@ -307,16 +307,33 @@ class Cluster:
             assert r.returncode == check, f"availctl {args} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
         return r
 
+    def querier_groups(self):
+        """{group: instances} as the daemons read the config: the groups of
+        `queriers:`, and every registry in none of them a group of its own
+        (`queriers: N` of them)."""
+        groups, named = {}, set()
+        registries = self.config.get("registries", {})
+        served = {}
+        for name, g in (self.config.get("queriers") or {}).items():
+            groups[name] = g.get("instances", 1)
+            named.update(g.get("registries") or [])
+            for proto in g.get("serves") or []:
+                served.setdefault(proto, name)
+        for name, r in registries.items():
+            if name not in named and r.get("protocol") not in served:
+                groups[name] = r.get("queriers", 1)
+        return groups
+
     def start_all(self, queriers=None):
-        """errors, cache, dispatcher, one querier per configured registry
-        (or those named), intake: the constellation, in availctl run's order."""
+        """errors, cache, dispatcher, the querier of every querier group (or
+        those named), intake: the constellation, in availctl run's order."""
         self.start("errors")
         self.start("cache")
         self.start("dispatcher")
-        registries = self.config.get("registries", {})
-        for name in (queriers if queriers is not None else registries):
+        groups = self.querier_groups()
+        for name in (queriers if queriers is not None else groups):
             self.start("querier", name)
-            for n in range(2, registries.get(name, {}).get("queriers", 1) + 1):
+            for n in range(2, groups.get(name, 1) + 1):
                 self.start("querier", f"{name}.{n}")
         self.start("intake")
         return self
