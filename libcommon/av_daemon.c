@@ -326,6 +326,30 @@ begin_stop(av_daemon_t *d, const char *why)
                                (uint64_t)av_daemon_process(d)->drain_ms * 1000, 1000, on_drain_timeout, d);
 }
 
+static int
+on_stop_requested(sd_event_source *s, void *userdata)
+{
+    (void)s;
+    begin_stop(userdata, "stop asked on the control endpoint");
+    return 0;
+}
+
+/* `availctl stop`: a graceful stop, as SIGTERM, for whoever may use the
+ * control endpoint (also when signals cannot reach us: another user, a
+ * PID namespace). It starts in the next loop turn, after the reply is out. */
+static int
+control_stop(av_daemon_t *d, const msgpack_object *request, msgpack_packer *reply, char *err, size_t errlen)
+{
+    (void)request;
+    if (sd_event_add_defer(d->loop, NULL, on_stop_requested, d) < 0) {
+        snprintf(err, errlen, "cannot schedule the stop");
+        return -1;
+    }
+    av_pack_ctl_reply_begin(reply, true, NULL, 1);
+    av_pack_kv_uint(reply, "pid", (uint64_t)getpid());
+    return 0;
+}
+
 void
 av_daemon_count_work(av_daemon_t *d, uint64_t n)
 {
@@ -411,6 +435,11 @@ drop_privileges(av_daemon_t *d)
     if (!d->drop_privileges)
         return 0;
     const av_process_cfg_t *p = av_daemon_process(d);
+    /* A new uid or gid clears the parent-death signal that availctl run
+     * sets: set it again, and stop if the parent died meanwhile. */
+    int pdeathsig = 0;
+    pid_t parent = getppid();
+    prctl(PR_GET_PDEATHSIG, &pdeathsig, 0, 0, 0);
     if ((p->user ? initgroups(p->user, d->gid) : setgroups(0, NULL)) < 0 || setgid(d->gid) < 0 ||
         setuid(d->uid) < 0) {
         av_log_err("cannot drop privileges to uid %d gid %d: %s", (int)d->uid, (int)d->gid, strerror(errno));
@@ -420,6 +449,8 @@ drop_privileges(av_daemon_t *d)
         av_log_err("privileges not dropped: could regain root");
         return -1;
     }
+    if (pdeathsig > 0 && (prctl(PR_SET_PDEATHSIG, pdeathsig, 0, 0, 0) < 0 || getppid() != parent))
+        kill(getpid(), pdeathsig); /* blocked: the loop's signalfd reads it */
     av_log_info("running as uid %d gid %d", (int)getuid(), (int)getgid());
     return 0;
 }
@@ -455,6 +486,115 @@ prepare_dirs(av_daemon_t *d)
     return 0;
 }
 
+/* ---- the instance lock ---------------------------------------------------
+ * A daemon whose supervisor died (a SIGKILLed availctl run) or a copy
+ * started by hand beside a running one would share the runtime_dir's ipc
+ * files, databases and ports with it: the copy refuses to start instead.
+ * The lock file is never removed: a removed file would let two instances
+ * each lock a file of the same name. */
+
+int
+av_daemon_lock_path(const av_config_t *cfg, const char *ident, char *out, size_t size)
+{
+    int n = snprintf(out, size, "%s/availd-%s.lock", cfg->runtime_dir, ident);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+/* The pid a lock file holds, or 0. */
+static pid_t
+lock_file_pid(int fd)
+{
+    char buf[32];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *end;
+    long pid = strtol(buf, &end, 10);
+    return pid > 0 && pid < INT32_MAX && (*end == '\n' || *end == '\0') ? (pid_t)pid : 0;
+}
+
+int
+av_lock_take(const char *path, pid_t *holder)
+{
+    *holder = 0;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return -errno;
+    struct flock whole = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    if (fcntl(fd, F_OFD_SETLK, &whole) < 0) {
+        int err = errno == EAGAIN || errno == EACCES ? EEXIST : errno;
+        *holder = lock_file_pid(fd);
+        close(fd);
+        return -err;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        int err = errno ? errno : EIO;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int
+av_lock_holder(const char *path, pid_t *holder)
+{
+    *holder = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    /* F_OFD_GETLK only looks: it says who would block us, and takes nothing. */
+    struct flock whole = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    int rc = fcntl(fd, F_OFD_GETLK, &whole) < 0 ? -errno : whole.l_type != F_UNLCK;
+    if (rc == 1)
+        *holder = lock_file_pid(fd);
+    close(fd);
+    return rc;
+}
+
+void
+av_lock_release(int *fd)
+{
+    if (*fd < 0)
+        return;
+    if (ftruncate(*fd, 0) < 0)
+        av_log_warning("cannot empty a lock file: %s", strerror(errno));
+    close(*fd);
+    *fd = -1;
+}
+
+/* Returns 0, AV_EXIT_RUNNING when another instance holds the lock, or -1. */
+static int
+take_instance_lock(av_daemon_t *d)
+{
+    char path[4096];
+    pid_t holder;
+    if (av_daemon_lock_path(d->cfg, d->ident, path, sizeof path) < 0) {
+        av_log_err("lock file path for %s too long", d->ident);
+        return -1;
+    }
+    int fd = av_lock_take(path, &holder);
+    if (fd == -EEXIST) {
+        char pid[16] = "?";
+        if (holder > 0)
+            snprintf(pid, sizeof pid, "%d", (int)holder);
+        av_log_err("availd-%s is already running with runtime_dir %s: pid %s holds %s (stop it first: "
+                   "availctl stop %s, or kill %s)",
+                   d->ident, d->cfg->runtime_dir, pid, path, d->ident, pid);
+        return AV_EXIT_RUNNING;
+    }
+    if (fd < 0) {
+        av_log_err("cannot lock %s: %s", path, strerror(-fd));
+        return -1;
+    }
+    av_daemon_own(d, path);
+    d->lock_fd = fd;
+    return 0;
+}
+
+/* Returns 0, AV_EXIT_RUNNING when another instance holds the pid file, or -1. */
 static int
 write_pid_file(av_daemon_t *d)
 {
@@ -474,7 +614,7 @@ write_pid_file(av_daemon_t *d)
         buf[strcspn(buf, "\n")] = '\0';
         av_log_err("already running (pid file %s is locked by pid %s)", path, buf[0] ? buf : "?");
         close(fd);
-        return -1;
+        return AV_EXIT_RUNNING;
     }
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
@@ -622,6 +762,7 @@ teardown(av_daemon_t *d)
     if (d->loop)
         sd_event_unref(d->loop);
     remove_pid_file(d);
+    av_lock_release(&d->lock_fd);
     av_config_free(&d->cfg);
     free(d->config_path);
 }
@@ -632,10 +773,11 @@ av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks)
     static const struct option longopts[] = {
         { "config", required_argument, NULL, 'c' }, { "check", no_argument, NULL, 'n' },
         { "foreground", no_argument, NULL, 'f' },  { "registry", required_argument, NULL, 'r' },
+        { "group", required_argument, NULL, 'r' },
         { "version", no_argument, NULL, 'V' },     { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    av_daemon_t daemon = { .hooks = hooks, .pid_fd = -1, .ready_fd = -1 };
+    av_daemon_t daemon = { .hooks = hooks, .pid_fd = -1, .ready_fd = -1, .lock_fd = -1 };
     av_daemon_t *d = &daemon;
     const char *config_path = getenv("AVAILD_CONFIG") ? getenv("AVAILD_CONFIG") : AVAILD_DEFAULT_CONFIG;
     bool check_only = false, foreground = false;
@@ -703,14 +845,23 @@ av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks)
         av_log_err("cannot daemonize: %s", strerror(errno));
         goto out;
     }
-    if (resolve_user(d) < 0 || prepare_dirs(d) < 0 || write_pid_file(d) < 0)
+    if (resolve_user(d) < 0 || prepare_dirs(d) < 0)
         goto out;
-    int rc = setup_loop(d);
+    /* Before any socket is bound or database opened: a second instance
+     * must not touch the first one's. */
+    int rc = take_instance_lock(d);
+    if (rc == 0)
+        rc = write_pid_file(d);
+    if (rc != 0) {
+        status = rc == AV_EXIT_RUNNING ? AV_EXIT_RUNNING : 1;
+        goto out;
+    }
+    rc = setup_loop(d);
     if (rc < 0) {
         av_log_err("cannot set up the event loop: %s", strerror(-rc));
         goto out;
     }
-    if (av_reporter_open(d) < 0 || av_control_open(d) < 0)
+    if (av_reporter_open(d) < 0 || av_control_open(d) < 0 || av_daemon_command(d, "stop", control_stop) < 0)
         goto out;
     d->initialised = true; /* fini runs even after a failed init */
     if (hooks->init && hooks->init(d) < 0) {

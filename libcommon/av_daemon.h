@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <systemd/sd-event.h>
 
 #define AV_COUNTERS_MAX 64
@@ -26,6 +27,11 @@
 /* Exit status after max_requests (EX_TEMPFAIL): a clean stop that asks to
  * be started again (Restart=on-failure does; so does availctl run). */
 #define AV_EXIT_RECYCLE 75
+/* Exit status when another instance of the daemon already runs with the
+ * same runtime_dir, i.e. holds its instance lock (EX_CANTCREAT): not
+ * restarted in a loop by systemd (RestartPreventExitStatus) nor by
+ * availctl run. */
+#define AV_EXIT_RUNNING 73
 
 typedef struct av_daemon av_daemon_t;
 
@@ -158,6 +164,24 @@ void av_envelope_clear(av_envelope_t *env);
 
 /* Sends one frame without blocking; -1 when it would block. */
 int av_zsock_send_nowait(zsock_t *sock, const void *body, size_t size);
+
+/* Instance locks: one daemon instance per runtime_dir. Each daemon holds
+ * the lock of RUNTIME_DIR/availd-IDENT.lock ("intake", "querier-verisign")
+ * from before it binds a socket or opens a database until it exits; the
+ * file holds its pid. The locks are open file description locks (fcntl
+ * F_OFD_SETLK), so a probe never takes them and cannot make a starting
+ * daemon refuse. */
+int av_daemon_lock_path(const av_config_t *cfg, const char *ident, char *out, size_t size);
+/* Takes path's lock (creating the file) and writes our pid into it. Returns
+ * the descriptor that holds it; -EEXIST when another process holds it, with
+ * *holder its pid (0 while the holder has not written it yet); or -errno. */
+int av_lock_take(const char *path, pid_t *holder);
+/* Without taking it: 1 when someone holds path's lock (*holder its pid, or
+ * 0), 0 when nobody does or there is no file, -errno when it cannot be told
+ * (-EACCES: the runtime_dir is not ours to read). */
+int av_lock_holder(const char *path, pid_t *holder);
+/* Empties the file (no stale pid) and closes *fd, which becomes -1. */
+void av_lock_release(int *fd);
 
 uint64_t av_now_ms(void);   /* wall clock, unix ms */
 uint64_t av_mono_us(void);  /* monotonic */

@@ -84,6 +84,7 @@ struct av_daemon {
     /* Settings the file changed that apply only at a restart (av_reload.c). */
     char needs_restart[AV_RESTART_MAX][AV_RESTART_KEY_MAX];
     uint32_t n_needs_restart;
+    int lock_fd;             /* the instance lock (av_lock_take), -1 when none */
 };
 
 int av_control_open(av_daemon_t *d);
