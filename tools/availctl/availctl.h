@@ -101,6 +101,7 @@ int cmd_config(ctl_t *ctl, int argc, char **argv);
 int cmd_status(ctl_t *ctl, int argc, char **argv);
 int cmd_errors(ctl_t *ctl, int argc, char **argv);
 int cmd_run(ctl_t *ctl, int argc, char **argv);
+int cmd_stop(ctl_t *ctl, int argc, char **argv);
 int cmd_check(ctl_t *ctl, int argc, char **argv);
 int cmd_cache(ctl_t *ctl, int argc, char **argv);
 int cmd_reload(ctl_t *ctl, int argc, char **argv);

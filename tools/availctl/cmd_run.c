@@ -3,17 +3,24 @@
  * errors, cache, dispatcher, one querier per registry and intake, each only
  * once the one before said READY=1 on a notify socket of ours; restarts a
  * daemon that dies with a growing delay; on SIGINT/SIGTERM stops them in
- * reverse order and reaps every child. */
+ * reverse order and reaps every child.
+ *
+ * One supervisor per runtime_dir, and no orphans: it refuses to start while
+ * another availctl run or any daemon of the config runs there (their locks,
+ * av_lock_holder), naming them and `availctl stop`; its daemons get SIGTERM
+ * from the kernel when it dies, even by SIGKILL (PR_SET_PDEATHSIG), unless
+ * --detach leaves them running once all are up. */
 #include "availctl.h"
 
 #include "av_daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -59,6 +66,9 @@ struct runner {
     bool stopping;
     uint64_t started_us;
     bool restart;
+    bool detach;           /* exit once all are up, leaving them running */
+    bool all_up;
+    int exit_status;       /* EXIT_NEGATIVE after a daemon that could not run */
 };
 
 static int start_child(child_t *c);
@@ -73,8 +83,12 @@ start_next(runner_t *r)
     }
     if (!r->stopping && r->next_to_start == r->n_children) {
         r->next_to_start++;
-        fprintf(stderr, "availctl run: %zu daemons up in %.1f ms (Ctrl-C stops them)\n", r->n_children,
-                (double)(av_mono_us() - r->started_us) / 1000.0);
+        r->all_up = true;
+        fprintf(stderr, "availctl run: %zu daemons up in %.1f ms (%s)\n", r->n_children,
+                (double)(av_mono_us() - r->started_us) / 1000.0,
+                r->detach ? "detached: availctl stop stops them" : "Ctrl-C stops them");
+        if (r->detach)
+            sd_event_exit(r->loop, 0);
     }
 }
 
@@ -112,6 +126,68 @@ on_restart(sd_event_source *s, uint64_t usec, void *userdata)
     return 0;
 }
 
+/* The child's side of spawn, between fork and exec: only async-signal-safe
+ * calls. Tells the parent exec's errno through errfd when exec fails. */
+static void __attribute__((noreturn))
+exec_child(const child_t *c, char **argv, char **env, pid_t parent, int errfd)
+{
+    /* The default dispositions, not ours, and a process group of its own:
+     * Ctrl-C reaches availctl only, which then stops them in order. */
+    struct sigaction dfl = { .sa_handler = SIG_DFL };
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* fails harmlessly for KILL, STOP and the reserved ones */
+    setpgid(0, 0);
+    /* No orphan: SIGTERM (a graceful stop) when availctl run dies, even by
+     * SIGKILL. If it died before the prctl, we are someone else's already. */
+    int err = 0;
+    if (!c->run->detach && (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) < 0 || getppid() != parent))
+        err = ECHILD;
+    if (!err) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(c->binary, argv, env);
+        err = errno;
+    }
+    ssize_t n = write(errfd, &err, sizeof err);
+    (void)n;
+    _exit(127);
+}
+
+/* fork and exec, and exec's failure as a return value (as posix_spawn
+ * gives it, which cannot set the parent-death signal): pid or -errno. */
+static pid_t
+spawn(const child_t *c, char **argv, char **env)
+{
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return -errno;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int err = errno;
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return -err;
+    }
+    if (pid == 0) {
+        close(pipefd[0]);
+        exec_child(c, argv, env, parent, pipefd[1]);
+    }
+    close(pipefd[1]);
+    int err = 0;
+    ssize_t n;
+    do
+        n = read(pipefd[0], &err, sizeof err); /* EOF: exec closed it */
+    while (n < 0 && errno == EINTR);
+    close(pipefd[0]);
+    if (n == (ssize_t)sizeof err) {
+        waitpid(pid, NULL, 0);
+        return -err;
+    }
+    return pid;
+}
+
 static int
 start_child(child_t *c)
 {
@@ -145,25 +221,13 @@ start_child(child_t *c)
     env[k++] = notify;
     env[k] = NULL;
 
-    /* Children get the default signal mask and dispositions, not ours, and a
-     * process group of their own: Ctrl-C reaches availctl only, which then
-     * stops them in order. */
-    posix_spawnattr_t attr;
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-    int rc = posix_spawn(&c->pid, c->binary, NULL, &attr, argv, env);
-    posix_spawnattr_destroy(&attr);
+    pid_t pid = spawn(c, argv, env);
     free(env);
-    if (rc != 0) {
-        fprintf(stderr, "availctl run: cannot start %s: %s\n", c->binary, strerror(rc));
+    if (pid < 0) {
+        fprintf(stderr, "availctl run: cannot start %s: %s\n", c->binary, strerror((int)-pid));
         return -1;
     }
+    c->pid = pid;
     c->ready = false;
     sd_event_source_disable_unref(c->child_source);
     c->child_source = NULL;
@@ -199,8 +263,13 @@ on_child(sd_event_source *s, const siginfo_t *si, void *userdata)
         fprintf(stderr, "availctl run: %s exited with status %d\n", c->ident, si->si_status);
     else
         fprintf(stderr, "availctl run: %s killed by signal %d\n", c->ident, si->si_status);
-    if (!r->restart || (si->si_code == CLD_EXITED && si->si_status == AV_EXIT_CONFIG)) {
+    if (si->si_code == CLD_EXITED && si->si_status == AV_EXIT_RUNNING)
+        fprintf(stderr, "availctl run: another %s already runs with this runtime_dir (its message above)\n",
+                c->ident);
+    if (!r->restart || (si->si_code == CLD_EXITED &&
+                        (si->si_status == AV_EXIT_CONFIG || si->si_status == AV_EXIT_RUNNING))) {
         fprintf(stderr, "availctl run: not restarting %s; stopping the others\n", c->ident);
+        r->exit_status = EXIT_NEGATIVE;
         r->stopping = true;
         stop_next(r);
         return 0;
@@ -364,6 +433,83 @@ mkdirs(const char *path)
     return mkdir(buf, 0750) < 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* ---- one supervisor per runtime_dir ------------------------------------ */
+
+typedef struct {
+    const av_config_t *cfg;
+    pid_t *pids;           /* of the daemons found running */
+    size_t n_running;
+    size_t max;
+    int unknown;           /* daemons whose lock could not be read */
+} running_walk_t;
+
+static void
+find_running(void *arg, const char *ident)
+{
+    running_walk_t *w = arg;
+    char path[PATH_MAX];
+    pid_t pid = 0;
+    int held = av_daemon_lock_path(w->cfg, ident, path, sizeof path) < 0 ? -ENAMETOOLONG
+                                                                          : av_lock_holder(path, &pid);
+    if (held < 0) {
+        fprintf(stderr, "availctl run: cannot tell whether availd-%s runs: %s: %s\n", ident, path, strerror(-held));
+        w->unknown++;
+    } else if (held) {
+        if (w->n_running == 0)
+            fprintf(stderr, "availctl run: daemons of %s already run with runtime_dir %s (orphans of an availctl "
+                            "run that died, or started by hand):\n",
+                    w->cfg->path ? w->cfg->path : "this configuration", w->cfg->runtime_dir);
+        if (pid > 0)
+            fprintf(stderr, "  %-24s pid %d\n", ident, (int)pid);
+        else
+            fprintf(stderr, "  %-24s pid ? (starting)\n", ident);
+        if (w->n_running < w->max)
+            w->pids[w->n_running++] = pid;
+    }
+}
+
+/* Refuses (1) when another availctl run or a daemon of the config runs with
+ * the runtime_dir: adopting processes that are not our children would give
+ * a supervisor that can neither reap nor restart them. Else takes the run
+ * lock, held until we exit, into *lock_fd and returns 0. */
+static int
+refuse_if_running(ctl_t *ctl, size_t n_daemons, int *lock_fd)
+{
+    const av_config_t *cfg = ctl->cfg;
+    char path[PATH_MAX];
+    pid_t holder = 0;
+    snprintf(path, sizeof path, "%s/availctl-run.lock", cfg->runtime_dir);
+    *lock_fd = av_lock_take(path, &holder);
+    if (*lock_fd == -EEXIST) {
+        fprintf(stderr, "availctl run: another availctl run (pid %d) supervises runtime_dir %s\n"
+                        "availctl run: stop it first: availctl -c %s stop (or Ctrl-C it, or kill %d)\n",
+                (int)holder, cfg->runtime_dir, ctl->config_path, (int)holder);
+        return EXIT_NEGATIVE;
+    }
+    if (*lock_fd < 0) {
+        fprintf(stderr, "availctl run: cannot lock %s: %s\n", path, strerror(-*lock_fd));
+        return EXIT_USAGE;
+    }
+    running_walk_t w = { .cfg = cfg, .pids = calloc(n_daemons, sizeof(pid_t)), .max = n_daemons };
+    if (!w.pids)
+        return EXIT_USAGE;
+    ctl_each_daemon(cfg, find_running, &w);
+    int rc = w.unknown ? EXIT_USAGE : EXIT_OK;
+    if (w.n_running) {
+        fprintf(stderr, "availctl run: not starting duplicates; stop them first: availctl -c %s stop (or: kill",
+                ctl->config_path);
+        for (size_t i = 0; i < w.n_running; i++)
+            if (w.pids[i] > 0)
+                fprintf(stderr, " %d", (int)w.pids[i]);
+        fprintf(stderr, ")\n");
+        rc = EXIT_NEGATIVE;
+    }
+    free(w.pids);
+    if (rc != EXIT_OK)
+        av_lock_release(lock_fd);
+    return rc;
+}
+
 int
 cmd_run(ctl_t *ctl, int argc, char **argv)
 {
@@ -371,6 +517,8 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--no-restart") == 0)
             r.restart = false;
+        else if (strcmp(argv[i], "--detach") == 0)
+            r.detach = true;
         else
             return ctl_command_usage(argv[0]);
     }
@@ -381,6 +529,11 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
         fprintf(stderr, "availctl run: cannot create %s: %s\n", cfg->runtime_dir, strerror(errno));
         return EXIT_USAGE;
     }
+    size_t n_queriers = ctl_querier_count(cfg);
+    int lock_fd = -1;
+    int refused = refuse_if_running(ctl, 4 + n_queriers, &lock_fd);
+    if (refused != EXIT_OK)
+        return refused;
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
@@ -388,14 +541,13 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
     sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
-    if (sd_event_new(&r.loop) < 0)
+    if (sd_event_new(&r.loop) < 0) {
+        av_lock_release(&lock_fd);
         return EXIT_USAGE;
+    }
     sd_event_add_signal(r.loop, NULL, SIGINT, on_signal, &r);
     sd_event_add_signal(r.loop, NULL, SIGTERM, on_signal, &r);
     sd_event_add_signal(r.loop, NULL, SIGHUP, on_signal, &r);
-    size_t n_queriers = 0;
-    for (uint32_t i = 0; i < cfg->n_registries; i++)
-        n_queriers += cfg->registries[i].queriers;
     r.children = calloc(4 + n_queriers, sizeof *r.children);
     int rc = r.children ? 0 : -1;
     rc = rc ? rc : add_child(&r, "errors", NULL);
@@ -412,9 +564,10 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
         start_next(&r);
         rc = sd_event_loop(r.loop);
     }
+    bool detached = r.detach && r.all_up;
     for (size_t i = 0; i < r.n_children; i++) {
         child_t *c = &r.children[i];
-        if (c->pid > 0) {
+        if (c->pid > 0 && !detached) {
             kill(c->pid, SIGKILL);
             waitpid(c->pid, NULL, 0);
         }
@@ -428,5 +581,8 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
     }
     free(r.children);
     sd_event_unref(r.loop);
-    return rc < 0 ? EXIT_USAGE : EXIT_OK;
+    av_lock_release(&lock_fd);
+    if (rc < 0)
+        return EXIT_USAGE;
+    return r.detach && !detached ? EXIT_NEGATIVE : r.exit_status;
 }

@@ -119,14 +119,31 @@ const ctl_command_t ctl_commands[] = {
     },
     {
         .name = "run",
-        .args = "[--no-restart]",
+        .args = "[--no-restart] [--detach]",
         .run = cmd_run,
         .summary = "the whole constellation in the foreground",
         .help = "Starts errors, cache, dispatcher, the queriers and intake, each once\n"
                 "the one before is ready; restarts a daemon that dies, with a growing\n"
                 "delay (not with --no-restart); passes SIGHUP on; stops them all in\n"
-                "reverse order on Ctrl-C or SIGTERM. For development, CI and\n"
-                "benchmarks: production uses the systemd units.",
+                "reverse order on Ctrl-C or SIGTERM. Its daemons get SIGTERM when it\n"
+                "dies, even by SIGKILL: none outlives it. --detach exits once all are\n"
+                "up and leaves them running, unsupervised (their logs still go to\n"
+                "its stderr); availctl stop stops them. It refuses to start, exit 1,\n"
+                "while another availctl run or a daemon of the configuration runs\n"
+                "with the same runtime_dir, naming them: stop them first. For\n"
+                "development, CI and benchmarks: production uses the systemd units.",
+    },
+    {
+        .name = "stop",
+        .args = "[DAEMON...]",
+        .run = cmd_stop,
+        .summary = "stop the running daemons (availctl run's, orphans, detached)",
+        .help = "A live availctl run is sent SIGTERM and stops its daemons itself.\n"
+                "Any other daemon of the configuration that runs (or those named) is\n"
+                "asked on its control endpoint to stop as on SIGTERM, intake first,\n"
+                "the error recorder last, and waited for until it is gone. Exit 1\n"
+                "when one could not be stopped; its pid is printed. Under systemd use\n"
+                "systemctl stop, which also keeps it stopped.",
     },
     {
         .name = "help",
