@@ -885,13 +885,28 @@ parse_queriers(parser_t *p, yaml_node_t *node, void *base)
     return 0;
 }
 
+/* implicit_registries, and where it is said: a bootstrap or whois server
+ * list it needs and cannot read is refused at this place. */
+static int
+parse_implicit_registries(parser_t *p, yaml_node_t *node, void *base)
+{
+    (void)base;
+    free(p->cfg->implicit_at);
+    if (asprintf(&p->cfg->implicit_at, "%s:%zu:%zu", p->path, node->start_mark.line + 1,
+                 node->start_mark.column + 1) < 0) {
+        p->cfg->implicit_at = NULL;
+        return error_at(p, node, "out of memory");
+    }
+    return get_bool(p, node, "implicit_registries", &p->cfg->implicit_registries);
+}
+
 static const field_t top_fields[] = {
     { "include", K_CUSTOM, 0, 0, 0, false, NULL, parse_include },
     { "runtime_dir", K_STR, OFF(av_config_t, runtime_dir), 0, 0, false, NULL, NULL },
     { "state_dir", K_STR, OFF(av_config_t, state_dir), 0, 0, false, NULL, NULL },
     { "rdap_bootstrap", K_STR, OFF(av_config_t, rdap_bootstrap), 0, 0, false, NULL, NULL },
     { "whois_servers", K_STR, OFF(av_config_t, whois_servers), 0, 0, false, NULL, NULL },
-    { "implicit_registries", K_BOOL, OFF(av_config_t, implicit_registries), 0, 0, false, NULL, NULL },
+    { "implicit_registries", K_CUSTOM, 0, 0, 0, false, NULL, parse_implicit_registries },
     { "implicit", K_SECTION, 0, 0, 0, false, &implicit_table, NULL },
     { "queriers", K_CUSTOM, 0, 0, 0, false, NULL, parse_queriers },
     { "endpoints", K_SECTION, OFF(av_config_t, endpoints), 0, 0, false, &endpoints_table, NULL },
@@ -1182,6 +1197,7 @@ av_config_free(av_config_t **self_p)
     free(c->state_dir);
     free(c->rdap_bootstrap);
     free(c->whois_servers);
+    free(c->implicit_at);
     av_registry_clear(&c->implicit_rdap);
     av_registry_clear(&c->implicit_whois);
     for (uint32_t i = 0; i < c->n_groups; i++)

@@ -206,6 +206,8 @@ typedef struct {
     char *whois_servers;         /* suffix -> port-43 server (tools/make-whois-servers) */
     bool implicit_registries;    /* route TLDs the file does not name by the bootstrap and whois_servers
                                     (the shipped availd.yaml says true; off by default) */
+    char *implicit_at;           /* "path:line:col" of implicit_registries, for the messages about
+                                    the files it reads */
     av_registry_cfg_t implicit_rdap;  /* settings of implicit RDAP registries */
     av_registry_cfg_t implicit_whois; /* ... and of implicit whois ones */
     av_endpoints_cfg_t endpoints;

@@ -256,7 +256,7 @@ route_by_whois_servers(builder_t *b)
     av_config_t *c = b->c;
     FILE *f = fopen(c->whois_servers, "r");
     if (!f) {
-        snprintf(b->err, b->errlen, "%s: cannot read the whois server list %s: %s", c->path, c->whois_servers,
+        snprintf(b->err, b->errlen, "%s: cannot read the whois server list %s: %s", c->implicit_at, c->whois_servers,
                  strerror(errno));
         return b->rc = -1;
     }
@@ -270,7 +270,7 @@ route_by_whois_servers(builder_t *b)
             continue;
         int n = sscanf(line, "%255s %255s %1s", suffix, server, extra);
         if (n != 2 || bytes > WHOIS_SERVERS_MAX_BYTES) {
-            snprintf(b->err, b->errlen, "%s:%ld: want \"SUFFIX SERVER\" (or \"SUFFIX -\")", c->whois_servers,
+            snprintf(b->err, b->errlen, "%s:%ld:1: want \"SUFFIX SERVER\" (or \"SUFFIX -\")", c->whois_servers,
                      lineno);
             b->rc = -1;
             break;
@@ -436,7 +436,7 @@ av_routes_build(av_config_t *c, char *err, size_t errlen)
             zhashx_insert(b.routed, c->registries[i].tlds.items[k], (void *)(uintptr_t)(i + 1));
     if (needs_bootstrap(c) && !(bootstrap = av_bootstrap_load(c->rdap_bootstrap, why, sizeof why)) &&
         c->implicit_registries) {
-        snprintf(err, errlen, "%s: the RDAP bootstrap: %s", c->path, why);
+        snprintf(err, errlen, "%s: the RDAP bootstrap: %s", c->implicit_at, why);
         b.rc = -1;
         goto out;
     }
