@@ -196,6 +196,14 @@ av_names_route(const av_names_t *self, const char *input, size_t len, char *out,
     *reason = NULL;
     if (av_name_normalize(input, len, out, reason) < 0)
         return AV_ROUTE_INVALID;
+    /* The common case first: a name one label under a suffix with a
+     * registry, which is not itself a public suffix (one lookup in the
+     * list instead of one per label). */
+    const char *under = next_label(out);
+    if (under && (*registry = zhashx_lookup(self->by_suffix, under)) && !zhashx_lookup(self->by_suffix, out) &&
+        (!self->psl || !psl_is_public_suffix2(self->psl, out, PSL_TYPE_ANY | PSL_TYPE_NO_STAR_RULE)))
+        return AV_ROUTE_OK;
+    *registry = NULL;
     bool private;
     const char *suffix = public_suffix(self, out, false, &private);
     if (suffix == out && private) {

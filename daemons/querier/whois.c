@@ -330,16 +330,15 @@ whois_close(registry_t *r, void **self_p)
     free(w);
 }
 
+/* One exchange on TCP, whatever the registry calls it. */
+#define WHOIS_EXCHANGE                                                                                             \
+    .query_state_size = sizeof(exchange_t), .open = whois_open, .configure = whois_configure,                      \
+    .ready = whois_ready, .start = whois_start, .abort = whois_abort, .close = whois_close
+
 const protocol_t whois_protocol = {
     .name = "whois",
     .source = AV_SOURCE_WHOIS,
-    .query_state_size = sizeof(exchange_t),
-    .open = whois_open,
-    .configure = whois_configure,
-    .ready = whois_ready,
-    .start = whois_start,
-    .abort = whois_abort,
-    .close = whois_close,
+    WHOIS_EXCHANGE,
 };
 
 /* Registry availability services (EURid's and DNS Belgium's DAS on port
@@ -348,11 +347,5 @@ const protocol_t whois_protocol = {
 const protocol_t das_protocol = {
     .name = "das",
     .source = AV_SOURCE_DAS,
-    .query_state_size = sizeof(exchange_t),
-    .open = whois_open,
-    .configure = whois_configure,
-    .ready = whois_ready,
-    .start = whois_start,
-    .abort = whois_abort,
-    .close = whois_close,
+    WHOIS_EXCHANGE,
 };
