@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define WHOIS_SERVERS_MAX_BYTES (4 << 20)
 #define IMPLICIT_RDAP_GROUP "rdap"
@@ -120,6 +119,8 @@ typedef struct {
     av_config_t *c;
     zhashx_t *routed;          /* suffix -> 1 + registry index */
     zhashx_t *implicit;        /* base URL or whois host -> 1 + registry index */
+    zhashx_t *names;           /* every registry's name (for unique implicit names) */
+    zhashx_t *explicit_hosts;  /* lower-case host of an explicit registry -> 1 + its index */
     char *err;
     size_t errlen;
     int rc;
@@ -168,8 +169,9 @@ implicit_name(builder_t *b, const char *prefix, const char *host, char *out, siz
     }
     base[n] = '\0';
     snprintf(out, size, "%s", base);
-    for (int k = 2; av_config_registry(b->c, out); k++)
+    for (int k = 2; zhashx_lookup(b->names, out); k++)
         snprintf(out, size, "%s-%d", base, k);
+    zhashx_insert(b->names, out, (void *)1);
     return 0;
 }
 
@@ -239,15 +241,22 @@ route_by_bootstrap(void *arg, const char *tld, const char *base_url)
         route(b, tld, index);
 }
 
+static void
+lower(char *s)
+{
+    for (; *s; s++)
+        *s = (char)(*s >= 'A' && *s <= 'Z' ? *s + 32 : *s);
+}
+
 /* A whois server an explicit registry already asks: that registry's. */
 static int
-explicit_by_host(const av_config_t *c, const char *host)
+explicit_by_host(builder_t *b, const char *host)
 {
-    for (uint32_t i = 0; i < c->n_registries; i++)
-        if (c->registries[i].origin == AV_ORIGIN_EXPLICIT && c->registries[i].host &&
-            strcasecmp(c->registries[i].host, host) == 0)
-            return (int)i;
-    return -1;
+    char key[256];
+    snprintf(key, sizeof key, "%s", host);
+    lower(key);
+    uintptr_t index = (uintptr_t)zhashx_lookup(b->explicit_hosts, key);
+    return index ? (int)(index - 1) : -1;
 }
 
 static int
@@ -282,7 +291,7 @@ route_by_whois_servers(builder_t *b)
                 nomem(b);
             continue;
         }
-        int owner = explicit_by_host(c, server);
+        int owner = explicit_by_host(b, server);
         uint32_t index;
         if (owner >= 0)
             route(b, suffix, (uint32_t)owner);
@@ -427,13 +436,23 @@ av_routes_build(av_config_t *c, char *err, size_t errlen)
     builder_t b = { .c = c, .err = err, .errlen = errlen };
     av_bootstrap_t *bootstrap = NULL;
     char why[AV_CONFIG_ERR_MAX] = "";
-    if (!(b.routed = zhashx_new()) || !(b.implicit = zhashx_new())) {
+    if (!(b.routed = zhashx_new()) || !(b.implicit = zhashx_new()) || !(b.names = zhashx_new()) ||
+        !(b.explicit_hosts = zhashx_new())) {
         nomem(&b);
         goto out;
     }
-    for (uint32_t i = 0; i < c->n_registries; i++)
-        for (uint32_t k = 0; k < c->registries[i].tlds.count; k++)
-            zhashx_insert(b.routed, c->registries[i].tlds.items[k], (void *)(uintptr_t)(i + 1));
+    for (uint32_t i = 0; i < c->n_registries; i++) {
+        const av_registry_cfg_t *r = &c->registries[i];
+        for (uint32_t k = 0; k < r->tlds.count; k++)
+            zhashx_insert(b.routed, r->tlds.items[k], (void *)(uintptr_t)(i + 1));
+        zhashx_insert(b.names, r->name, (void *)1);
+        if (r->host) {
+            char key[256];
+            snprintf(key, sizeof key, "%s", r->host);
+            lower(key);
+            zhashx_insert(b.explicit_hosts, key, (void *)(uintptr_t)(i + 1)); /* the first one wins */
+        }
+    }
     if (needs_bootstrap(c) && !(bootstrap = av_bootstrap_load(c->rdap_bootstrap, why, sizeof why)) &&
         c->implicit_registries) {
         snprintf(err, errlen, "%s: the RDAP bootstrap: %s", c->implicit_at, why);
@@ -452,5 +471,7 @@ out:
     av_bootstrap_free(&bootstrap);
     zhashx_destroy(&b.routed);
     zhashx_destroy(&b.implicit);
+    zhashx_destroy(&b.names);
+    zhashx_destroy(&b.explicit_hosts);
     return b.rc;
 }
