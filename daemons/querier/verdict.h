@@ -1,5 +1,6 @@
 /* Every verdict of the querier is made here, from what a protocol observed:
- * the text of a whois or DAS reply (the registry's patterns), an RDAP
+ * the text of a whois or DAS reply (the registry's patterns, and for a
+ * registry with `reading: generic` then the generic reading), an RDAP
  * reply's HTTP status and RFC 8056 statuses, a DNS pre-check's delegation,
  * or a failure to get any reply. One decision function, one table of the
  * reasons an answer can be unknown. `availctl classify` reads replies through
@@ -45,9 +46,11 @@ typedef struct {
     bool final;                /* false: no verdict yet, ask the registry (a name without delegation) */
     av_status_t status;
     const char *reason;        /* unknown and invalid: one of the reasons table's codes */
-    const char *decided_by;    /* the pattern or rule, for audit ("rdap: 404", "dns: delegated", a pattern) */
-    bool by_pattern;           /* decided_by is a pattern of kind `kind` */
+    const char *decided_by;    /* the pattern or rule, for audit ("rdap: 404", "dns: delegated", a pattern,
+                                  "generic: creation date") */
+    bool by_pattern;           /* decided_by is a pattern (or a generic rule) of kind `kind` */
     av_pattern_kind_t kind;
+    av_reading_t reading;      /* TEXT: GENERIC when the generic reading decided (its rule, or nothing it knew) */
     av_source_t source;        /* AV_SOURCE_DNS for the pre-check; NONE: the protocol's own */
     uint32_t backoff_s;        /* rate limited: the registry asked for this pause (0: its backoff_s) */
 } verdict_t;
@@ -66,12 +69,31 @@ const verdict_reason_t *verdict_reason(const char *code);
 /* Every row, for docs and tests. */
 const verdict_reason_t *verdict_reasons(size_t *count);
 
+/* One rule of the generic reading of whois replies: what it recognises
+ * (decided_by, "generic: ...") and its PCRE2 pattern. */
+typedef struct {
+    av_pattern_kind_t kind;
+    const char *decided_by;
+    const char *pattern;
+} verdict_generic_rule_t;
+
+/* Every rule of the generic reading, each kind's in the order tried, for
+ * docs and tests. */
+const verdict_generic_rule_t *verdict_generic_rules(size_t *count);
+
 typedef struct verdict_rules verdict_rules_t;
 
-/* A registry's rules: its patterns compiled. NULL with err on a bad pattern. */
+/* A registry's rules: its patterns compiled, and with `reading: generic` the
+ * generic reading (compiled once for all such registries). NULL with err on
+ * a bad pattern. */
 verdict_rules_t *verdict_rules_new(const av_registry_cfg_t *reg, char *err, size_t errlen);
 void verdict_rules_destroy(verdict_rules_t **self_p);
 
+/* A whois or DAS reply is read by the registry's own patterns; when none
+ * matches and the registry reads generically, by the generic reading, which
+ * says `available` only for a vetted "not found" wording with no record data
+ * in the reply and evidence->dns == DNS_NOT_DELEGATED (else unknown,
+ * unparseable). */
 void verdict_decide(verdict_rules_t *rules, const evidence_t *evidence, verdict_t *out);
 
 #endif
