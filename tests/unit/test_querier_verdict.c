@@ -3,7 +3,10 @@
  * reasons), what an RDAP reply gets from its HTTP status and RFC 8056
  * statuses, what the DNS pre-check may decide, and the table of reasons.
  * The behaviour tests run twice, once per pattern syntax (PCRE2 and POSIX
- * ERE), with equivalent patterns, so both engines are held to one contract. */
+ * ERE), with equivalent patterns, so both engines are held to one contract.
+ * The generic reading of whois replies (`reading: generic`) is tested here
+ * rule by rule; tests/unit/test_querier_generic.c measures it on the real
+ * answers of ../shared/fixtures/whois. */
 #include "verdict.h"
 
 #include "unit_files.h"
@@ -353,6 +356,216 @@ test_bad_pattern_fails_the_classifier_with_the_reason(void **state)
 }
 
 
+/* ---- the generic reading (registries with `reading: generic`) ----------- */
+
+/* A reply as the querier hands it, with what the DNS pre-check found. */
+static verdict_t
+classify_dns(verdict_rules_t *rules, const char *reply, dns_outcome_t dns)
+{
+    evidence_t e = { .kind = EVIDENCE_TEXT, .body = reply, .len = strlen(reply), .dns = dns };
+    verdict_t v;
+    verdict_decide(rules, &e, &v);
+    assert_true(v.final);
+    return v;
+}
+
+/* The fixture's registry reading generically, with no patterns of its own. */
+static verdict_rules_t *
+generic_classifier(fixture_t *f)
+{
+    f->reg.reading = AV_READING_GENERIC;
+    build(f);
+    return f->cls;
+}
+
+#define GENERIC_FREE_REPLY BANNER "No match for \"FREE-NAME.TEST\".\r\n>>> Last update of WHOIS database: 2024-01-01 <<<\r\n"
+
+static void
+test_generic_available_needs_dns_to_say_not_delegated(void **state)
+{
+    fixture_t *f = *state;
+    verdict_rules_t *rules = generic_classifier(f);
+    verdict_t v = classify_dns(rules, GENERIC_FREE_REPLY, DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_AVAILABLE, NULL);
+    assert_int_equal(v.reading, AV_READING_GENERIC);
+    assert_true(v.by_pattern);
+    assert_int_equal(v.kind, AV_PAT_AVAILABLE);
+    assert_string_equal(v.decided_by, "generic: no match");
+    /* The same words without DNS saying "not delegated" are not enough. */
+    const dns_outcome_t unsure[] = { DNS_NOT_ASKED, DNS_NO_ANSWER, DNS_DELEGATED };
+    for (size_t i = 0; i < sizeof unsure / sizeof unsure[0]; i++) {
+        v = classify_dns(rules, GENERIC_FREE_REPLY, unsure[i]);
+        assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
+        assert_int_equal(v.reading, AV_READING_GENERIC);
+        assert_non_null(strstr(v.decided_by, "generic: not found, but the DNS pre-check"));
+    }
+    /* Other common wordings, each vetted against the corpus. */
+    const char *free_replies[] = {
+        "NOT FOUND\r\n", "No Data Found\r\n", "Domain not found.\r\n", "%% No entries found for the selected source(s).\r\n",
+        "Data not found. This domain is available for registration.\r\n", "Domain Status: Available\r\n",
+        "The queried object does not exist: DOMAIN NOT FOUND\r\n",
+    };
+    for (size_t i = 0; i < sizeof free_replies / sizeof free_replies[0]; i++) {
+        assert_status(classify_dns(rules, free_replies[i], DNS_NOT_DELEGATED), AV_STATUS_AVAILABLE, NULL);
+        assert_status(classify_dns(rules, free_replies[i], DNS_NOT_ASKED), AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
+    }
+}
+
+static void
+test_generic_record_data_wins_over_not_found_wording(void **state)
+{
+    fixture_t *f = *state;
+    verdict_rules_t *rules = generic_classifier(f);
+    /* A reply with a "not found" AND what only a record holds is registered,
+     * whatever DNS says: the words could be about something else. */
+    const struct {
+        const char *reply, *decided_by;
+    } taken[] = {
+        { "No match for \"X.TEST\".\r\nCreation Date: 2001-07-31T23:57:50Z\r\n", "generic: creation date" },
+        { "Domain Name: x.test\r\nRegistry Expiry Date: 2030-01-01\r\nNOT FOUND\r\n", "generic: expiry date" },
+        { "NOT FOUND\r\nName Server: ns1.example.net\r\n", "generic: name server" },
+        { "Domain not found\r\nRegistrant:\r\n   Example Ltd\r\n", "generic: registrant" },
+        { "Domain Status: clientTransferProhibited https://icann.org/epp#clientTransferProhibited\r\nNot found\r\n",
+          "generic: EPP status" },
+        { "Status: pendingDelete\r\nNo Data Found\r\n", "generic: redemption or pending delete" },
+        { "[Created on]                    2005/05/30\r\nNo match!!\r\n", "generic: creation date" },
+        { "Nameservers:\r\n\tns1.example.net\r\nnot found\r\n", "generic: name server list" },
+    };
+    for (size_t i = 0; i < sizeof taken / sizeof taken[0]; i++) {
+        verdict_t v = classify_dns(rules, taken[i].reply, DNS_NOT_DELEGATED);
+        assert_status(v, AV_STATUS_REGISTERED, NULL);
+        assert_string_equal(v.decided_by, taken[i].decided_by);
+        assert_int_equal(v.kind, AV_PAT_REGISTERED);
+    }
+    /* A "Domain Name:" line alone is no record: free answers echo the name. */
+    verdict_t v = classify_dns(rules, "Domain Name: x.test\r\nDomain Status: No Object Found\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_AVAILABLE, NULL);
+    /* Reserved, then throttling, before all that. */
+    v = classify_dns(rules, "Reserved by Registry\r\nCreation Date: 2001-01-01\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_RESERVED, NULL);
+    assert_string_equal(v.decided_by, "generic: reserved by");
+    v = classify_dns(rules, "Creation Date: 2001-01-01\r\nWHOIS LIMIT EXCEEDED - try again later\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_RATE_LIMITED);
+    assert_int_equal(v.kind, AV_PAT_RATE_LIMITED);
+    /* A server's error that names the query is no "not found". */
+    v = classify_dns(rules, "Invalid domain name: x.test not found\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_REGISTRY_ERROR);
+    /* Terms of use are not throttling, nor a reservation. */
+    v = classify_dns(rules, "NOT FOUND\r\nAccess to the whois service is rate limited. All rights reserved.\r\n"
+                            "If too many queries are received, access is expressly prohibited.\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_AVAILABLE, NULL);
+    /* And what it does not know stays unknown. */
+    v = classify_dns(rules, BANNER "Something no registry says.\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
+    assert_null(v.decided_by);
+    assert_int_equal(v.reading, AV_READING_GENERIC);
+}
+
+static void
+test_own_patterns_are_tried_before_the_generic_reading(void **state)
+{
+    fixture_t *f = *state;
+    add_pattern(f, AV_PAT_AVAILABLE, "^Status: free$");
+    add_pattern(f, AV_PAT_REGISTERED, "^Status: connect$");
+    add_pattern(f, AV_PAT_RATE_LIMITED, "^Slow, friend$");
+    verdict_rules_t *rules = generic_classifier(f);
+    /* The registry's own words decide, whatever the generic rules see... */
+    verdict_t v = classify_dns(rules, "Status: free\r\nChanged: 2020-01-01\r\n", DNS_NOT_ASKED);
+    assert_status(v, AV_STATUS_AVAILABLE, NULL);
+    assert_string_equal(v.decided_by, "^Status: free$");
+    assert_int_equal(v.reading, AV_READING_PATTERNS);
+    v = classify_dns(rules, "Slow, friend\r\nCreation Date: 2001-01-01\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_RATE_LIMITED);
+    assert_string_equal(v.decided_by, "^Slow, friend$");
+    v = classify_dns(rules, "Status: connect\r\nNOT FOUND\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_REGISTERED, NULL);
+    assert_int_equal(v.reading, AV_READING_PATTERNS);
+    /* ...and what they do not recognise goes to the generic reading. */
+    v = classify_dns(rules, "Registrar: Example Registrar Ltd\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_REGISTERED, NULL);
+    assert_string_equal(v.decided_by, "generic: registrar");
+    assert_int_equal(v.reading, AV_READING_GENERIC);
+    v = classify_dns(rules, "NOT FOUND\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_AVAILABLE, NULL);
+    assert_int_equal(v.reading, AV_READING_GENERIC);
+    /* A registry reading by its patterns alone never reads generically. */
+    f->reg.reading = AV_READING_PATTERNS;
+    verdict_rules_t *patterns_only = verdict_rules_new(&f->reg, f->err, sizeof f->err);
+    assert_non_null(patterns_only);
+    v = classify_dns(patterns_only, "Registrar: Example Registrar Ltd\r\n", DNS_NOT_DELEGATED);
+    assert_status(v, AV_STATUS_UNKNOWN, AV_REASON_UNPARSEABLE);
+    assert_int_equal(v.reading, AV_READING_PATTERNS);
+    verdict_rules_destroy(&patterns_only);
+}
+
+static void
+test_generic_rules_are_shared_and_outlive_each_registry(void **state)
+{
+    fixture_t *f = *state;
+    f->reg.reading = AV_READING_GENERIC;
+    verdict_rules_t *a = verdict_rules_new(&f->reg, f->err, sizeof f->err);
+    verdict_rules_t *b = verdict_rules_new(&f->reg, f->err, sizeof f->err);
+    assert_non_null(a);
+    assert_non_null(b);
+    verdict_rules_destroy(&a);
+    assert_status(classify_dns(b, "NOT FOUND\r\n", DNS_NOT_DELEGATED), AV_STATUS_AVAILABLE, NULL);
+    verdict_rules_destroy(&b);
+    /* Compiled again for the next one. */
+    a = verdict_rules_new(&f->reg, f->err, sizeof f->err);
+    assert_non_null(a);
+    assert_status(classify_dns(a, "Creation Date: 2001-01-01\r\n", DNS_NOT_DELEGATED), AV_STATUS_REGISTERED, NULL);
+    verdict_rules_destroy(&a);
+}
+
+static void
+test_generic_rules_table(void **state)
+{
+    (void)state;
+    size_t n, per_kind[AV_PAT_KINDS] = { 0 };
+    const verdict_generic_rule_t *rules = verdict_generic_rules(&n);
+    assert_true(n >= 40);
+    for (size_t i = 0; i < n; i++) {
+        assert_true((unsigned)rules[i].kind < AV_PAT_KINDS);
+        assert_non_null(rules[i].pattern);
+        assert_int_equal(strncmp(rules[i].decided_by, "generic: ", 9), 0);
+        char why[200];
+        if (av_pattern_check(rules[i].pattern, false, why, sizeof why) != 0)
+            fail_msg("%s: %s", rules[i].decided_by, why);
+        per_kind[rules[i].kind]++;
+    }
+    for (int k = 0; k < AV_PAT_KINDS; k++)
+        assert_true(per_kind[k] > 0);
+}
+
+static void
+test_every_unknown_of_the_generic_reading_has_a_row_in_the_reasons_table(void **state)
+{
+    fixture_t *f = *state;
+    verdict_rules_t *rules = generic_classifier(f);
+    const char *replies[] = {
+        "", " \r\n", "Too many queries from your address\r\n", "Invalid query\r\n", BANNER "nothing known\r\n",
+        GENERIC_FREE_REPLY,
+    };
+    const dns_outcome_t dns[] = { DNS_NOT_ASKED, DNS_DELEGATED, DNS_NOT_DELEGATED, DNS_NO_ANSWER };
+    size_t unknowns = 0;
+    for (size_t i = 0; i < sizeof replies / sizeof replies[0]; i++) {
+        for (size_t d = 0; d < sizeof dns / sizeof dns[0]; d++) {
+            verdict_t v = classify_dns(rules, replies[i], dns[d]);
+            if (v.status != AV_STATUS_UNKNOWN) {
+                assert_null(v.reason);
+                continue;
+            }
+            unknowns++;
+            if (!verdict_reason(v.reason))
+                fail_msg("reply %zu: reason %s not in the table", i, v.reason ? v.reason : "(none)");
+        }
+    }
+    assert_int_equal(unknowns, sizeof replies / sizeof replies[0] * 4 - 1); /* all but the free reply, undelegated */
+    /* Throttling words back the registry off, as its own patterns' do. */
+    verdict_t v = classify_dns(rules, "Too many queries from your address\r\n", DNS_NOT_DELEGATED);
+    assert_true(verdict_reason(v.reason)->backs_off);
+}
+
 /* ---- RDAP: the HTTP status, then the record's statuses ------------------ */
 
 static verdict_t
@@ -634,7 +847,12 @@ test_classifier_from_a_loaded_config_with_posix_syntax(void **state)
     T(test_only_the_given_length_is_matched),                                               \
     T(test_dollar_matches_at_the_end_of_a_crlf_line),                                       \
     T(test_a_nul_byte_does_not_hide_the_rest_of_the_reply),                                 \
-    T(test_bad_pattern_fails_the_classifier_with_the_reason)
+    T(test_bad_pattern_fails_the_classifier_with_the_reason),                               \
+    T(test_generic_available_needs_dns_to_say_not_delegated),                               \
+    T(test_generic_record_data_wins_over_not_found_wording),                                \
+    T(test_own_patterns_are_tried_before_the_generic_reading),                              \
+    T(test_generic_rules_are_shared_and_outlive_each_registry),                             \
+    T(test_every_unknown_of_the_generic_reading_has_a_row_in_the_reasons_table)
 
 int
 main(void)
@@ -645,6 +863,7 @@ main(void)
     const struct CMUnitTest other[] = {
         cmocka_unit_test(test_pattern_check_rejects_unclosed_group_in_both_syntaxes),
         cmocka_unit_test(test_pattern_kind_names),
+        cmocka_unit_test(test_generic_rules_table),
         cmocka_unit_test(test_rdap_404_is_available_and_200_registered),
         cmocka_unit_test(test_rdap_statuses_reserved_and_redemption),
         cmocka_unit_test(test_rdap_429_and_503_are_rate_limited_with_the_pause_asked),
