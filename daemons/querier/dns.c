@@ -55,11 +55,22 @@ delegated(const unsigned char *buf, int len, const char *name)
     return false;
 }
 
+/* A lookup under way: c-ares cannot take one back, so its callback gets
+ * this ticket, which an abort empties. */
+typedef struct {
+    query_t *x;                  /* NULL: the query went (answered, handed back) */
+} lookup_t;
+
 static void
 on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     (void)timeouts;
-    query_t *x = arg;
+    lookup_t *lookup = arg;
+    query_t *x = lookup->x;
+    free(lookup);
+    if (!x)
+        return;
+    x->dns_lookup = NULL;
     /* A referral has no answer records: c-ares calls that ENODATA, and the
      * delegation is in the authority section of abuf. A resolver going
      * away (ARES_EDESTRUCTION) sends the check on to the registry. */
@@ -74,21 +85,28 @@ on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 static void
 precheck_start(registry_t *r, void *self, query_t *x)
 {
-    (void)r;
     dns_precheck_t *p = self;
-    ares_query(resolver_channel(p->resolver), x->name, ns_c_in, ns_t_ns, on_answer, x);
+    lookup_t *lookup = malloc(sizeof *lookup);
+    if (!lookup) {
+        evidence_t e = { .kind = EVIDENCE_DELEGATION, .dns = DNS_NO_ANSWER };
+        registry_evidence(r, x, &e);
+        return;
+    }
+    lookup->x = x;
+    x->dns_lookup = lookup;
+    ares_query(resolver_channel(p->resolver), x->name, ns_c_in, ns_t_ns, on_answer, lookup);
     resolver_kick(p->resolver);
 }
 
-/* A lookup cannot be taken back from c-ares one by one: a query asked in
- * the DNS is always ended by its callback (at the latest when the resolver
- * is destroyed), so there is nothing to release here. */
 static void
 precheck_abort(registry_t *r, void *self, query_t *x)
 {
     (void)r;
     (void)self;
-    (void)x;
+    lookup_t *lookup = x->dns_lookup;
+    if (lookup)
+        lookup->x = NULL; /* its answer, when it comes, is for no one */
+    x->dns_lookup = NULL;
 }
 
 static void
@@ -107,7 +125,7 @@ precheck_open(registry_t *r, const av_registry_cfg_t *cfg)
     if (!p)
         return NULL;
     snprintf(who, sizeof who, "registry '%s'", cfg->name);
-    if (!(p->resolver = resolver_new(r->q, &cfg->dns_servers, who))) {
+    if (!(p->resolver = resolver_get(r->q, &cfg->dns_servers, who))) {
         free(p);
         return NULL;
     }
@@ -117,8 +135,8 @@ precheck_open(registry_t *r, const av_registry_cfg_t *cfg)
     return p;
 }
 
-/* New dns_servers: a new resolver (lookups pending on the old one go on to
- * the registry). */
+/* New dns_servers: the channel of those servers (lookups under way on the
+ * old one still come back). */
 static int
 precheck_configure(registry_t *r, void *self, const av_registry_cfg_t *next)
 {
@@ -128,15 +146,16 @@ precheck_configure(registry_t *r, void *self, const av_registry_cfg_t *next)
     if (strcmp(servers, p->servers) == 0)
         return 0;
     snprintf(who, sizeof who, "registry '%s'", next->name);
-    resolver_t *fresh = resolver_new(r->q, &next->dns_servers, who);
+    resolver_t *fresh = resolver_get(r->q, &next->dns_servers, who);
     if (!fresh)
         return -1;
-    resolver_destroy(&p->resolver);
+    resolver_put(&p->resolver);
     p->resolver = fresh;
     memcpy(p->servers, servers, sizeof servers);
     return 0;
 }
 
+/* The registry's queries asked in the DNS are aborted first (registry.c). */
 static void
 precheck_close(registry_t *r, void **self_p)
 {
@@ -145,7 +164,7 @@ precheck_close(registry_t *r, void **self_p)
     if (!p)
         return;
     *self_p = NULL;
-    resolver_destroy(&p->resolver); /* pending lookups end: on to the registry */
+    resolver_put(&p->resolver);
     free(p);
 }
 

@@ -5,6 +5,7 @@
  * queues and protocol state (registry.c): one registry's slowness or
  * throttling never delays another's checks. */
 #include "querier.h"
+#include "resolver.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -238,6 +239,7 @@ drop_registry(querier_t *q, registry_t *r)
 {
     av_log_notice("registry '%s' left this querier's group: its checks go back to the dispatcher", r->cfg->name);
     r->leaving = true;
+    querier_hand_back(q, r, &r->prechecking);
     querier_hand_back(q, r, &r->waiting);
     querier_hand_back(q, r, &r->inflight);
     zhashx_delete(q->by_name, r->cfg->name);
@@ -524,6 +526,7 @@ querier_close(querier_t *q)
     }
     q->n_registries = 0;
     zhashx_destroy(&q->by_name);
+    resolvers_close(q);
     sd_event_source_disable_unref(q->timeout_timer);
     sd_event_source_disable_unref(q->heartbeat_timer);
     zsock_destroy(&q->dispatcher);

@@ -44,6 +44,7 @@ struct query {
     size_t reply_cap;
     bool truncated;           /* reply longer than max_reply_bytes: the rest was not read */
     dns_outcome_t dns;        /* what the DNS pre-check found, if it was asked */
+    void *dns_lookup;         /* the pre-check's lookup under way (dns.c) */
     /* The registry protocol's own per-query state (its query_state_size
      * bytes): a socket, a transfer. */
     alignas(max_align_t) unsigned char protocol_state[];
@@ -112,6 +113,7 @@ struct querier {
     TAILQ_HEAD(, registry) registries;
     uint32_t n_registries;
     zhashx_t *by_name;                  /* registry name -> registry_t */
+    zhashx_t *resolvers;                /* DNS servers -> their shared c-ares channel (resolver.c) */
     av_credit_t *credits;               /* room for a ready's list */
     av_msg_t msg;                       /* reused for every message from the dispatcher */
     zsock_t *dispatcher;                /* DEALER to the dispatcher's workers ROUTER */

@@ -433,7 +433,9 @@ registry_destroy(registry_t **self_p)
     if (!r)
         return;
     r->closing = true;
-    /* Lookups still pending end now and wait: handed back below. */
+    /* Checks asked in the DNS go back too (their lookups, on a channel
+     * other registries share, end for no one). */
+    querier_hand_back(r->q, r, &r->prechecking);
     if (r->precheck)
         r->precheck->close(r, &r->precheck_state);
     r->precheck = NULL;

@@ -15,6 +15,8 @@ typedef struct {
 
 struct resolver {
     querier_t *q;
+    uint32_t refs;
+    char key[1024];              /* its servers, as one string: q->resolvers' key */
     bool library_ready;          /* ares_library_init succeeded: cleanup owed */
     ares_channel channel;
     sd_event_source *timer;
@@ -90,14 +92,25 @@ resolver_channel(resolver_t *self)
     return self->channel;
 }
 
-resolver_t *
-resolver_new(querier_t *q, const av_strlist_t *servers, const char *for_whom)
+static void resolver_destroy(resolver_t *self);
+
+static void
+servers_key(const av_strlist_t *servers, char *out, size_t size)
+{
+    out[0] = '\0';
+    for (uint32_t i = 0; servers && i < servers->count; i++)
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", i ? "," : "", servers->items[i]);
+}
+
+static resolver_t *
+resolver_new(querier_t *q, const char *key, const char *for_whom)
 {
     struct ares_options opts = { 0 };
     resolver_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
     self->q = q;
+    snprintf(self->key, sizeof self->key, "%s", key);
     if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS)
         goto fail;
     self->library_ready = true;
@@ -111,34 +124,39 @@ resolver_new(querier_t *q, const av_strlist_t *servers, const char *for_whom)
         av_log_err("%s: cannot set up the DNS resolver", for_whom);
         goto fail;
     }
-    if (servers && servers->count) {
-        char csv[1024] = "";
-        for (uint32_t i = 0; i < servers->count; i++) {
-            if (i)
-                strncat(csv, ",", sizeof csv - strlen(csv) - 1);
-            strncat(csv, servers->items[i], sizeof csv - strlen(csv) - 1);
-        }
-        if (ares_set_servers_ports_csv(self->channel, csv) != ARES_SUCCESS) {
-            av_log_err("%s: bad dns_servers '%s'", for_whom, csv);
-            goto fail;
-        }
+    if (key[0] && ares_set_servers_ports_csv(self->channel, key) != ARES_SUCCESS) {
+        av_log_err("%s: bad dns_servers '%s'", for_whom, key);
+        goto fail;
     }
     if (sd_event_add_time(av_daemon_loop(q->d), &self->timer, CLOCK_MONOTONIC, 0, 1000, on_timer, self) < 0)
         goto fail;
     sd_event_source_set_enabled(self->timer, SD_EVENT_OFF);
     return self;
 fail:
-    resolver_destroy(&self);
+    resolver_destroy(self);
     return NULL;
 }
 
-void
-resolver_destroy(resolver_t **self_p)
+resolver_t *
+resolver_get(querier_t *q, const av_strlist_t *servers, const char *for_whom)
 {
-    resolver_t *self = self_p ? *self_p : NULL;
-    if (!self)
-        return;
-    *self_p = NULL;
+    char key[sizeof((resolver_t *)0)->key];
+    servers_key(servers, key, sizeof key);
+    resolver_t *self = q->resolvers ? zhashx_lookup(q->resolvers, key) : NULL;
+    if (!self) {
+        if (!q->resolvers && !(q->resolvers = zhashx_new()))
+            return NULL;
+        if (!(self = resolver_new(q, key, for_whom)))
+            return NULL;
+        zhashx_insert(q->resolvers, self->key, self);
+    }
+    self->refs++;
+    return self;
+}
+
+static void
+resolver_destroy(resolver_t *self)
+{
     if (self->channel)
         ares_destroy(self->channel); /* pending lookups call back now */
     for (int i = 0; i < RESOLVER_SOCKETS_MAX; i++)
@@ -148,4 +166,28 @@ resolver_destroy(resolver_t **self_p)
     if (self->library_ready)
         ares_library_cleanup();
     free(self);
+}
+
+void
+resolver_put(resolver_t **self_p)
+{
+    resolver_t *self = self_p ? *self_p : NULL;
+    if (!self)
+        return;
+    *self_p = NULL;
+    if (--self->refs)
+        return;
+    zhashx_delete(self->q->resolvers, self->key);
+    resolver_destroy(self);
+}
+
+void
+resolvers_close(querier_t *q)
+{
+    resolver_t *self;
+    while (q->resolvers && (self = zhashx_first(q->resolvers))) {
+        zhashx_delete(q->resolvers, self->key);
+        resolver_destroy(self);
+    }
+    zhashx_destroy(&q->resolvers);
 }

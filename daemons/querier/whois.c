@@ -19,17 +19,26 @@
  * next try, so an unreachable resolver is not asked once per check. */
 #define RESOLVE_RETRY_US (10 * 1000 * 1000ULL)
 
-/* The registry's server, as far as it is known. */
+typedef struct whois whois_t;
+
+/* A lookup of the address under way: c-ares cannot take one back, so its
+ * callback gets this ticket, which a reload or the end empties. */
 typedef struct {
+    whois_t *w;                  /* NULL: no one waits for it any more */
+} address_lookup_t;
+
+/* The registry's server, as far as it is known. */
+struct whois {
     registry_t *registry;
-    resolver_t *resolver;        /* made when first needed */
+    resolver_t *resolver;        /* the querier's shared channel, taken when first needed */
+    address_lookup_t *lookup;
     bool resolving;
     uint64_t tried_us;           /* last lookup; 0 = not yet */
     bool ready;
     struct sockaddr_storage addr;
     socklen_t addr_len;
     char error[160];             /* why there is no address */
-} whois_t;
+};
 
 /* One exchange. */
 typedef struct {
@@ -64,12 +73,15 @@ static void
 on_address(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
     (void)timeouts;
-    whois_t *w = arg;
-    if (status == ARES_EDESTRUCTION) {
+    address_lookup_t *lookup = arg;
+    whois_t *w = lookup->w;
+    free(lookup);
+    if (!w || status == ARES_EDESTRUCTION) {
         if (res)
             ares_freeaddrinfo(res);
-        return; /* the resolver is going: a reload or the end */
+        return; /* a reload or the end came first */
     }
+    w->lookup = NULL;
     /* IPv4 first where the host has both: a registry is reachable over it
      * from anywhere, IPv6 not from every network. */
     const struct ares_addrinfo_node *node = status == ARES_SUCCESS && res ? res->nodes : NULL;
@@ -112,12 +124,14 @@ whois_ready(registry_t *r, void *self)
         return !w->resolving;
     }
     snprintf(who, sizeof who, "registry '%s'", r->cfg->name);
-    if (!w->resolver && !(w->resolver = resolver_new(r->q, NULL, who))) {
+    if ((!w->resolver && !(w->resolver = resolver_get(r->q, NULL, who))) ||
+        !(w->lookup = malloc(sizeof *w->lookup))) {
         address_known(w, NULL, 0, "cannot set up the resolver");
         return !w->resolving;
     }
+    w->lookup->w = w;
     struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-    ares_getaddrinfo(resolver_channel(w->resolver), r->cfg->host, port, &hints, on_address, w);
+    ares_getaddrinfo(resolver_channel(w->resolver), r->cfg->host, port, &hints, on_address, w->lookup);
     if (w->resolver)
         resolver_kick(w->resolver);
     return !w->resolving;
@@ -311,7 +325,9 @@ whois_configure(registry_t *r, void *self, const av_registry_cfg_t *next)
     (void)r;
     (void)next;
     whois_t *w = self;
-    resolver_destroy(&w->resolver);
+    if (w->lookup)
+        w->lookup->w = NULL;
+    w->lookup = NULL;
     w->resolving = false;
     w->ready = false;
     w->tried_us = 0;
@@ -326,7 +342,9 @@ whois_close(registry_t *r, void **self_p)
     if (!w)
         return;
     *self_p = NULL;
-    resolver_destroy(&w->resolver);
+    if (w->lookup)
+        w->lookup->w = NULL;
+    resolver_put(&w->resolver);
     free(w);
 }
 
