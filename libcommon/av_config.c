@@ -362,6 +362,10 @@ parse_map(parser_t *p, yaml_node_t *node, void *base, const table_t *const *tabl
             for (size_t i = 0; i < tab->n_fields; i++) {
                 if (strcmp(tab->fields[i].key, k) != 0)
                     continue;
+                /* YAML keys are unique; a second one would silently win,
+                 * while messages point at the first. */
+                if (seen[t] & (1ull << i))
+                    return error_at(p, key, "key '%s' given twice in %s", k, tab->what);
                 if (parse_field(p, &tab->fields[i], val, base) < 0)
                     return -1;
                 seen[t] |= 1ull << i;
