@@ -34,11 +34,16 @@ size_t av_cache_record_encode(const av_cached_t *cached, uint8_t buf[AV_CACHE_RE
  * an `unknown` with nothing else set. */
 void av_cache_record_decode(const void *data, size_t size, av_cached_t *out);
 
-/* A reader: NULL while the environment does not exist yet (try again later). */
+/* A reader: NULL while the environment does not exist yet, or its file is
+ * damaged (said once per file) until availd-cache rebuilds it: try again
+ * later, every lookup a miss meanwhile. */
 av_cache_t *av_cache_open_reader(const char *path);
 void av_cache_close(av_cache_t **self_p);
 
-/* 0 found (fresh or not: compare expires_ms), 1 absent, <0 error. */
+/* 0 found (fresh or not: compare expires_ms), 1 absent, <0 this reader can
+ * read no more: its file was cut short, damaged or replaced by a new one
+ * (availd-cache rebuilt it), or LMDB failed. Close it and open a reader
+ * again later. */
 int av_cache_get(av_cache_t *self, const char *name, av_cached_t *out);
 
 #endif

@@ -29,16 +29,20 @@ cache_store_open(av_daemon_t *d, const av_cache_cfg_t *cfg)
     if (!self)
         return NULL;
     self->max_entries = cfg->max_entries;
-    if (av_lmdb_open(d, cfg->path, MDB_NOSYNC, cfg->map_size_mb, 4, &self->env) < 0) {
-        free(self);
-        return NULL;
-    }
+    /* A cache is rebuilt from the registries: a damaged one is moved
+     * aside and started empty rather than keep the daemon from starting. */
+    av_lmdb_store_t store = {
+        .path = cfg->path,
+        .what = "cache",
+        .flags = MDB_NOSYNC,
+        .map_mb = cfg->map_size_mb,
+        .max_dbs = 4,
+        .names = (const char *const[]){ AV_CACHE_ANSWERS, "expiry", "timing" },
+        .n_names = 3,
+    };
     MDB_dbi dbis[3];
-    int rc = av_lmdb_open_dbis(self->env, true, (const char *const[]){ AV_CACHE_ANSWERS, "expiry", "timing" },
-                               dbis, 3);
-    if (rc != 0) {
-        av_log_err("cannot open the cache in %s: %s", cfg->path, mdb_strerror(rc));
-        cache_store_close(&self);
+    if (av_lmdb_open_rebuildable(d, &store, &self->env, dbis) < 0) {
+        free(self);
         return NULL;
     }
     self->answers = dbis[0];

@@ -9,7 +9,9 @@
 
 typedef struct cache_store cache_store_t;
 
-/* Creates the environment when it does not exist. d may be NULL (tests). */
+/* Creates the environment when it does not exist; moves a damaged one
+ * aside (data.mdb.damaged-TIMESTAMP), reports it and starts empty
+ * (av_lmdb_open_rebuildable). d may be NULL (tests). */
 cache_store_t *cache_store_open(av_daemon_t *d, const av_cache_cfg_t *cfg);
 void cache_store_close(cache_store_t **self_p);
 

@@ -9,6 +9,7 @@
 
 #define SCAN_INTERVAL_MS 100
 #define CACHE_RETRY_MS 1000
+#define BATCH_MAX_BYTES (AV_MSG_MAX_BYTES / 2) /* answers to an intake in one message */
 
 registry_state_t *
 registry_find(dispatcher_t *ds, const char *name, size_t len)
@@ -127,7 +128,11 @@ answer_intake(void *arg, const peer_id_t *intake, const av_answer_t *a)
         msgpack_packer_init(&pk, &p->rest, msgpack_sbuffer_write);
         av_pack_answer_map(&pk, &batched);
     }
-    if (++p->count == AV_MORE_MAX + 1)
+    /* Bounded by count (what the decoder takes) and by bytes: one answer
+     * is at most ~7 KiB (a name and its query as asked, raw, reason), so a
+     * message flushed past half the message bound stays below the bound,
+     * which intake's socket enforces. */
+    if (++p->count == AV_MORE_MAX + 1 || p->first.size + p->rest.size >= BATCH_MAX_BYTES)
         flush_peer(ds, p);
     else
         sd_event_source_set_enabled(ds->flush, SD_EVENT_ONESHOT);
@@ -186,13 +191,23 @@ answer_from_cache(dispatcher_t *ds, const peer_id_t *intake, const av_check_t *c
 {
     uint64_t now_us = av_mono_us();
     if (!ds->cache && now_us >= ds->cache_retry_us) {
-        /* availd-cache creates the environment; until then every check is
-         * a miss, and we look again once a second. */
+        /* availd-cache creates the environment, and rebuilds a damaged
+         * one; until then every check is a miss, and we look again once a
+         * second. */
         ds->cache = av_cache_open_reader(av_daemon_config(ds->d)->cache.path);
         ds->cache_retry_us = now_us + CACHE_RETRY_MS * 1000;
     }
     av_cached_t e;
-    if (!ds->cache || av_cache_get(ds->cache, name, &e) != 0)
+    if (!ds->cache)
+        return false;
+    int rc = av_cache_get(ds->cache, name, &e);
+    if (rc < 0) {
+        /* Cut short, damaged or replaced: let go of it (a miss), and read
+         * the one availd-cache makes in its place once it is whole. */
+        av_cache_close(&ds->cache);
+        ds->cache_retry_us = now_us + CACHE_RETRY_MS * 1000;
+    }
+    if (rc != 0)
         return false;
     uint64_t now = av_now_ms();
     if (e.expires_ms <= now)

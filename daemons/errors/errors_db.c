@@ -112,6 +112,18 @@ read_next_seq(errors_db_t *self)
     return rc;
 }
 
+/* The first read of an opened database (its newest event's number): one
+ * whose pages LMDB finds damaged is rebuilt too. */
+static int
+verify_open(void *arg, MDB_env *env, const MDB_dbi *dbis)
+{
+    errors_db_t *self = arg;
+    self->env = env;
+    self->events = dbis[0];
+    self->counts = dbis[1];
+    return read_next_seq(self);
+}
+
 errors_db_t *
 errors_db_open(av_daemon_t *d, const av_errors_cfg_t *cfg)
 {
@@ -121,18 +133,22 @@ errors_db_open(av_daemon_t *d, const av_errors_cfg_t *cfg)
         return NULL;
     self->retention_count = cfg->retention_count;
     self->retention_s = cfg->retention_s;
-    if (av_lmdb_open(d, cfg->path, MDB_NOSYNC, cfg->map_size_mb, 4, &self->env) < 0)
+    /* What the daemons reported is worth less than availd-errors running
+     * to record what they report next: a damaged database is moved aside
+     * (for a post-mortem) and started empty. */
+    av_lmdb_store_t store = {
+        .path = cfg->path,
+        .what = "error database",
+        .flags = MDB_NOSYNC,
+        .map_mb = cfg->map_size_mb,
+        .max_dbs = 4,
+        .names = (const char *const[]){ "events", "counts" },
+        .n_names = 2,
+        .verify = verify_open,
+        .arg = self,
+    };
+    if (av_lmdb_open_rebuildable(d, &store, &self->env, dbis) < 0)
         goto fail;
-    int rc = av_lmdb_open_dbis(self->env, true, (const char *const[]){ "events", "counts" }, dbis, 2);
-    if (rc == 0) {
-        self->events = dbis[0];
-        self->counts = dbis[1];
-        rc = read_next_seq(self);
-    }
-    if (rc != 0) {
-        av_log_err("cannot open the error database in %s: %s", cfg->path, mdb_strerror(rc));
-        goto fail;
-    }
     return self;
 fail:
     errors_db_close(&self);

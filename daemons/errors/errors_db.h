@@ -16,6 +16,9 @@ typedef struct {
     uint64_t after_seq; /* only events newer than this */
 } errors_filter_t;
 
+/* Creates the database when it does not exist; moves a damaged one aside
+ * (data.mdb.damaged-TIMESTAMP), reports it and starts empty
+ * (av_lmdb_open_rebuildable). d may be NULL (tests). */
 errors_db_t *errors_db_open(av_daemon_t *d, const av_errors_cfg_t *cfg);
 void errors_db_close(errors_db_t **self_p);
 /* New retention bounds (reload). */
