@@ -338,5 +338,8 @@ const char *av_msg_type_name(av_msg_type_t type);
 #define AV_REASON_DEADLINE       "deadline"
 #define AV_REASON_UNSUPPORTED    "unsupported_tld"
 #define AV_REASON_EMPTY_REPLY    "empty_reply"
+/* intake could not write the request to its journal (a full disk): not
+ * taken, ask again later */
+#define AV_REASON_STORAGE        "storage"
 
 #endif

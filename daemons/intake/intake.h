@@ -13,6 +13,8 @@ typedef struct request request_t;
 typedef struct gateway gateway_t;
 typedef struct gateway_conn gateway_conn_t;
 typedef struct journal journal_t;
+typedef struct reply_peer reply_peer_t;
+typedef struct reply_budget reply_budget_t;
 
 typedef enum {
     ORIGIN_PULL = 1,  /* answers are published, topic = id */
@@ -35,6 +37,9 @@ struct request {
     bool raw;
     bool forwarded;
     bool journal_dirty;          /* its record must be rewritten this turn */
+    bool journaled;              /* its record is queued or written: its end
+                                  * deletes it, its answers wait for that */
+    bool durable;                /* its record is written */
     uint32_t answered;
     uint8_t *done;               /* per name */
     char **encoded;              /* ROUTER batch: each answer, until all are in */
@@ -64,6 +69,8 @@ typedef struct {
     char *bytes;
     size_t size;
     uint64_t held_until_us;      /* unroutable: try again until then */
+    reply_peer_t *peer;          /* held ROUTER reply: its frontend's account */
+    bool after_journal;          /* its request's journal changes first */
 } outgoing_t;
 
 struct intake {
@@ -90,6 +97,14 @@ struct intake {
     outgoing_t *held;            /* replies to frontends not connected yet */
     uint32_t n_held;
     uint32_t cap_held;
+    size_t held_bytes;
+    zhashx_t *reply_peers;       /* routing id (hex) -> reply_peer_t, while it has replies queued or held */
+    reply_budget_t *reply_budget; /* bytes of replies in ZeroMQ's queues */
+    uint64_t peers_swept_us;
+    outgoing_t *waiting;         /* answers whose journal changes failed to
+                                  * commit: sent once a commit writes them */
+    uint32_t n_waiting;
+    uint32_t cap_waiting;
     sd_event_source *turn_end;
     av_msg_t msg;                /* reused for every message decoded */
     msgpack_sbuffer sbuf;        /* reused for every message encoded */
@@ -109,6 +124,7 @@ struct intake {
     uint64_t *malformed;
     uint64_t *resent;
     uint64_t *resubmitted;
+    uint64_t *storage_refused;   /* names answered unknown (storage) */
 };
 
 /* requests.c */
@@ -119,8 +135,12 @@ int requests_start(intake_t *in);
  * dispatcher; unreadable records are queued for deletion. */
 int requests_resubmit_journal(intake_t *in);
 void requests_close(intake_t *in);
-/* The end of the current turn now: commit, forward, answer. */
+/* The end of the current turn now: commit (trying the journal at once,
+ * even while it fails), forward, answer. */
 void requests_flush(intake_t *in);
+/* Nothing waits for the journal: no change a commit failed to write, no
+ * answer held for one. True without a journal. */
+bool requests_all_durable(const intake_t *in);
 /* Accepts a request whose names are views into frame or owned; takes
  * ownership of both. Returns the request, or NULL when it was answered at
  * once (overloaded). */

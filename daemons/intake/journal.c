@@ -4,20 +4,32 @@
  * grouped: the changes of one loop turn are one transaction. Commits do not
  * fsync unless intake.journal_sync is set; the environment is synced every
  * second instead. Records are msgpack maps keyed by the big-endian rid;
- * this file is their one encoder and decoder. */
+ * this file is their one encoder and decoder. A commit that fails (a full
+ * disk) keeps the deletes and rewrites it could not write for the next
+ * one, and gives up the new records, whose requests are then refused. */
 #include "journal.h"
 
 #include "av_lmdb.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #define RECORD_VERSION 1
 #define RECORD_PAIRS 10
 #define PEER_MAX 255           /* ZeroMQ's bound on a routing id */
 #define SYNC_INTERVAL_MS 1000
+#define REPORT_INTERVAL_US (1000 * 1000)
+/* A short write with less than this left on the filesystem is a full
+ * disk: a busy turn's commit writes about this much. */
+#define FULL_BELOW_BYTES (1024 * 1024)
 
-typedef enum { OP_PUT, OP_DELETE } op_kind_t;
+typedef enum {
+    OP_PUT,      /* kept until written */
+    OP_PUT_NEW,  /* written with the next commit, or dropped */
+    OP_DELETE,   /* kept until written */
+} op_kind_t;
 
 typedef struct {
     op_kind_t kind;
@@ -28,16 +40,30 @@ typedef struct {
 
 struct journal {
     av_daemon_t *d;
+    char *path;                /* to reopen after an LMDB panic */
+    unsigned flags;
+    uint32_t map_mb;
     MDB_env *env;
     MDB_dbi requests;
     op_t *ops;
     size_t n_ops;
     size_t cap_ops;
+    size_t n_new;              /* of ops, OP_PUT_NEW */
     msgpack_sbuffer sbuf;
     sd_event_source *sync_timer;
     uint64_t *commits;
     uint64_t *commit_failures;
-    uint64_t own_counters[2];  /* without a daemon */
+    uint64_t *records_refused;
+    uint64_t own_counters[3];  /* without a daemon */
+    /* Since a commit failed, until one succeeds: */
+    int failure;               /* the last error; 0: writing fine */
+    uint64_t failing_since_us;
+    uint64_t next_try_us;
+    uint64_t failed_commits;   /* since failing_since_us */
+    uint64_t refused;
+    uint64_t reported_us;      /* the last report, and its counts */
+    uint64_t reported_failed_commits;
+    uint64_t reported_refused;
 };
 
 /* ---- the record ---------------------------------------------------------- */
@@ -182,37 +208,87 @@ journal_record_clear(journal_record_t *rec)
 
 /* ---- the environment ----------------------------------------------------- */
 
+/* ---- why a write failed ---------------------------------------------------- */
+
+static bool
+filesystem_full(const char *dir)
+{
+    struct statvfs st;
+    return statvfs(dir, &st) == 0 && (uint64_t)st.f_bavail * st.f_frsize < FULL_BELOW_BYTES;
+}
+
+const char *
+journal_describe_failure(int rc, const char *dir, char *cause, size_t len)
+{
+    switch (rc) {
+    case MDB_MAP_FULL:
+        snprintf(cause, len, "its map is full (MDB_MAP_FULL: intake.journal_map_mb is too small)");
+        return "journal_map_full";
+    case ENOSPC:
+    case EDQUOT:
+        snprintf(cause, len, "%s", strerror(rc));
+        return "journal_no_space";
+    case EIO:
+        /* LMDB says EIO for a write that wrote less than asked, which is
+         * what a filesystem filling up in the middle of a commit does. */
+        if (dir && filesystem_full(dir)) {
+            snprintf(cause, len, "%s (a short write, reported as EIO)", strerror(ENOSPC));
+            return "journal_no_space";
+        }
+        snprintf(cause, len, "%s", strerror(EIO));
+        return "journal_io_error";
+    default:
+        snprintf(cause, len, "%s", mdb_strerror(rc));
+        return "journal_failed";
+    }
+}
+
+/* ---- the environment ----------------------------------------------------- */
+
 static void
 on_sync(av_daemon_t *d, void *arg)
 {
     (void)d;
     journal_t *j = arg;
-    mdb_env_sync(j->env, 1);
+    int rc = j->env ? mdb_env_sync(j->env, 1) : 0;
+    if (rc != 0) {
+        char cause[160];
+        const char *code = journal_describe_failure(rc, j->path, cause, sizeof cause);
+        av_report(j->d, AV_LOG_ERR, NULL, code, "cannot sync the request journal in %s: %s", j->path, cause);
+    }
+}
+
+static int
+open_env(journal_t *j)
+{
+    static const char *const names[] = { "requests" };
+    if (av_lmdb_open(j->d, j->path, j->flags, j->map_mb, 2, &j->env) < 0)
+        return -1;
+    int rc = av_lmdb_open_dbis(j->env, true, names, &j->requests, 1);
+    if (rc != 0) {
+        av_log_err("cannot open the journal in %s: %s", j->path, mdb_strerror(rc));
+        mdb_env_close(j->env);
+        j->env = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 journal_t *
 journal_open(av_daemon_t *d, const av_intake_cfg_t *cfg)
 {
     journal_t *j = calloc(1, sizeof *j);
-    MDB_txn *txn;
     if (!j)
         return NULL;
     j->d = d;
     msgpack_sbuffer_init(&j->sbuf);
     j->commits = d ? av_daemon_counter(d, "journal_commits") : &j->own_counters[0];
     j->commit_failures = d ? av_daemon_counter(d, "journal_commit_failures") : &j->own_counters[1];
-    unsigned flags = cfg->journal_sync ? 0 : MDB_NOSYNC;
-    if (av_lmdb_open(d, cfg->journal, flags, cfg->journal_map_mb, 2, &j->env) < 0)
+    j->records_refused = d ? av_daemon_counter(d, "journal_records_refused") : &j->own_counters[2];
+    j->flags = cfg->journal_sync ? 0 : MDB_NOSYNC;
+    j->map_mb = cfg->journal_map_mb;
+    if (!(j->path = strdup(cfg->journal)) || open_env(j) < 0)
         goto fail;
-    int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
-    if (rc == 0 && (rc = mdb_dbi_open(txn, "requests", MDB_CREATE, &j->requests)) == 0)
-        rc = mdb_txn_commit(txn);
-    else if (rc == 0)
-        mdb_txn_abort(txn);
-    if (rc != 0) {
-        av_log_err("cannot open the journal in %s: %s", cfg->journal, mdb_strerror(rc));
-        goto fail;
-    }
     if (d && !cfg->journal_sync && !(j->sync_timer = av_daemon_every(d, SYNC_INTERVAL_MS, on_sync, j)))
         goto fail;
     return j;
@@ -227,15 +303,18 @@ journal_close(journal_t **self_p)
     journal_t *j = self_p ? *self_p : NULL;
     if (!j)
         return;
+    size_t kept = j->n_ops - j->n_new;
+    if (kept)
+        av_log_warning("journal: %zu changes could not be written; the next intake finds their requests as "
+                       "they were and answers what was not sent",
+                       kept);
     for (size_t i = 0; i < j->n_ops; i++)
         free(j->ops[i].bytes);
     free(j->ops);
     sd_event_source_disable_unref(j->sync_timer);
-    if (j->env) {
-        mdb_env_sync(j->env, 1);
-        mdb_env_close(j->env);
-    }
+    av_lmdb_close(&j->env);
     msgpack_sbuffer_destroy(&j->sbuf);
+    free(j->path);
     free(j);
     *self_p = NULL;
 }
@@ -258,8 +337,8 @@ add_op(journal_t *j)
     return op;
 }
 
-int
-journal_put(journal_t *j, const journal_record_t *rec)
+static int
+queue_put(journal_t *j, const journal_record_t *rec, op_kind_t kind)
 {
     msgpack_sbuffer_clear(&j->sbuf);
     if (journal_record_encode(&j->sbuf, rec) < 0)
@@ -270,11 +349,24 @@ journal_put(journal_t *j, const journal_record_t *rec)
             j->n_ops--;
         return -1;
     }
-    op->kind = OP_PUT;
+    op->kind = kind;
     op->rid = rec->rid;
     memcpy(op->bytes, j->sbuf.data, j->sbuf.size);
     op->size = j->sbuf.size;
+    j->n_new += kind == OP_PUT_NEW;
     return 0;
+}
+
+int
+journal_put(journal_t *j, const journal_record_t *rec)
+{
+    return queue_put(j, rec, OP_PUT);
+}
+
+int
+journal_put_new(journal_t *j, const journal_record_t *rec)
+{
+    return queue_put(j, rec, OP_PUT_NEW);
 }
 
 int
@@ -288,42 +380,182 @@ journal_delete(journal_t *j, uint64_t rid)
     return 0;
 }
 
-int
-journal_commit(journal_t *j)
+/* One transaction: every queued change, or (with_new false) all but the
+ * new records. Returns 0 or the LMDB error; nothing is written on error. */
+static int
+write_ops(journal_t *j, bool with_new)
 {
-    MDB_txn *txn;
-    int rc = 0;
-    if (j->n_ops == 0)
-        return 0;
-    rc = mdb_txn_begin(j->env, NULL, 0, &txn);
+    MDB_txn *txn = NULL;
+    int rc = j->env ? mdb_txn_begin(j->env, NULL, 0, &txn) : MDB_PANIC;
+    if (rc == MDB_PANIC) {
+        /* A failed write of LMDB's meta page leaves the environment
+         * unusable until it is opened again. */
+        av_log_warning("journal: LMDB cannot go on after a failed write; opening %s again", j->path);
+        if (j->env)
+            mdb_env_close(j->env);
+        j->env = NULL;
+        if (open_env(j) < 0)
+            return MDB_PANIC; /* tried again with the next commit */
+        rc = mdb_txn_begin(j->env, NULL, 0, &txn);
+    }
     for (size_t i = 0; rc == 0 && i < j->n_ops; i++) {
+        const op_t *op = &j->ops[i];
+        if (op->kind == OP_PUT_NEW && !with_new)
+            continue;
         uint8_t keybuf[8];
-        av_be64_put(keybuf, j->ops[i].rid);
+        av_be64_put(keybuf, op->rid);
         MDB_val key = { 8, keybuf };
-        if (j->ops[i].kind == OP_PUT) {
-            MDB_val val = { j->ops[i].size, j->ops[i].bytes };
-            rc = mdb_put(txn, j->requests, &key, &val, 0);
-        } else {
+        if (op->kind == OP_DELETE) {
             rc = mdb_del(txn, j->requests, &key, NULL);
             if (rc == MDB_NOTFOUND)
                 rc = 0;
+        } else {
+            MDB_val val = { op->size, op->bytes };
+            rc = mdb_put(txn, j->requests, &key, &val, 0);
         }
     }
     if (rc == 0)
-        rc = mdb_txn_commit(txn);
-    else if (txn)
+        return mdb_txn_commit(txn); /* aborts it on failure */
+    if (txn)
         mdb_txn_abort(txn);
+    return rc;
+}
+
+static void
+clear_ops(journal_t *j)
+{
     for (size_t i = 0; i < j->n_ops; i++)
         free(j->ops[i].bytes);
     j->n_ops = 0;
-    if (rc != 0) {
-        (*j->commit_failures)++;
-        av_report(j->d, AV_LOG_ERR, NULL, "journal_failed",
-                  "cannot write the request journal: %s (requests are handled but not durable)", mdb_strerror(rc));
+    j->n_new = 0;
+}
+
+/* Gives up the new records (their requests are refused); the other
+ * changes keep their order. */
+static void
+drop_new(journal_t *j)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < j->n_ops; i++) {
+        if (j->ops[i].kind == OP_PUT_NEW)
+            free(j->ops[i].bytes);
+        else
+            j->ops[kept++] = j->ops[i];
+    }
+    j->n_ops = kept;
+    j->refused += j->n_new;
+    *j->records_refused += j->n_new;
+    j->n_new = 0;
+}
+
+/* Says what failed and how often, at most once a second: the counts are
+ * those since the previous report. */
+static void
+report_failure(journal_t *j, uint64_t now_us)
+{
+    if (j->reported_us && now_us - j->reported_us < REPORT_INTERVAL_US)
+        return;
+    char cause[160];
+    const char *code = journal_describe_failure(j->failure, j->path, cause, sizeof cause);
+    uint64_t since_us = j->reported_us > j->failing_since_us ? j->reported_us : j->failing_since_us;
+    av_report(j->d, AV_LOG_ERR, NULL, code,
+              "cannot write the request journal in %s: %s; in the last %.1f s: %llu failed commits, %llu new "
+              "requests refused (unknown storage); %zu changes waiting to be written (the answers of their "
+              "requests wait with them)",
+              j->path, cause, (double)(now_us - since_us) / 1e6,
+              (unsigned long long)(j->failed_commits - j->reported_failed_commits),
+              (unsigned long long)(j->refused - j->reported_refused), j->n_ops - j->n_new);
+    /* Taken after av_report, whose own once-a-second rule then never
+     * holds back one of these. */
+    j->reported_us = av_mono_us();
+    j->reported_failed_commits = j->failed_commits;
+    j->reported_refused = j->refused;
+}
+
+static void
+failed(journal_t *j, int rc, uint64_t now_us)
+{
+    if (!j->failure) {
+        j->failing_since_us = now_us;
+        j->failed_commits = j->refused = 0;
+        j->reported_us = j->reported_failed_commits = j->reported_refused = 0;
+    }
+    j->failure = rc;
+    j->failed_commits++;
+    (*j->commit_failures)++;
+    j->next_try_us = av_mono_us() + (uint64_t)JOURNAL_RETRY_MS * 1000;
+}
+
+static void
+recovered(journal_t *j, uint64_t now_us)
+{
+    av_report(j->d, AV_LOG_NOTICE, NULL, "journal_recovered",
+              "the request journal in %s is written again after %.1f s: %llu failed commits, %llu new requests "
+              "refused (unknown storage)",
+              j->path, (double)(now_us - j->failing_since_us) / 1e6, (unsigned long long)j->failed_commits,
+              (unsigned long long)j->refused);
+    j->failure = 0;
+}
+
+static int
+commit(journal_t *j, bool now)
+{
+    if (j->n_ops == 0)
+        return 0;
+    uint64_t now_us = av_mono_us();
+    if (j->failure && !now && now_us < j->next_try_us) {
+        /* Failing: new requests are refused until the next try. */
+        if (j->n_new) {
+            drop_new(j);
+            report_failure(j, now_us);
+        }
         return -1;
     }
-    (*j->commits)++;
-    return 0;
+    int rc = write_ops(j, true);
+    if (rc == 0) {
+        clear_ops(j);
+        (*j->commits)++;
+        if (j->failure)
+            recovered(j, now_us);
+        return 0;
+    }
+    failed(j, rc, now_us);
+    if (j->n_new) {
+        /* Deletes need little room, often none a commit has not freed:
+         * what was answered may leave even when new requests cannot come
+         * in. */
+        drop_new(j);
+        if (j->n_ops && write_ops(j, false) == 0) {
+            clear_ops(j);
+            (*j->commits)++;
+        }
+    }
+    report_failure(j, now_us);
+    return -1;
+}
+
+int
+journal_commit(journal_t *j)
+{
+    return commit(j, false);
+}
+
+int
+journal_commit_now(journal_t *j)
+{
+    return commit(j, true);
+}
+
+size_t
+journal_pending(const journal_t *j)
+{
+    return j ? j->n_ops - j->n_new : 0;
+}
+
+bool
+journal_retry_due(const journal_t *j, uint64_t now_us)
+{
+    return j && j->n_ops > j->n_new && now_us >= j->next_try_us;
 }
 
 int

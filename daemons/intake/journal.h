@@ -43,11 +43,43 @@ void journal_record_clear(journal_record_t *rec);
 journal_t *journal_open(av_daemon_t *d, const av_intake_cfg_t *cfg);
 void journal_close(journal_t **self_p);
 
-/* Queue changes for the next commit. */
+/* Queue changes for the next commit. Returns 0, or -1 out of memory.
+ * journal_put (a record rewritten: names answered) and journal_delete (a
+ * request answered) stay queued until a commit writes them, however many
+ * commits fail meanwhile: what was answered must leave the journal before
+ * the answer goes out, or a restart answers it again.
+ * journal_put_new is a new request's record: it is written with the next
+ * commit or not at all. */
 int journal_put(journal_t *j, const journal_record_t *rec);
+int journal_put_new(journal_t *j, const journal_record_t *rec);
 int journal_delete(journal_t *j, uint64_t rid);
-/* One transaction for everything queued. */
+
+/* After a failed commit, commits are tried at most this often. */
+#define JOURNAL_RETRY_MS 100
+
+/* One transaction for everything queued. Returns 0 when all of it is on
+ * disk. Else -1: the new records are dropped (their requests are not
+ * durable: the caller refuses them), and the other changes, when they
+ * could not be written on their own either, stay queued (journal_pending)
+ * for the next commit. After a failure, a commit sooner than
+ * JOURNAL_RETRY_MS later tries nothing and returns -1 (dropping the new
+ * records); journal_commit_now tries at once (a stopping intake).
+ * Failures are logged and reported (at most once a second, with counts)
+ * with their cause. */
 int journal_commit(journal_t *j);
+int journal_commit_now(journal_t *j);
+/* Changes queued that a commit must still write (not new records). */
+size_t journal_pending(const journal_t *j);
+/* A retry of what is pending is due (JOURNAL_RETRY_MS after a failure). */
+bool journal_retry_due(const journal_t *j, uint64_t now_us);
+
+/* What a failed write means, for the log: into cause, and the event's
+ * code as the return value. LMDB returns errno values besides its own:
+ * MDB_MAP_FULL (journal_map_full: intake.journal_map_mb is too small),
+ * ENOSPC or EDQUOT (journal_no_space), EIO (journal_no_space when the
+ * filesystem of dir is full, for LMDB reports a short write as EIO; else
+ * journal_io_error); anything else journal_failed. */
+const char *journal_describe_failure(int rc, const char *dir, char *cause, size_t len);
 
 /* At start: calls fn for every record. fn may take the record's memory
  * (setting its pointers to NULL); what is left is freed after. A record fn

@@ -37,22 +37,39 @@
  *   request-reply frontends by their routing id. Unanswered names are sent
  *   again when the dispatcher comes back, and after intake.resend_ms.
  *
+ *   A request that cannot be journaled (a full disk, an I/O error, a full
+ *   map) is not taken: it is answered `unknown` (storage) at once and
+ *   never forwarded; the frontend asks again later. Answers whose request
+ *   cannot leave the journal are held, and the change is tried again
+ *   every 100 ms: they go out once it is written, or, if intake stops
+ *   first, the next intake answers them from the journal, once. Each
+ *   failure is logged and reported to availd-errors at most once a second,
+ *   with its cause (journal_no_space, journal_map_full, journal_io_error,
+ *   journal_failed) and counts (commits failed, requests refused, changes
+ *   waiting); journal_recovered when it is written again. Counters
+ *   storage_refused, journal_commit_failures, journal_records_refused;
+ *   gauge answers_waiting_for_journal.
+ *
  *   SIGTERM: keeps taking in what frontends send (into the journal) until
  *   they have been quiet for 50 ms, or for at most a second, so that a
  *   burst already on its way is not lost with the sockets; then stops
  *   listening, answers every gateway client it accepted, also one whose
  *   line is still on its way (within process.drain_ms and
  *   intake.gateway_timeout_ms), and exits; the journal holds the rest for
- *   the next intake. Without a journal it waits for every answer. What a
- *   frontend sends after that, or what is still in the kernel's socket
- *   buffers when intake closes them, is lost with the connection: a
- *   frontend asks again when its answer is overdue.
+ *   the next intake. A change the journal could not write yet is tried
+ *   again until it is written or process.drain_ms is over; a request it
+ *   still holds then is the next intake's to answer, once. Without a
+ *   journal it waits for every answer. What a frontend sends after that,
+ *   or what is still in the kernel's socket buffers when intake closes
+ *   them, is lost with the connection: a frontend asks again when its
+ *   answer is overdue.
  *
  * CONFIGURATION PARAMETERS
  *   endpoints.intake_pull, intake_router, intake_results, intake_gateway,
  *   endpoints.dispatcher, intake.deadline_ms, intake.max_inflight,
- *   intake.gateway_clients, intake.gateway_timeout_ms, and the process
- *   settings (cidr_allow and cidr_deny apply to the gateway).
+ *   intake.gateway_clients, intake.gateway_timeout_ms, intake.journal,
+ *   intake.journal_map_mb, intake.journal_sync, and the process settings
+ *   (cidr_allow and cidr_deny apply to the gateway).
  */
 #include "intake.h"
 
@@ -68,7 +85,13 @@ validate(intake_t *in, origin_t origin, zframe_t *body, const av_envelope_t *env
 {
     char why[160], detail[128];
     av_str_t id = { "", 0 };
-    int rc = body ? av_msg_decode(&in->msg, zframe_data(body), zframe_size(body)) : AV_PROTO_E_NOT_MSGPACK;
+    if (!body) {
+        /* The same on PULL and ROUTER: a message of several frames (its
+         * parts never read, so no id to answer on). */
+        request_reject(in, origin, id, env, "bad request: more than one frame");
+        return false;
+    }
+    int rc = av_msg_decode(&in->msg, zframe_data(body), zframe_size(body));
     if (rc == 0 && in->msg.type == AV_MSG_CHECK)
         return true;
     /* Answer on the id when the request has a usable one. */
@@ -98,6 +121,34 @@ on_pull(av_daemon_t *d, zsock_t *sock, void *arg)
         request_accept(in, ORIGIN_PULL, body, NULL, &in->msg.u.check, NULL, NULL);
     else
         zframe_destroy(&body);
+    return true;
+}
+
+/* A frontend subscribed to the results (XPUB, verbose: every subscribe,
+ * also one to a topic others have): it gets a `welcome` on that topic, so
+ * it knows its subscription has arrived and that what it pushes next is
+ * answered where it listens (a PUB drops what is published before). */
+static bool
+on_subscribe(av_daemon_t *d, zsock_t *sock, void *arg)
+{
+    (void)d;
+    (void)arg;
+    void *s = zsock_resolve(sock);
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, s, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return false;
+    }
+    const uint8_t *data = zmq_msg_data(&m);
+    size_t size = zmq_msg_size(&m);
+    if (size >= 1 && data[0] == 1) {
+        /* {t: "welcome", v: 1}: packed by hand, frontends only read it */
+        static const char welcome[] = "\x82\xa1t\xa7welcome\xa1v\x01";
+        if (zmq_send(s, data + 1, size - 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+            zmq_send(s, welcome, sizeof welcome - 1, ZMQ_DONTWAIT);
+    }
+    zmq_msg_close(&m);
     return true;
 }
 
@@ -133,11 +184,13 @@ static bool
 drained(intake_t *in)
 {
     /* With a journal, what is in flight is the next intake's to finish,
-     * but for gateway clients, whose connections die with us: every one
-     * accepted is answered, also one whose line has not come in yet. */
+     * once the journal holds it as it is (a full disk may hold up a
+     * change), but for gateway clients, whose connections die with us:
+     * every one accepted is answered, also one whose line has not come in
+     * yet. */
     if (gateway_clients(in->gateway) > 0)
         return false;
-    return in->journal || zhashx_size(in->requests) == 0;
+    return in->journal ? requests_all_durable(in) : zhashx_size(in->requests) == 0;
 }
 
 static void take_in_queued(av_daemon_t *d, intake_t *in);
@@ -208,13 +261,19 @@ intake_init(av_daemon_t *d)
     in->malformed = av_daemon_counter(d, "malformed");
     if (requests_start(in) < 0)
         return -1;
-    if (!(in->results = av_daemon_bind(d, ZMQ_PUB, cfg->endpoints.intake_results)) ||
+    if (!(in->results = av_daemon_bind(d, ZMQ_XPUB, cfg->endpoints.intake_results)) ||
         !(in->pull = av_daemon_bind(d, ZMQ_PULL, cfg->endpoints.intake_pull)) ||
         !(in->router = av_daemon_bind(d, ZMQ_ROUTER, cfg->endpoints.intake_router)))
         return -1;
+    zsock_set_xpub_verbose(in->results, 1);
+    /* A frontend that reconnects with its fixed routing id before we saw
+     * its old connection close takes the id over; without this the new
+     * connection would be ignored, its requests never read. */
+    zsock_set_router_handover(in->router, 1);
     if (cfg->endpoints.intake_gateway[0] && !(in->gateway = gateway_open(in, cfg->endpoints.intake_gateway)))
         return -1;
-    if (av_daemon_watch(d, in->pull, on_pull, in) < 0 || av_daemon_watch(d, in->router, on_router, in) < 0)
+    if (av_daemon_watch(d, in->pull, on_pull, in) < 0 || av_daemon_watch(d, in->router, on_router, in) < 0 ||
+        av_daemon_watch(d, in->results, on_subscribe, in) < 0)
         return -1;
     in->listening = true;
     if (!(in->scan_timer = av_daemon_every(d, SCAN_INTERVAL_MS, on_scan, in)))
@@ -284,6 +343,8 @@ intake_fini(av_daemon_t *d)
         av_daemon_unwatch(d, in->pull);
     if (in->router)
         av_daemon_unwatch(d, in->router);
+    if (in->results)
+        av_daemon_unwatch(d, in->results);
     zsock_destroy(&in->pull);
     zsock_destroy(&in->router);
     zsock_destroy(&in->results);

@@ -7,6 +7,11 @@
  * point loses no accepted request and sends no answer twice (a crash right
  * after a commit can lose that turn's answers in flight; the frontend's
  * retry gets them, see README "What survives").
+ * When the commit fails (a full disk), the turn's new requests are not
+ * durable: they are answered `unknown` (storage) and never forwarded. The
+ * deletes and rewrites stay queued in the journal, and the answers that go
+ * with them wait until a commit writes them; a stop before that leaves
+ * their requests in the journal, for the next intake to answer once.
  * Each name's answer is taken once (a second is a duplicate), `unknown`
  * (deadline) answers what is not answered in time, and unanswered names
  * are sent again when the dispatcher comes back or after intake.resend_ms. */
@@ -117,9 +122,10 @@ find(intake_t *in, uint64_t rid)
 /* ---- the journal --------------------------------------------------------- */
 
 /* Queues the request as it is now for the turn's commit (names already
- * answered are left out). */
-static void
-journal_request(intake_t *in, const request_t *r)
+ * answered are left out): a new request's record (fresh), or a rewrite.
+ * Returns 0, or -1 out of memory. */
+static int
+journal_request(intake_t *in, const request_t *r, bool fresh)
 {
     journal_record_t rec = {
         .rid = r->rid,
@@ -136,10 +142,121 @@ journal_request(intake_t *in, const request_t *r)
     };
     if (r->env.identity)
         rec.peer = (av_str_t){ (const char *)zframe_data(r->env.identity), (uint32_t)zframe_size(r->env.identity) };
-    journal_put(in->journal, &rec);
+    return fresh ? journal_put_new(in->journal, &rec) : journal_put(in->journal, &rec);
 }
 
 /* ---- delivering --------------------------------------------------------- */
+
+/* Replies on the ROUTER are bounded by bytes, not only by ZeroMQ's count
+ * of messages per peer (a batch's reply can be megabytes): each is handed
+ * to ZeroMQ without a copy, and ZeroMQ's I/O thread gives its bytes back
+ * (reply_released) once it has written them to the connection or dropped
+ * them with it. A frontend that does not read its replies has at most
+ * PEER_QUEUE_MAX_BYTES in ZeroMQ's queues and HOLD_PEER_MAX_BYTES held
+ * here; the rest of its replies are lost (it asks again). */
+#define PEER_QUEUE_MAX_BYTES (8u << 20)
+#define ROUTER_QUEUE_MAX_BYTES (64u << 20) /* all peers together */
+#define PEERS_SWEEP_US (1000 * 1000)
+
+/* The bytes queued, shared by the peers: it outlives intake's state as
+ * long as ZeroMQ holds a reply (the sockets close after it). */
+struct reply_budget {
+    size_t queued_bytes;         /* atomic */
+    uint32_t refs;               /* atomic: intake's, and one per peer */
+};
+
+/* A frontend of the ROUTER with replies queued or held. */
+struct reply_peer {
+    struct reply_budget *budget;
+    size_t queued_bytes;         /* atomic: in ZeroMQ's queues */
+    uint32_t refs;               /* atomic: the table's, one per reply queued or held */
+    size_t held_bytes;           /* in intake's held list (loop thread) */
+};
+
+/* What ZeroMQ hands back with a reply's bytes. */
+typedef struct {
+    reply_peer_t *peer;
+    size_t size;
+} reply_ticket_t;
+
+static void
+budget_unref(reply_budget_t *b)
+{
+    if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(b);
+}
+
+static void
+peer_unref(reply_peer_t *p)
+{
+    if (p && __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        budget_unref(p->budget);
+        free(p);
+    }
+}
+
+static void
+peer_unref_fn(void **item)
+{
+    peer_unref(*item);
+    *item = NULL;
+}
+
+/* Called by ZeroMQ (in its I/O thread, or ours when a send fails). */
+static void
+reply_released(void *data, void *hint)
+{
+    reply_ticket_t *t = hint;
+    __atomic_sub_fetch(&t->peer->queued_bytes, t->size, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&t->peer->budget->queued_bytes, t->size, __ATOMIC_RELAXED);
+    peer_unref(t->peer);
+    free(t);
+    free(data);
+}
+
+/* The peer's entry (NULL: out of memory). The key is the routing id in
+ * hex: zhashx keys are strings. */
+static reply_peer_t *
+peer_of(intake_t *in, const zframe_t *identity)
+{
+    char key[2 * 255 + 1];
+    size_t n = zframe_size((zframe_t *)identity);
+    const uint8_t *id = zframe_data((zframe_t *)identity);
+    if (n > 255)
+        n = 255;
+    for (size_t i = 0; i < n; i++)
+        snprintf(key + 2 * i, 3, "%02x", id[i]);
+    key[2 * n] = '\0';
+    reply_peer_t *p = zhashx_lookup(in->reply_peers, key);
+    if (p)
+        return p;
+    if (!(p = calloc(1, sizeof *p)))
+        return NULL;
+    p->budget = in->reply_budget;
+    p->refs = 1;
+    __atomic_add_fetch(&p->budget->refs, 1, __ATOMIC_ACQ_REL);
+    if (zhashx_insert(in->reply_peers, key, p) != 0) {
+        peer_unref(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Forgets the peers with nothing queued or held (one reference left: the
+ * table's; only this thread adds references). */
+static void
+sweep_peers(intake_t *in)
+{
+    zlistx_t *keys = zhashx_keys(in->reply_peers);
+    if (!keys)
+        return;
+    for (const char *key = zlistx_first(keys); key; key = zlistx_next(keys)) {
+        reply_peer_t *p = zhashx_lookup(in->reply_peers, key);
+        if (p && __atomic_load_n(&p->refs, __ATOMIC_ACQUIRE) == 1 && p->held_bytes == 0)
+            zhashx_delete(in->reply_peers, key);
+    }
+    zlistx_destroy(&keys);
+}
 
 static void
 outgoing_free(outgoing_t *o)
@@ -147,18 +264,35 @@ outgoing_free(outgoing_t *o)
     zframe_destroy(&o->identity);
     free(o->topic);
     free(o->bytes);
+    o->bytes = NULL;
+    peer_unref(o->peer);
+    o->peer = NULL;
 }
 
 /* A reply to a frontend that is not connected (yet: after our restart it
- * reconnects within its reconnect interval) is kept and tried again, for
- * HOLD_UNROUTABLE_MS, at most HOLD_UNROUTABLE_MAX of them. */
+ * reconnects within its reconnect interval), or that has its share of
+ * ZeroMQ's queues, is kept and tried again, for HOLD_UNROUTABLE_MS, at
+ * most HOLD_UNROUTABLE_MAX of them, HOLD_MAX_BYTES, and HOLD_PEER_MAX_BYTES
+ * for one frontend (one that does not read cannot take the room of those
+ * coming back). */
 #define HOLD_UNROUTABLE_MS 5000
 #define HOLD_UNROUTABLE_MAX 100000
+#define HOLD_MAX_BYTES (64u << 20)
+#define HOLD_PEER_MAX_BYTES (8u << 20)
 
 static bool
 hold(intake_t *in, outgoing_t *o)
 {
-    if (in->n_held == HOLD_UNROUTABLE_MAX)
+    if (in->n_held == HOLD_UNROUTABLE_MAX || in->held_bytes + o->size > HOLD_MAX_BYTES)
+        return false;
+    if (!o->peer && o->origin == ORIGIN_ROUTER) {
+        reply_peer_t *p = peer_of(in, o->identity);
+        if (!p)
+            return false;
+        __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);
+        o->peer = p;
+    }
+    if (o->peer && o->peer->held_bytes + o->size > HOLD_PEER_MAX_BYTES)
         return false;
     if (in->n_held == in->cap_held) {
         uint32_t cap = in->cap_held ? 2 * in->cap_held : 64;
@@ -169,27 +303,82 @@ hold(intake_t *in, outgoing_t *o)
         in->cap_held = cap;
     }
     o->held_until_us = av_mono_us() + (uint64_t)HOLD_UNROUTABLE_MS * 1000;
+    in->held_bytes += o->size;
+    if (o->peer)
+        o->peer->held_bytes += o->size;
     in->held[in->n_held++] = *o;
+    return true;
+}
+
+/* o leaves the held list (sent or given up). */
+static void
+unhold(intake_t *in, outgoing_t *o)
+{
+    in->held_bytes -= o->size;
+    if (o->peer)
+        o->peer->held_bytes -= o->size;
+}
+
+/* Sends a reply on the ROUTER: false when it should be held (the peer is
+ * not connected, or has its share of the queues); true when it went (its
+ * bytes now ZeroMQ's) or is lost. */
+static bool
+router_send(intake_t *in, outgoing_t *o)
+{
+    reply_peer_t *p = o->peer ? o->peer : peer_of(in, o->identity);
+    if (!p) {
+        (*in->answers_lost)++; /* out of memory */
+        return true;
+    }
+    /* A peer with nothing queued may always send one: a reply larger than
+     * the share still goes to a frontend that reads. */
+    size_t queued = __atomic_load_n(&p->queued_bytes, __ATOMIC_RELAXED);
+    size_t total = __atomic_load_n(&in->reply_budget->queued_bytes, __ATOMIC_RELAXED);
+    if (queued > 0 && (queued + o->size > PEER_QUEUE_MAX_BYTES || total + o->size > ROUTER_QUEUE_MAX_BYTES))
+        return false;
+    void *s = zsock_resolve(in->router);
+    /* ROUTER_MANDATORY: the identity fails when the peer is gone or its
+     * queue full; past it, the message's other frames always go (or are
+     * dropped by ZeroMQ with the peer). */
+    if (zmq_send(s, zframe_data(o->identity), zframe_size(o->identity), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return false;
+    if (o->delimiter)
+        zmq_send(s, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    reply_ticket_t *t = malloc(sizeof *t);
+    zmq_msg_t m;
+    if (!t || zmq_msg_init_data(&m, o->bytes, o->size, reply_released, t) != 0) {
+        free(t); /* out of memory: a copy, not counted */
+        if (zmq_send(s, o->bytes, o->size, ZMQ_DONTWAIT) < 0)
+            (*in->answers_lost)++;
+        else
+            (*in->answers_out)++;
+        return true;
+    }
+    *t = (reply_ticket_t){ p, o->size };
+    __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);
+    __atomic_add_fetch(&p->queued_bytes, o->size, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&in->reply_budget->queued_bytes, o->size, __ATOMIC_RELAXED);
+    o->bytes = NULL; /* reply_released frees them */
+    if (zmq_msg_send(&m, s, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        (*in->answers_lost)++;
+    } else {
+        (*in->answers_out)++;
+    }
     return true;
 }
 
 /* Returns true when o was handed to the socket (or given up), false when
  * it should be kept for another try. */
 static bool
-try_send(intake_t *in, const outgoing_t *o)
+try_send(intake_t *in, outgoing_t *o)
 {
     if (!(o->origin == ORIGIN_ROUTER ? in->router : in->results)) {
         (*in->answers_lost)++; /* closing down */
         return true;
     }
-    if (o->origin == ORIGIN_ROUTER) {
-        av_envelope_t env = { o->identity, o->delimiter };
-        if (av_router_send(in->router, &env, o->bytes, o->size) == 0) {
-            (*in->answers_out)++;
-            return true;
-        }
-        return false;
-    }
+    if (o->origin == ORIGIN_ROUTER)
+        return router_send(in, o);
     void *s = zsock_resolve(in->results);
     /* A PUB drops for a slow or absent subscriber: by nature best effort
      * (a frontend subscribes before it pushes, and can ask again). */
@@ -212,6 +401,50 @@ send_now(intake_t *in, outgoing_t *o)
     }
 }
 
+/* An answer whose journal changes are not written yet: kept until they
+ * are. As many as the requests accepted before the journal failed, for
+ * new ones are refused meanwhile. */
+static void
+keep_waiting(intake_t *in, outgoing_t *o)
+{
+    if (in->n_waiting == in->cap_waiting) {
+        uint32_t cap = in->cap_waiting ? 2 * in->cap_waiting : 256;
+        outgoing_t *grown = realloc(in->waiting, cap * sizeof *grown);
+        if (!grown) {
+            /* Its request stays in the journal: the next intake answers. */
+            av_log_err("out of memory for an answer waiting for the journal; it goes with the next intake");
+            (*in->answers_lost)++;
+            outgoing_free(o);
+            return;
+        }
+        in->waiting = grown;
+        in->cap_waiting = cap;
+    }
+    in->waiting[in->n_waiting++] = *o;
+}
+
+/* The turn's answers go out, and those that waited for the journal once
+ * nothing is left to write; while something is, the answers of journaled
+ * requests wait (an answer out before its request leaves the journal
+ * would be given again after a restart). */
+static void
+send_answers(intake_t *in)
+{
+    bool journal_behind = journal_pending(in->journal) > 0;
+    if (!journal_behind && in->n_waiting) {
+        for (uint32_t i = 0; i < in->n_waiting; i++)
+            send_now(in, &in->waiting[i]);
+        in->n_waiting = 0;
+    }
+    for (uint32_t i = 0; i < in->n_outbox; i++) {
+        if (journal_behind && in->outbox[i].after_journal)
+            keep_waiting(in, &in->outbox[i]);
+        else
+            send_now(in, &in->outbox[i]);
+    }
+    in->n_outbox = 0;
+}
+
 static void
 retry_held(intake_t *in, uint64_t now_us)
 {
@@ -219,9 +452,11 @@ retry_held(intake_t *in, uint64_t now_us)
     for (uint32_t i = 0; i < in->n_held; i++) {
         outgoing_t *o = &in->held[i];
         if (try_send(in, o)) {
+            unhold(in, o);
             outgoing_free(o);
         } else if (o->held_until_us <= now_us) {
             (*in->answers_lost)++; /* the frontend did not come back; it asks again */
+            unhold(in, o);
             outgoing_free(o);
         } else {
             in->held[kept++] = *o;
@@ -248,6 +483,7 @@ queue_out(intake_t *in, origin_t origin, const request_t *r, const av_envelope_t
     outgoing_t *o = &in->outbox[in->n_outbox];
     memset(o, 0, sizeof *o);
     o->origin = origin;
+    o->after_journal = r && r->journaled;
     o->bytes = malloc(in->sbuf.size);
     if (origin == ORIGIN_ROUTER) {
         const av_envelope_t *e = r ? &r->env : env;
@@ -282,15 +518,26 @@ queue_batch_reply(intake_t *in, request_t *r)
     queue_out(in, ORIGIN_ROUTER, r, NULL, r->id);
 }
 
+/* What a frontend wrote, echoed as valid UTF-8 (a byte that starts no
+ * UTF-8 sequence is '?'): a frontend's msgpack library may refuse a str
+ * that is not, and echoing bytes back is no answer. buf has size bytes. */
+static av_str_t
+echo_utf8(char *buf, size_t size, av_str_t s)
+{
+    return (av_str_t){ buf, (uint32_t)av_utf8_sanitize(buf, size, s.ptr, s.len) };
+}
+
 static void
 deliver(intake_t *in, request_t *r, uint32_t idx, const av_answer_t *from)
 {
+    char id[AV_ID_MAX + 1], name[AV_NAME_MAX + 1], query[AV_NAME_MAX + 1];
     av_answer_t a = *from;
-    a.id = r->id;
+    a.id = echo_utf8(id, sizeof id, r->id);
     a.rid = 0;
     a.idx = idx;
     a.has_idx = r->batch;
-    a.query = r->names[idx];
+    a.name = echo_utf8(name, sizeof name, from->name); /* as asked, when invalid */
+    a.query = echo_utf8(query, sizeof query, r->names[idx]);
     if (!r->raw)
         a.raw = (av_str_t){ "", 0 };
     r->done[idx] = 1;
@@ -304,7 +551,7 @@ deliver(intake_t *in, request_t *r, uint32_t idx, const av_answer_t *from)
         /* A pushed batch publishes name by name: the journal must forget
          * each name as it goes out, or a restart would publish it again.
          * The record is rewritten once per turn, not once per name. */
-        if (!complete && r->batch && in->journal && !r->journal_dirty) {
+        if (!complete && r->batch && r->journaled && !r->journal_dirty) {
             r->journal_dirty = true;
             queue_rid(in, &in->to_rejournal, r->rid);
         }
@@ -344,8 +591,8 @@ deliver(intake_t *in, request_t *r, uint32_t idx, const av_answer_t *from)
         break;
     }
     if (complete) {
-        if (in->journal && r->origin != ORIGIN_GATEWAY)
-            journal_delete(in->journal, r->rid);
+        if (r->journaled && journal_delete(in->journal, r->rid) < 0)
+            av_log_err("out of memory: request %llu stays in the journal", (unsigned long long)r->rid);
         request_free(in, r);
     }
 }
@@ -362,6 +609,21 @@ deliver_unknown(intake_t *in, request_t *r, uint32_t idx, const char *reason)
         .at_ms = av_now_ms(),
     };
     deliver(in, r, idx, &a);
+}
+
+/* Answers every name not answered yet with `unknown` (reason), counted
+ * in *counter; frees r. */
+static void
+answer_rest_unknown(intake_t *in, request_t *r, const char *reason, uint64_t *counter)
+{
+    uint32_t left = r->n_names - r->answered;
+    *counter += left;
+    for (uint32_t i = 0; left && i < r->n_names; i++) { /* left first: the last answer frees r */
+        if (r->done[i])
+            continue;
+        left--;
+        deliver_unknown(in, r, i, reason);
+    }
 }
 
 /* ---- forwarding --------------------------------------------------------- */
@@ -494,26 +756,51 @@ forward_all(intake_t *in)
     in->to_forward.count = 0;
 }
 
-/* The end of a loop turn: commit, then act. */
-static int
-on_turn_end(sd_event_source *s, void *userdata)
+/* The turn's new requests after the commit: durable (committed), or
+ * refused, for what cannot be journaled must not be taken: their records
+ * were dropped, so they leave no trace and are never forwarded. */
+static void
+settle_new(intake_t *in, bool committed)
 {
-    (void)s;
-    intake_t *in = userdata;
+    for (uint32_t i = 0; i < in->to_forward.count; i++) {
+        request_t *r = find(in, in->to_forward.rids[i]);
+        if (!r || !r->journaled || r->durable)
+            continue;
+        if (committed) {
+            r->durable = true;
+            continue;
+        }
+        r->journaled = false;
+        answer_rest_unknown(in, r, AV_REASON_STORAGE, in->storage_refused);
+    }
+}
+
+/* The end of a loop turn: commit, then act. now: try the journal even
+ * while it fails (a stop). */
+static void
+turn_end(intake_t *in, bool now)
+{
     for (uint32_t i = 0; i < in->to_rejournal.count; i++) {
         request_t *r = find(in, in->to_rejournal.rids[i]);
         if (r && r->journal_dirty) {
             r->journal_dirty = false;
-            journal_request(in, r);
+            if (journal_request(in, r, false) < 0)
+                av_log_err("out of memory: request %llu is rewritten in the journal later",
+                           (unsigned long long)r->rid);
         }
     }
     in->to_rejournal.count = 0;
     if (in->journal)
-        journal_commit(in->journal); /* on failure: handled, but not durable */
+        settle_new(in, (now ? journal_commit_now(in->journal) : journal_commit(in->journal)) == 0);
     forward_all(in);
-    for (uint32_t i = 0; i < in->n_outbox; i++)
-        send_now(in, &in->outbox[i]);
-    in->n_outbox = 0;
+    send_answers(in);
+}
+
+static int
+on_turn_end(sd_event_source *s, void *userdata)
+{
+    (void)s;
+    turn_end(userdata, false);
     return 0;
 }
 
@@ -523,8 +810,9 @@ on_turn_end(sd_event_source *s, void *userdata)
 void
 request_reject(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *env, const char *why)
 {
+    char id_utf8[AV_ID_MAX + 1];
     av_answer_t a = {
-        .id = id,
+        .id = echo_utf8(id_utf8, sizeof id_utf8, id), /* the topic stays as sent */
         .name = AV_STR(""),
         .status = AV_STATUS_INVALID,
         .reason = av_str(why),
@@ -607,13 +895,17 @@ request_accept(intake_t *in, origin_t origin, zframe_t *frame, char *owned, cons
     bool storage_failed = origin == ORIGIN_ROUTER && r->batch && (!r->encoded || !r->encoded_len);
     if (in->names_inflight > cfg->intake.max_inflight || storage_failed || queue_rid(in, &in->to_forward, r->rid) < 0) {
         /* Past the bound: say so now rather than hold the request. */
-        *in->overloaded += n;
-        for (uint32_t i = 0; i < n; i++)
-            deliver_unknown(in, r, i, AV_REASON_OVERLOADED); /* frees r with the last */
+        answer_rest_unknown(in, r, AV_REASON_OVERLOADED, in->overloaded); /* frees r */
         return NULL;
     }
-    if (in->journal && origin != ORIGIN_GATEWAY)
-        journal_request(in, r);
+    if (in->journal && origin != ORIGIN_GATEWAY) {
+        r->journaled = true;
+        if (journal_request(in, r, true) < 0) {
+            r->journaled = false;
+            answer_rest_unknown(in, r, AV_REASON_OVERLOADED, in->overloaded); /* frees r */
+            return NULL;
+        }
+    }
     av_daemon_count_work(in->d, 1); /* may begin a recycling stop: the journal keeps the rest */
     return r;
 }
@@ -642,6 +934,8 @@ resubmit(void *arg, journal_record_t *rec)
     r->batch = rec->batch;
     r->fresh = rec->fresh;
     r->raw = rec->raw;
+    r->journaled = true;
+    r->durable = true;
     if (rec->peer.len) {
         r->env.identity = zframe_new(rec->peer.ptr, rec->peer.len);
         r->env.delimiter = rec->delimiter;
@@ -753,18 +1047,16 @@ void
 requests_scan(intake_t *in, uint64_t now_us)
 {
     request_t *r;
-    while ((r = TAILQ_FIRST(&in->by_deadline)) && r->deadline_us <= now_us) {
-        uint32_t left = r->n_names - r->answered;
-        *in->deadlines += left;
-        for (uint32_t i = 0; left && i < r->n_names; i++) { /* left first: the last answer frees r */
-            if (r->done[i])
-                continue;
-            left--;
-            deliver_unknown(in, r, i, AV_REASON_DEADLINE);
-        }
-    }
+    while ((r = TAILQ_FIRST(&in->by_deadline)) && r->deadline_us <= now_us)
+        answer_rest_unknown(in, r, AV_REASON_DEADLINE, in->deadlines);
     if (in->n_held)
         retry_held(in, now_us);
+    if (now_us >= in->peers_swept_us + PEERS_SWEEP_US) {
+        in->peers_swept_us = now_us;
+        sweep_peers(in);
+    }
+    if (journal_retry_due(in->journal, now_us))
+        end_turn_soon(in); /* the commit tries what failed again */
     uint64_t resend_us = (uint64_t)av_daemon_config(in->d)->intake.resend_ms * 1000;
     while ((r = TAILQ_FIRST(&in->by_sent)) && r->last_sent_us + resend_us <= now_us)
         resend(in, r);
@@ -775,7 +1067,17 @@ requests_init(intake_t *in)
 {
     TAILQ_INIT(&in->by_deadline);
     TAILQ_INIT(&in->by_sent);
+    if (!(in->reply_budget = calloc(1, sizeof *in->reply_budget)) || !(in->reply_peers = zhashx_new()))
+        return -1;
+    in->reply_budget->refs = 1;
+    zhashx_set_destructor(in->reply_peers, peer_unref_fn);
     return (in->requests = zhashx_new()) ? 0 : -1;
+}
+
+static uint64_t
+gauge_waiting(av_daemon_t *d)
+{
+    return ((intake_t *)av_daemon_state(d))->n_waiting;
 }
 
 int
@@ -784,6 +1086,8 @@ requests_start(intake_t *in)
     const av_config_t *cfg = av_daemon_config(in->d);
     in->resent = av_daemon_counter(in->d, "resent");
     in->resubmitted = av_daemon_counter(in->d, "resubmitted");
+    in->storage_refused = av_daemon_counter(in->d, "storage_refused");
+    av_daemon_gauge(in->d, "answers_waiting_for_journal", gauge_waiting);
     if (requests_init(in) < 0)
         return -1;
     if (sd_event_add_defer(av_daemon_loop(in->d), &in->turn_end, on_turn_end, in) < 0)
@@ -808,15 +1112,34 @@ void
 requests_flush(intake_t *in)
 {
     if (in->turn_end)
-        on_turn_end(in->turn_end, in);
+        turn_end(in, true);
+}
+
+bool
+requests_all_durable(const intake_t *in)
+{
+    return journal_pending(in->journal) == 0 && in->n_waiting == 0;
 }
 
 void
 requests_close(intake_t *in)
 {
     /* What is still in the journal is asked again by the next intake;
-     * the turn's answers went out with requests_flush. */
-    requests_flush(in);
+     * the turn's answers went out with requests_flush. Answers still
+     * waiting for the journal are not sent, and their changes not
+     * written now (the sockets may be closed): their requests stay in the
+     * journal, for the next intake to answer once. */
+    if (in->n_waiting)
+        av_log_warning("%u answers not sent: the journal could not be written; their requests stay in it for "
+                       "the next intake",
+                       in->n_waiting);
+    else
+        requests_flush(in);
+    for (uint32_t i = 0; i < in->n_waiting; i++)
+        outgoing_free(&in->waiting[i]);
+    free(in->waiting);
+    in->waiting = NULL;
+    in->n_waiting = 0;
     if (in->requests) {
         request_t *r;
         while ((r = TAILQ_FIRST(&in->by_deadline)))
@@ -837,6 +1160,10 @@ requests_close(intake_t *in)
     for (uint32_t i = 0; i < in->n_held; i++)
         outgoing_free(&in->held[i]);
     free(in->held);
+    in->n_held = 0;
+    zhashx_destroy(&in->reply_peers);
+    budget_unref(in->reply_budget); /* ZeroMQ may still hold replies: the last frees it */
+    in->reply_budget = NULL;
     free(in->to_forward.rids);
     free(in->to_rejournal.rids);
     free(in->outbox);
