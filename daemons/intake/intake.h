@@ -13,8 +13,6 @@ typedef struct request request_t;
 typedef struct gateway gateway_t;
 typedef struct gateway_conn gateway_conn_t;
 typedef struct journal journal_t;
-typedef struct reply_peer reply_peer_t;
-typedef struct reply_budget reply_budget_t;
 
 typedef enum {
     ORIGIN_PULL = 1,  /* answers are published, topic = id */
@@ -69,7 +67,6 @@ typedef struct {
     char *bytes;
     size_t size;
     uint64_t held_until_us;      /* unroutable: try again until then */
-    reply_peer_t *peer;          /* held ROUTER reply: its frontend's account */
     bool after_journal;          /* its request's journal changes first */
 } outgoing_t;
 
@@ -97,10 +94,6 @@ struct intake {
     outgoing_t *held;            /* replies to frontends not connected yet */
     uint32_t n_held;
     uint32_t cap_held;
-    size_t held_bytes;
-    zhashx_t *reply_peers;       /* routing id (hex) -> reply_peer_t, while it has replies queued or held */
-    reply_budget_t *reply_budget; /* bytes of replies in ZeroMQ's queues */
-    uint64_t peers_swept_us;
     outgoing_t *waiting;         /* answers whose journal changes failed to
                                   * commit: sent once a commit writes them */
     uint32_t n_waiting;

@@ -85,13 +85,7 @@ validate(intake_t *in, origin_t origin, zframe_t *body, const av_envelope_t *env
 {
     char why[160], detail[128];
     av_str_t id = { "", 0 };
-    if (!body) {
-        /* The same on PULL and ROUTER: a message of several frames (its
-         * parts never read, so no id to answer on). */
-        request_reject(in, origin, id, env, "bad request: more than one frame");
-        return false;
-    }
-    int rc = av_msg_decode(&in->msg, zframe_data(body), zframe_size(body));
+    int rc = body ? av_msg_decode(&in->msg, zframe_data(body), zframe_size(body)) : AV_PROTO_E_NOT_MSGPACK;
     if (rc == 0 && in->msg.type == AV_MSG_CHECK)
         return true;
     /* Answer on the id when the request has a usable one. */
@@ -121,34 +115,6 @@ on_pull(av_daemon_t *d, zsock_t *sock, void *arg)
         request_accept(in, ORIGIN_PULL, body, NULL, &in->msg.u.check, NULL, NULL);
     else
         zframe_destroy(&body);
-    return true;
-}
-
-/* A frontend subscribed to the results (XPUB, verbose: every subscribe,
- * also one to a topic others have): it gets a `welcome` on that topic, so
- * it knows its subscription has arrived and that what it pushes next is
- * answered where it listens (a PUB drops what is published before). */
-static bool
-on_subscribe(av_daemon_t *d, zsock_t *sock, void *arg)
-{
-    (void)d;
-    (void)arg;
-    void *s = zsock_resolve(sock);
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, s, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&m);
-        return false;
-    }
-    const uint8_t *data = zmq_msg_data(&m);
-    size_t size = zmq_msg_size(&m);
-    if (size >= 1 && data[0] == 1) {
-        /* {t: "welcome", v: 1}: packed by hand, frontends only read it */
-        static const char welcome[] = "\x82\xa1t\xa7welcome\xa1v\x01";
-        if (zmq_send(s, data + 1, size - 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
-            zmq_send(s, welcome, sizeof welcome - 1, ZMQ_DONTWAIT);
-    }
-    zmq_msg_close(&m);
     return true;
 }
 
@@ -261,19 +227,13 @@ intake_init(av_daemon_t *d)
     in->malformed = av_daemon_counter(d, "malformed");
     if (requests_start(in) < 0)
         return -1;
-    if (!(in->results = av_daemon_bind(d, ZMQ_XPUB, cfg->endpoints.intake_results)) ||
+    if (!(in->results = av_daemon_bind(d, ZMQ_PUB, cfg->endpoints.intake_results)) ||
         !(in->pull = av_daemon_bind(d, ZMQ_PULL, cfg->endpoints.intake_pull)) ||
         !(in->router = av_daemon_bind(d, ZMQ_ROUTER, cfg->endpoints.intake_router)))
         return -1;
-    zsock_set_xpub_verbose(in->results, 1);
-    /* A frontend that reconnects with its fixed routing id before we saw
-     * its old connection close takes the id over; without this the new
-     * connection would be ignored, its requests never read. */
-    zsock_set_router_handover(in->router, 1);
     if (cfg->endpoints.intake_gateway[0] && !(in->gateway = gateway_open(in, cfg->endpoints.intake_gateway)))
         return -1;
-    if (av_daemon_watch(d, in->pull, on_pull, in) < 0 || av_daemon_watch(d, in->router, on_router, in) < 0 ||
-        av_daemon_watch(d, in->results, on_subscribe, in) < 0)
+    if (av_daemon_watch(d, in->pull, on_pull, in) < 0 || av_daemon_watch(d, in->router, on_router, in) < 0)
         return -1;
     in->listening = true;
     if (!(in->scan_timer = av_daemon_every(d, SCAN_INTERVAL_MS, on_scan, in)))
@@ -343,8 +303,6 @@ intake_fini(av_daemon_t *d)
         av_daemon_unwatch(d, in->pull);
     if (in->router)
         av_daemon_unwatch(d, in->router);
-    if (in->results)
-        av_daemon_unwatch(d, in->results);
     zsock_destroy(&in->pull);
     zsock_destroy(&in->router);
     zsock_destroy(&in->results);
