@@ -257,6 +257,16 @@ pump_once(registry_t *r)
             arm_pump(r, now + pause);
         return;
     }
+    if (r->waiting.count && !r->protocol_state && !(r->protocol_state = r->protocol->open(r, r->cfg))) {
+        /* it said why; what waits is answered, the next check tries again */
+        query_t *x;
+        while ((x = TAILQ_FIRST(&r->waiting.head))) {
+            list_remove(x);
+            answer_unasked(r, x, AV_REASON_REGISTRY_ERROR, NULL);
+            registry_query_free(r, x);
+        }
+        return;
+    }
     if (r->waiting.count && r->protocol->ready && !r->protocol->ready(r, r->protocol_state))
         return; /* it pumps again when ready */
     while (r->waiting.count && r->inflight.count < r->cfg->concurrency) {
@@ -415,7 +425,10 @@ registry_new(querier_t *q, const av_registry_cfg_t *cfg)
     list_init(&r->prechecking);
     list_init(&r->waiting);
     list_init(&r->inflight);
-    if (registry_configure(r, cfg) < 0 || !(r->protocol_state = r->protocol->open(r, cfg)))
+    /* The protocol's state (connections, a resolver) is made when the
+     * first check needs it: a querier of hundreds of registries, most of
+     * them never asked, keeps only their settings. */
+    if (registry_configure(r, cfg) < 0)
         goto fail;
     if (sd_event_add_time(av_daemon_loop(q->d), &r->pump_timer, CLOCK_MONOTONIC, 0, 1000, on_pump, r) < 0)
         goto fail;
