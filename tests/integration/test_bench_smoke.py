@@ -154,3 +154,20 @@ def test_bench_smoke(tmp_path):
     else:
         assert res.get("baseline_not_run", "").startswith("package "), res.get("baseline_not_run")
         assert "not run: package" in out
+
+
+def test_group_querier_bench_smoke():
+    """bench/group-querier --smoke: the shipped configuration starts, the RDAP
+    querier carries every RDAP registry and loopback ones, every check of
+    the loopback registries is answered available, nothing is left behind."""
+    bench = os.path.join(harness.SOURCE_DIR, "bench", "group-querier")
+    r = subprocess.run([bench, "--smoke", "--build-dir", harness.BUILD_DIR], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(r.stdout)
+    assert 5 <= result["processes"] <= 15, result
+    assert result["rdap_querier_registries"] > 500, result
+    assert result["answers"] > 0 and set(result["statuses"]) == {"available"}, result
+    assert all(v > 0 for v in result["pss_idle_kb"].values()), result
+    left = subprocess.run(["pgrep", "-f", "avg-"], capture_output=True, text=True).stdout.split()
+    assert not left, left
