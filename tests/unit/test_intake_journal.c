@@ -3,19 +3,27 @@
  * written (a journal of an older intake still loads), damaged or hostile
  * records are refused without a crash, and a journal's records become the
  * requests a restarted intake asks again: names already answered left out,
- * deadlines carried over, unreadable records dropped. Each test has its own
- * LMDB environment in a temp directory. */
+ * deadlines carried over, unreadable records dropped. On a full disk (the
+ * data file may not grow: RLIMIT_FSIZE), a failed commit keeps its deletes
+ * and rewrites for the next one, gives up its new records, and writes the
+ * deletes on their own when only the new records do not fit; its causes
+ * are told apart. Each test has its own LMDB environment in a temp
+ * directory. */
 #include "intake.h"
 #include "journal.h"
 
 #include "av_lmdb.h"
 #include "unit_files.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -41,6 +49,8 @@ typedef struct {
     intake_t in;            /* for resubmission: the request table only */
     uint64_t counters[16];
     msgpack_sbuffer sbuf;
+    bool disk_full;         /* RLIMIT_FSIZE set: lifted in teardown */
+    struct rlimit fsize;    /* as it was */
 } fixture_t;
 
 static int
@@ -59,10 +69,13 @@ setup(void **state)
     return (f->journal = journal_open(NULL, &f->cfg)) ? 0 : -1;
 }
 
+static void disk_freed(fixture_t *f);
+
 static int
 teardown(void **state)
 {
     fixture_t *f = *state;
+    disk_freed(f);
     if (f->in.requests)
         requests_close(&f->in); /* closes in.journal */
     journal_close(&f->journal);
@@ -164,6 +177,58 @@ pack_old_record(msgpack_sbuffer *sbuf, uint64_t origin, const char *id, bool bat
         msgpack_pack_uint32(&pk, i);
         av_pack_strn(&pk, av_str(names[i]));
     }
+}
+
+/* ---- a full disk ------------------------------------------------------------ */
+
+/* From now on the journal's data file cannot grow, as on a full disk: a
+ * write past its size fails (EFBIG; SIGXFSZ is ignored) or comes out short
+ * (LMDB's EIO), while pages inside it, freed by earlier commits, can still
+ * be written. */
+static void
+disk_full(fixture_t *f)
+{
+    char data[PATH_MAX];
+    struct stat st;
+    unit_path(data, sizeof data, f->path, "data.mdb");
+    assert_int_equal(stat(data, &st), 0);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &f->fsize), 0);
+    struct rlimit full = { (rlim_t)st.st_size, f->fsize.rlim_max };
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &full), 0);
+    f->disk_full = true;
+}
+
+static void
+disk_freed(fixture_t *f)
+{
+    if (f->disk_full)
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &f->fsize), 0);
+    f->disk_full = false;
+}
+
+/* A pushed batch of n long names (about n KiB): more pages than a full
+ * disk has free. */
+#define BIG_NAMES 400
+static av_str_t big_names[BIG_NAMES];
+static uint8_t none_of_them_answered[BIG_NAMES];
+
+static journal_record_t
+big_record(uint64_t rid, uint32_t n)
+{
+    static char name[1000];
+    memset(name, 'x', sizeof name);
+    for (uint32_t i = 0; i < n && i < BIG_NAMES; i++)
+        big_names[i] = (av_str_t){ name, sizeof name };
+    return (journal_record_t){
+        .rid = rid,
+        .origin = ORIGIN_PULL,
+        .id = AV_STR("big"),
+        .batch = true,
+        .deadline_at_ms = 5000,
+        .n_names = n,
+        .names = big_names,
+        .answered = none_of_them_answered,
+    };
 }
 
 static void
@@ -579,6 +644,31 @@ records_in(fixture_t *f)
     return n;
 }
 
+/* What the journal holds: names not answered per rid (0: no record). */
+typedef struct {
+    uint32_t left[64];
+} on_disk_t;
+
+static int
+note_record(void *arg, journal_record_t *rec)
+{
+    on_disk_t *d = arg;
+    uint32_t left = 0;
+    for (uint32_t i = 0; i < rec->n_names; i++)
+        left += !rec->answered[i];
+    if (rec->rid < 64)
+        d->left[rec->rid] = left;
+    return 0;
+}
+
+static on_disk_t
+on_disk(journal_t *j)
+{
+    on_disk_t d = { { 0 } };
+    assert_int_equal(journal_load(j, note_record, &d), 0);
+    return d;
+}
+
 static void
 test_put_commit_delete_survive_reopening(void **state)
 {
@@ -598,6 +688,156 @@ test_put_commit_delete_survive_reopening(void **state)
     assert_int_equal(stored_records(f), 1);
 }
 
+static void
+test_a_failed_commit_keeps_its_deletes_and_rewrites_and_retries_them(void **state)
+{
+    fixture_t *f = *state;
+    journal_record_t one = router_record(1, "one.com", 5000), three = batch_record(3, 5000);
+    journal_record_t two = router_record(2, "two.com", 5000);
+    assert_int_equal(journal_put(f->journal, &one), 0);
+    assert_int_equal(journal_put(f->journal, &two), 0);
+    assert_int_equal(journal_put(f->journal, &three), 0);
+    assert_int_equal(journal_commit(f->journal), 0);
+
+    disk_full(f);
+    /* A turn: request 1 answered, request 2's record rewritten (a record
+     * too big for the pages the file has free), a new request 4. */
+    journal_record_t rewrite = big_record(2, BIG_NAMES), four = router_record(4, "four.com", 5000);
+    assert_int_equal(journal_delete(f->journal, 1), 0);
+    assert_int_equal(journal_put(f->journal, &rewrite), 0);
+    assert_int_equal(journal_put_new(f->journal, &four), 0);
+    assert_int_equal(journal_pending(f->journal), 2);
+    assert_int_equal(journal_commit(f->journal), -1);
+    /* Not written, not forgotten: the delete and the rewrite wait; the new
+     * record is given up (its request is refused). */
+    assert_int_equal(journal_pending(f->journal), 2);
+    assert_false(journal_retry_due(f->journal, av_mono_us()));
+    on_disk_t d = on_disk(f->journal);
+    assert_int_equal(d.left[1], 1);
+    assert_int_equal(d.left[2], 1);
+    assert_int_equal(d.left[3], 2);
+    assert_int_equal(d.left[4], 0);
+
+    /* Sooner than JOURNAL_RETRY_MS, a commit tries nothing: a new record
+     * is refused at once, what waits still waits. */
+    journal_record_t five = router_record(5, "five.com", 5000);
+    assert_int_equal(journal_put_new(f->journal, &five), 0);
+    assert_int_equal(journal_commit(f->journal), -1);
+    assert_int_equal(journal_pending(f->journal), 2);
+
+    /* Space again: the retry, once due, writes what waited, in order. */
+    disk_freed(f);
+    uint64_t waited_us = 0;
+    while (!journal_retry_due(f->journal, av_mono_us()) && waited_us < 5000000) {
+        usleep(10000);
+        waited_us += 10000;
+    }
+    assert_true(journal_retry_due(f->journal, av_mono_us()));
+    assert_int_equal(journal_commit(f->journal), 0);
+    assert_int_equal(journal_pending(f->journal), 0);
+    assert_false(journal_retry_due(f->journal, av_mono_us()));
+    reopen(f);
+    d = on_disk(f->journal);
+    assert_int_equal(d.left[1], 0);
+    assert_int_equal(d.left[2], BIG_NAMES);
+    assert_int_equal(d.left[3], 2);
+    assert_int_equal(d.left[4], 0);
+    assert_int_equal(d.left[5], 0);
+}
+
+static void
+test_deletes_are_written_when_only_the_new_records_do_not_fit(void **state)
+{
+    fixture_t *f = *state;
+    journal_record_t one = router_record(1, "one.com", 5000), two = router_record(2, "two.com", 5000);
+    assert_int_equal(journal_put(f->journal, &one), 0);
+    assert_int_equal(journal_put(f->journal, &two), 0);
+    assert_int_equal(journal_commit(f->journal), 0);
+    /* Pages freed inside the file (a record written and deleted, and two
+     * commits after, as a running journal has them). */
+    journal_record_t medium = big_record(10, BIG_NAMES / 4), small = router_record(11, "small.com", 5000);
+    assert_int_equal(journal_put(f->journal, &medium), 0);
+    assert_int_equal(journal_commit(f->journal), 0);
+    assert_int_equal(journal_delete(f->journal, 10), 0);
+    assert_int_equal(journal_commit(f->journal), 0);
+    assert_int_equal(journal_put(f->journal, &small), 0);
+    assert_int_equal(journal_commit(f->journal), 0);
+    assert_int_equal(journal_delete(f->journal, 11), 0);
+    assert_int_equal(journal_commit(f->journal), 0);
+
+    disk_full(f);
+    journal_record_t big = big_record(20, BIG_NAMES);
+    assert_int_equal(journal_delete(f->journal, 1), 0);
+    assert_int_equal(journal_put_new(f->journal, &big), 0);
+    assert_int_equal(journal_commit(f->journal), -1); /* the new record did not fit */
+    assert_int_equal(journal_pending(f->journal), 0);  /* the delete went on its own */
+    on_disk_t d = on_disk(f->journal);
+    assert_int_equal(d.left[1], 0);
+    assert_int_equal(d.left[2], 1);
+    assert_int_equal(d.left[20], 0);
+}
+
+static void
+test_a_stop_writes_at_once_or_leaves_the_journal_as_it_was(void **state)
+{
+    fixture_t *f = *state;
+    journal_record_t one = router_record(1, "one.com", 5000), two = router_record(2, "two.com", 5000);
+    assert_int_equal(journal_put(f->journal, &one), 0);
+    assert_int_equal(journal_put(f->journal, &two), 0);
+    assert_int_equal(journal_commit(f->journal), 0);
+    journal_record_t rewrite = big_record(2, BIG_NAMES);
+
+    /* Still full at the stop: closing gives up what waits, and the journal
+     * holds requests 1 and 2 as they were, for the next intake to answer
+     * (their answers were never sent). */
+    disk_full(f);
+    assert_int_equal(journal_delete(f->journal, 1), 0);
+    assert_int_equal(journal_put(f->journal, &rewrite), 0);
+    assert_int_equal(journal_commit(f->journal), -1);
+    assert_int_equal(journal_commit_now(f->journal), -1);
+    assert_int_equal(journal_pending(f->journal), 2);
+    disk_freed(f);
+    reopen(f);
+    on_disk_t d = on_disk(f->journal);
+    assert_int_equal(d.left[1], 1);
+    assert_int_equal(d.left[2], 1);
+
+    /* Space again at the stop: written at once, however recent the
+     * failure. */
+    disk_full(f);
+    assert_int_equal(journal_delete(f->journal, 1), 0);
+    assert_int_equal(journal_put(f->journal, &rewrite), 0);
+    assert_int_equal(journal_commit(f->journal), -1);
+    disk_freed(f);
+    assert_int_equal(journal_commit_now(f->journal), 0);
+    assert_int_equal(journal_pending(f->journal), 0);
+    d = on_disk(f->journal);
+    assert_int_equal(d.left[1], 0);
+    assert_int_equal(d.left[2], BIG_NAMES);
+}
+
+static void
+test_failure_causes_are_told_apart(void **state)
+{
+    fixture_t *f = *state;
+    char cause[160];
+    assert_string_equal(journal_describe_failure(MDB_MAP_FULL, f->path, cause, sizeof cause), "journal_map_full");
+    assert_non_null(strstr(cause, "MDB_MAP_FULL"));
+    assert_non_null(strstr(cause, "intake.journal_map_mb"));
+    assert_string_equal(journal_describe_failure(ENOSPC, f->path, cause, sizeof cause), "journal_no_space");
+    assert_string_equal(cause, "No space left on device");
+    assert_string_equal(journal_describe_failure(EDQUOT, f->path, cause, sizeof cause), "journal_no_space");
+    assert_string_equal(cause, "Disk quota exceeded");
+    /* EIO with room on the filesystem (a test directory has room) is an
+     * I/O error; with none it would be a short write on a full disk. */
+    assert_string_equal(journal_describe_failure(EIO, f->path, cause, sizeof cause), "journal_io_error");
+    assert_string_equal(cause, "Input/output error");
+    assert_string_equal(journal_describe_failure(EFBIG, f->path, cause, sizeof cause), "journal_failed");
+    assert_string_equal(cause, "File too large");
+    assert_string_equal(journal_describe_failure(MDB_PANIC, NULL, cause, sizeof cause), "journal_failed");
+    assert_non_null(strstr(cause, "MDB_PANIC"));
+}
+
 /* ---- resubmission ---------------------------------------------------------- */
 
 /* The intake's request table over the fixture's journal, as a restarted
@@ -609,6 +849,7 @@ resubmit_all(fixture_t *f)
     uint64_t **counters[] = {
         &in->requests_in, &in->names_in, &in->invalid_requests, &in->answers_out, &in->answers_lost, &in->duplicates,
         &in->stale,       &in->deadlines, &in->overloaded,     &in->malformed,   &in->resent,       &in->resubmitted,
+        &in->storage_refused,
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         *counters[i] = &f->counters[i];
@@ -670,6 +911,8 @@ test_resubmission_rebuilds_the_requests_the_journal_holds(void **state)
     assert_str(r->names[2], "xn--bcher-kva.de");
     assert_null(r->env.identity);
     assert_false(r->forwarded);
+    assert_true(r->journaled); /* its end deletes its record */
+    assert_true(r->durable);   /* never refused for storage */
     /* The deadline carried over: about 5 s from now, on the new clock. */
     assert_true(r->deadline_at_ms == now_ms + 5 * SECOND_MS);
     assert_in_range(r->deadline_us, before_us + 4000 * 1000, after_us + 5000 * 1000);
@@ -740,6 +983,7 @@ test_resubmission_drops_unreadable_records(void **state)
 int
 main(void)
 {
+    signal(SIGXFSZ, SIG_IGN); /* a write past RLIMIT_FSIZE fails instead (disk_full) */
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_record_round_trips_field_by_field),
@@ -748,6 +992,10 @@ main(void)
         T(test_damaged_records_are_refused),
         T(test_truncated_garbage_and_hostile_bytes_are_refused_without_a_crash),
         T(test_put_commit_delete_survive_reopening),
+        T(test_a_failed_commit_keeps_its_deletes_and_rewrites_and_retries_them),
+        T(test_deletes_are_written_when_only_the_new_records_do_not_fit),
+        T(test_a_stop_writes_at_once_or_leaves_the_journal_as_it_was),
+        T(test_failure_causes_are_told_apart),
         T(test_resubmission_rebuilds_the_requests_the_journal_holds),
         T(test_resubmission_of_a_request_past_its_deadline_makes_it_due_now),
         T(test_resubmission_drops_unreadable_records),
