@@ -156,7 +156,8 @@ typedef struct {
     bool delimiter;          /* REQ peers put an empty frame before the body */
 } av_envelope_t;
 /* Reads one message from a ROUTER: fills env and returns the body frame
- * (caller destroys), or NULL when the message has no body. */
+ * (caller destroys), or NULL when the message has no body or frames past
+ * it (a message is one frame, after the identity and a REQ's delimiter). */
 zframe_t *av_router_recv(zsock_t *router, av_envelope_t *env);
 /* Sends body (copied) along env; returns 0 or -1 (peer gone, queue full). */
 int av_router_send(zsock_t *router, const av_envelope_t *env, const void *body, size_t size);

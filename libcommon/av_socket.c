@@ -13,6 +13,20 @@
  * so every send on the hot path is non-blocking and a full queue is an
  * `overloaded` answer or a dropped event, never a stall. */
 #define AV_HWM 100000
+/* A PUB's queue per subscriber, in messages. A subscriber that does not
+ * read keeps this many (their bytes shared with the other subscribers) and
+ * loses what comes past it: the push way is best effort, and 20 subscribers
+ * that never read must not hold 20 x AV_HWM answers. */
+#define AV_PUB_HWM 1000
+
+/* Every socket refuses a frame past AV_MSG_MAX_BYTES, so no message
+ * between the daemons may be larger: what each can hold at most. (The
+ * dispatcher's answers to an intake are bounded by bytes as it batches.) */
+_Static_assert(AV_BATCH_MAX * (AV_NAME_MAX + 5) + AV_ID_MAX + 512 < AV_MSG_MAX_BYTES,
+               "a batch check forwarded by intake fits a message");
+_Static_assert(AV_REGISTRIES_MAX * (AV_REGISTRY_MAX + 16) + 512 < AV_MSG_MAX_BYTES,
+               "a querier's ready or heartbeat with every registry fits a message");
+_Static_assert(AV_HANDBACK_MAX * 9 + 512 < AV_MSG_MAX_BYTES, "a querier's bye fits a message");
 
 static zsock_t *
 new_socket(av_daemon_t *d, int type)
@@ -20,8 +34,13 @@ new_socket(av_daemon_t *d, int type)
     zsock_t *s = zsock_new(type);
     if (!s)
         return NULL;
-    zsock_set_sndhwm(s, AV_HWM);
+    bool publisher = type == ZMQ_PUB || type == ZMQ_XPUB;
+    zsock_set_sndhwm(s, publisher ? AV_PUB_HWM : AV_HWM);
     zsock_set_rcvhwm(s, AV_HWM);
+    /* No peer makes us buffer more than one message may be: ZeroMQ drops
+     * the connection of a peer whose frame is larger, as its header says,
+     * before reading it (ours are checked to stay below). */
+    zsock_set_maxmsgsize(s, AV_MSG_MAX_BYTES);
     /* Long enough for a graceful stop to flush what was sent, bounded so a
      * missing peer cannot hold the process. */
     zsock_set_linger(s, (int)(d ? av_daemon_process(d)->drain_ms : 1000));
@@ -214,6 +233,10 @@ av_router_recv(zsock_t *router, av_envelope_t *env)
         env->delimiter = true;
         body = zmsg_pop(msg);
     }
+    /* A message is one frame, as on a PULL: more is not a message of ours
+     * (the frames past the body were never looked at). */
+    if (zmsg_size(msg) > 0)
+        zframe_destroy(&body);
     zmsg_destroy(&msg);
     return body;
 }

@@ -13,6 +13,8 @@ typedef struct request request_t;
 typedef struct gateway gateway_t;
 typedef struct gateway_conn gateway_conn_t;
 typedef struct journal journal_t;
+typedef struct reply_peer reply_peer_t;
+typedef struct reply_budget reply_budget_t;
 
 typedef enum {
     ORIGIN_PULL = 1,  /* answers are published, topic = id */
@@ -67,6 +69,7 @@ typedef struct {
     char *bytes;
     size_t size;
     uint64_t held_until_us;      /* unroutable: try again until then */
+    reply_peer_t *peer;          /* held ROUTER reply: its frontend's account */
     bool after_journal;          /* its request's journal changes first */
 } outgoing_t;
 
@@ -94,6 +97,10 @@ struct intake {
     outgoing_t *held;            /* replies to frontends not connected yet */
     uint32_t n_held;
     uint32_t cap_held;
+    size_t held_bytes;
+    zhashx_t *reply_peers;       /* routing id (hex) -> reply_peer_t, while it has replies queued or held */
+    reply_budget_t *reply_budget; /* bytes of replies in ZeroMQ's queues */
+    uint64_t peers_swept_us;
     outgoing_t *waiting;         /* answers whose journal changes failed to
                                   * commit: sent once a commit writes them */
     uint32_t n_waiting;
@@ -141,6 +148,9 @@ request_t *request_accept(intake_t *in, origin_t origin, zframe_t *frame, char *
                           const av_envelope_t *env, gateway_conn_t *conn);
 /* Answers a request that could not be parsed. */
 void request_reject(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *env, const char *why);
+/* Answers a `ping` with a `pong` on its id: on the PULL way, published
+ * with the id as topic (a frontend's proof that its subscription is in). */
+void request_pong(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *env);
 void requests_scan(intake_t *in, uint64_t now_us);
 void request_forget_conn(request_t *req);
 /* Sends every unanswered name again (the dispatcher came back). */

@@ -85,13 +85,25 @@ validate(intake_t *in, origin_t origin, zframe_t *body, const av_envelope_t *env
 {
     char why[160], detail[128];
     av_str_t id = { "", 0 };
-    int rc = body ? av_msg_decode(&in->msg, zframe_data(body), zframe_size(body)) : AV_PROTO_E_NOT_MSGPACK;
+    if (!body) {
+        /* The same on PULL and ROUTER: a message of several frames (its
+         * parts never read, so no id to answer on). */
+        request_reject(in, origin, id, env, "bad request: more than one frame");
+        return false;
+    }
+    int rc = av_msg_decode(&in->msg, zframe_data(body), zframe_size(body));
     if (rc == 0 && in->msg.type == AV_MSG_CHECK)
         return true;
     /* Answer on the id when the request has a usable one. */
     av_obj_get_str(&in->msg.root, "id", &id);
     if (id.len > AV_ID_MAX)
         id.len = 0;
+    av_str_t type;
+    if (rc == AV_PROTO_E_UNKNOWN_TYPE && id.len && av_obj_get_str(&in->msg.root, "t", &type) &&
+        av_str_eq(type, "ping")) {
+        request_pong(in, origin, id, env);
+        return false;
+    }
     if (rc != 0)
         snprintf(why, sizeof why, "bad request: %s", av_msg_strerror(&in->msg, rc, detail, sizeof detail));
     else
@@ -231,6 +243,10 @@ intake_init(av_daemon_t *d)
         !(in->pull = av_daemon_bind(d, ZMQ_PULL, cfg->endpoints.intake_pull)) ||
         !(in->router = av_daemon_bind(d, ZMQ_ROUTER, cfg->endpoints.intake_router)))
         return -1;
+    /* A frontend that reconnects with its fixed routing id before we saw
+     * its old connection close takes the id over; without this the new
+     * connection would be ignored, its requests never read. */
+    zsock_set_router_handover(in->router, 1);
     if (cfg->endpoints.intake_gateway[0] && !(in->gateway = gateway_open(in, cfg->endpoints.intake_gateway)))
         return -1;
     if (av_daemon_watch(d, in->pull, on_pull, in) < 0 || av_daemon_watch(d, in->router, on_router, in) < 0)

@@ -147,24 +147,152 @@ journal_request(intake_t *in, const request_t *r, bool fresh)
 
 /* ---- delivering --------------------------------------------------------- */
 
+/* Replies on the ROUTER are bounded by bytes, not only by ZeroMQ's count
+ * of messages per peer (a batch's reply can be megabytes): each is handed
+ * to ZeroMQ without a copy, and ZeroMQ's I/O thread gives its bytes back
+ * (reply_released) once it has written them to the connection or dropped
+ * them with it. A frontend that does not read its replies has at most
+ * PEER_QUEUE_MAX_BYTES in ZeroMQ's queues and HOLD_PEER_MAX_BYTES held
+ * here; the rest of its replies are lost (it asks again). */
+#define PEER_QUEUE_MAX_BYTES (8u << 20)
+#define ROUTER_QUEUE_MAX_BYTES (64u << 20) /* all peers together */
+#define PEERS_SWEEP_US (1000 * 1000)
+
+/* The bytes queued, shared by the peers: it outlives intake's state as
+ * long as ZeroMQ holds a reply (the sockets close after it). */
+struct reply_budget {
+    size_t queued_bytes;         /* atomic */
+    uint32_t refs;               /* atomic: intake's, and one per peer */
+};
+
+/* A frontend of the ROUTER with replies queued or held. */
+struct reply_peer {
+    struct reply_budget *budget;
+    size_t queued_bytes;         /* atomic: in ZeroMQ's queues */
+    uint32_t refs;               /* atomic: the table's, one per reply queued or held */
+    size_t held_bytes;           /* in intake's held list (loop thread) */
+};
+
+/* What ZeroMQ hands back with a reply's bytes. */
+typedef struct {
+    reply_peer_t *peer;
+    size_t size;
+} reply_ticket_t;
+
+static void
+budget_unref(reply_budget_t *b)
+{
+    if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(b);
+}
+
+static void
+peer_unref(reply_peer_t *p)
+{
+    if (p && __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        budget_unref(p->budget);
+        free(p);
+    }
+}
+
+static void
+peer_unref_fn(void **item)
+{
+    peer_unref(*item);
+    *item = NULL;
+}
+
+/* Called by ZeroMQ (in its I/O thread, or ours when a send fails). */
+static void
+reply_released(void *data, void *hint)
+{
+    reply_ticket_t *t = hint;
+    __atomic_sub_fetch(&t->peer->queued_bytes, t->size, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&t->peer->budget->queued_bytes, t->size, __ATOMIC_RELAXED);
+    peer_unref(t->peer);
+    free(t);
+    free(data);
+}
+
+/* The peer's entry (NULL: out of memory). The key is the routing id in
+ * hex: zhashx keys are strings. */
+static reply_peer_t *
+peer_of(intake_t *in, const zframe_t *identity)
+{
+    char key[2 * 255 + 1];
+    size_t n = zframe_size((zframe_t *)identity);
+    const uint8_t *id = zframe_data((zframe_t *)identity);
+    if (n > 255)
+        n = 255;
+    for (size_t i = 0; i < n; i++)
+        snprintf(key + 2 * i, 3, "%02x", id[i]);
+    key[2 * n] = '\0';
+    reply_peer_t *p = zhashx_lookup(in->reply_peers, key);
+    if (p)
+        return p;
+    if (!(p = calloc(1, sizeof *p)))
+        return NULL;
+    p->budget = in->reply_budget;
+    p->refs = 1;
+    __atomic_add_fetch(&p->budget->refs, 1, __ATOMIC_ACQ_REL);
+    if (zhashx_insert(in->reply_peers, key, p) != 0) {
+        peer_unref(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Forgets the peers with nothing queued or held (one reference left: the
+ * table's; only this thread adds references). */
+static void
+sweep_peers(intake_t *in)
+{
+    zlistx_t *keys = zhashx_keys(in->reply_peers);
+    if (!keys)
+        return;
+    for (const char *key = zlistx_first(keys); key; key = zlistx_next(keys)) {
+        reply_peer_t *p = zhashx_lookup(in->reply_peers, key);
+        if (p && __atomic_load_n(&p->refs, __ATOMIC_ACQUIRE) == 1 && p->held_bytes == 0)
+            zhashx_delete(in->reply_peers, key);
+    }
+    zlistx_destroy(&keys);
+}
+
 static void
 outgoing_free(outgoing_t *o)
 {
     zframe_destroy(&o->identity);
     free(o->topic);
     free(o->bytes);
+    o->bytes = NULL;
+    peer_unref(o->peer);
+    o->peer = NULL;
 }
 
 /* A reply to a frontend that is not connected (yet: after our restart it
- * reconnects within its reconnect interval) is kept and tried again, for
- * HOLD_UNROUTABLE_MS, at most HOLD_UNROUTABLE_MAX of them. */
+ * reconnects within its reconnect interval), or that has its share of
+ * ZeroMQ's queues, is kept and tried again, for HOLD_UNROUTABLE_MS, at
+ * most HOLD_UNROUTABLE_MAX of them, HOLD_MAX_BYTES, and HOLD_PEER_MAX_BYTES
+ * for one frontend (one that does not read cannot take the room of those
+ * coming back). */
 #define HOLD_UNROUTABLE_MS 5000
 #define HOLD_UNROUTABLE_MAX 100000
+#define HOLD_MAX_BYTES (64u << 20)
+#define HOLD_PEER_MAX_BYTES (8u << 20)
 
 static bool
 hold(intake_t *in, outgoing_t *o)
 {
-    if (in->n_held == HOLD_UNROUTABLE_MAX)
+    if (in->n_held == HOLD_UNROUTABLE_MAX || in->held_bytes + o->size > HOLD_MAX_BYTES)
+        return false;
+    if (!o->peer && o->origin == ORIGIN_ROUTER) {
+        reply_peer_t *p = peer_of(in, o->identity);
+        if (!p)
+            return false;
+        __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);
+        o->peer = p;
+    }
+    if (o->peer && o->peer->held_bytes + o->size > HOLD_PEER_MAX_BYTES)
         return false;
     if (in->n_held == in->cap_held) {
         uint32_t cap = in->cap_held ? 2 * in->cap_held : 64;
@@ -175,27 +303,82 @@ hold(intake_t *in, outgoing_t *o)
         in->cap_held = cap;
     }
     o->held_until_us = av_mono_us() + (uint64_t)HOLD_UNROUTABLE_MS * 1000;
+    in->held_bytes += o->size;
+    if (o->peer)
+        o->peer->held_bytes += o->size;
     in->held[in->n_held++] = *o;
+    return true;
+}
+
+/* o leaves the held list (sent or given up). */
+static void
+unhold(intake_t *in, outgoing_t *o)
+{
+    in->held_bytes -= o->size;
+    if (o->peer)
+        o->peer->held_bytes -= o->size;
+}
+
+/* Sends a reply on the ROUTER: false when it should be held (the peer is
+ * not connected, or has its share of the queues); true when it went (its
+ * bytes now ZeroMQ's) or is lost. */
+static bool
+router_send(intake_t *in, outgoing_t *o)
+{
+    reply_peer_t *p = o->peer ? o->peer : peer_of(in, o->identity);
+    if (!p) {
+        (*in->answers_lost)++; /* out of memory */
+        return true;
+    }
+    /* A peer with nothing queued may always send one: a reply larger than
+     * the share still goes to a frontend that reads. */
+    size_t queued = __atomic_load_n(&p->queued_bytes, __ATOMIC_RELAXED);
+    size_t total = __atomic_load_n(&in->reply_budget->queued_bytes, __ATOMIC_RELAXED);
+    if (queued > 0 && (queued + o->size > PEER_QUEUE_MAX_BYTES || total + o->size > ROUTER_QUEUE_MAX_BYTES))
+        return false;
+    void *s = zsock_resolve(in->router);
+    /* ROUTER_MANDATORY: the identity fails when the peer is gone or its
+     * queue full; past it, the message's other frames always go (or are
+     * dropped by ZeroMQ with the peer). */
+    if (zmq_send(s, zframe_data(o->identity), zframe_size(o->identity), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return false;
+    if (o->delimiter)
+        zmq_send(s, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    reply_ticket_t *t = malloc(sizeof *t);
+    zmq_msg_t m;
+    if (!t || zmq_msg_init_data(&m, o->bytes, o->size, reply_released, t) != 0) {
+        free(t); /* out of memory: a copy, not counted */
+        if (zmq_send(s, o->bytes, o->size, ZMQ_DONTWAIT) < 0)
+            (*in->answers_lost)++;
+        else
+            (*in->answers_out)++;
+        return true;
+    }
+    *t = (reply_ticket_t){ p, o->size };
+    __atomic_add_fetch(&p->refs, 1, __ATOMIC_ACQ_REL);
+    __atomic_add_fetch(&p->queued_bytes, o->size, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&in->reply_budget->queued_bytes, o->size, __ATOMIC_RELAXED);
+    o->bytes = NULL; /* reply_released frees them */
+    if (zmq_msg_send(&m, s, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        (*in->answers_lost)++;
+    } else {
+        (*in->answers_out)++;
+    }
     return true;
 }
 
 /* Returns true when o was handed to the socket (or given up), false when
  * it should be kept for another try. */
 static bool
-try_send(intake_t *in, const outgoing_t *o)
+try_send(intake_t *in, outgoing_t *o)
 {
     if (!(o->origin == ORIGIN_ROUTER ? in->router : in->results)) {
         (*in->answers_lost)++; /* closing down */
         return true;
     }
-    if (o->origin == ORIGIN_ROUTER) {
-        av_envelope_t env = { o->identity, o->delimiter };
-        if (av_router_send(in->router, &env, o->bytes, o->size) == 0) {
-            (*in->answers_out)++;
-            return true;
-        }
-        return false;
-    }
+    if (o->origin == ORIGIN_ROUTER)
+        return router_send(in, o);
     void *s = zsock_resolve(in->results);
     /* A PUB drops for a slow or absent subscriber: by nature best effort
      * (a frontend subscribes before it pushes, and can ask again). */
@@ -269,9 +452,11 @@ retry_held(intake_t *in, uint64_t now_us)
     for (uint32_t i = 0; i < in->n_held; i++) {
         outgoing_t *o = &in->held[i];
         if (try_send(in, o)) {
+            unhold(in, o);
             outgoing_free(o);
         } else if (o->held_until_us <= now_us) {
             (*in->answers_lost)++; /* the frontend did not come back; it asks again */
+            unhold(in, o);
             outgoing_free(o);
         } else {
             in->held[kept++] = *o;
@@ -333,15 +518,26 @@ queue_batch_reply(intake_t *in, request_t *r)
     queue_out(in, ORIGIN_ROUTER, r, NULL, r->id);
 }
 
+/* What a frontend wrote, echoed as valid UTF-8 (a byte that starts no
+ * UTF-8 sequence is '?'): a frontend's msgpack library may refuse a str
+ * that is not, and echoing bytes back is no answer. buf has size bytes. */
+static av_str_t
+echo_utf8(char *buf, size_t size, av_str_t s)
+{
+    return (av_str_t){ buf, (uint32_t)av_utf8_sanitize(buf, size, s.ptr, s.len) };
+}
+
 static void
 deliver(intake_t *in, request_t *r, uint32_t idx, const av_answer_t *from)
 {
+    char id[AV_ID_MAX + 1], name[AV_NAME_MAX + 1], query[AV_NAME_MAX + 1];
     av_answer_t a = *from;
-    a.id = r->id;
+    a.id = echo_utf8(id, sizeof id, r->id);
     a.rid = 0;
     a.idx = idx;
     a.has_idx = r->batch;
-    a.query = r->names[idx];
+    a.name = echo_utf8(name, sizeof name, from->name); /* as asked, when invalid */
+    a.query = echo_utf8(query, sizeof query, r->names[idx]);
     if (!r->raw)
         a.raw = (av_str_t){ "", 0 };
     r->done[idx] = 1;
@@ -614,8 +810,9 @@ on_turn_end(sd_event_source *s, void *userdata)
 void
 request_reject(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *env, const char *why)
 {
+    char id_utf8[AV_ID_MAX + 1];
     av_answer_t a = {
-        .id = id,
+        .id = echo_utf8(id_utf8, sizeof id_utf8, id), /* the topic stays as sent */
         .name = AV_STR(""),
         .status = AV_STATUS_INVALID,
         .reason = av_str(why),
@@ -626,6 +823,20 @@ request_reject(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *
     msgpack_sbuffer_clear(&in->sbuf);
     if (av_encode_answer(&in->sbuf, &a) == 0)
         queue_out(in, origin, NULL, env, id);
+}
+
+void
+request_pong(intake_t *in, origin_t origin, av_str_t id, const av_envelope_t *env)
+{
+    char id_utf8[AV_ID_MAX + 1];
+    msgpack_packer pk;
+    msgpack_sbuffer_clear(&in->sbuf);
+    msgpack_packer_init(&pk, &in->sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    av_pack_kv_str(&pk, "t", "pong");
+    av_pack_kv_uint(&pk, "v", AV_PROTO_VERSION);
+    av_pack_kv_strn(&pk, "id", echo_utf8(id_utf8, sizeof id_utf8, id));
+    queue_out(in, origin, NULL, env, id);
 }
 
 /* Builds the request; NULL when out of memory. */
@@ -854,6 +1065,10 @@ requests_scan(intake_t *in, uint64_t now_us)
         answer_rest_unknown(in, r, AV_REASON_DEADLINE, in->deadlines);
     if (in->n_held)
         retry_held(in, now_us);
+    if (now_us >= in->peers_swept_us + PEERS_SWEEP_US) {
+        in->peers_swept_us = now_us;
+        sweep_peers(in);
+    }
     if (journal_retry_due(in->journal, now_us))
         end_turn_soon(in); /* the commit tries what failed again */
     uint64_t resend_us = (uint64_t)av_daemon_config(in->d)->intake.resend_ms * 1000;
@@ -866,6 +1081,10 @@ requests_init(intake_t *in)
 {
     TAILQ_INIT(&in->by_deadline);
     TAILQ_INIT(&in->by_sent);
+    if (!(in->reply_budget = calloc(1, sizeof *in->reply_budget)) || !(in->reply_peers = zhashx_new()))
+        return -1;
+    in->reply_budget->refs = 1;
+    zhashx_set_destructor(in->reply_peers, peer_unref_fn);
     return (in->requests = zhashx_new()) ? 0 : -1;
 }
 
@@ -955,6 +1174,10 @@ requests_close(intake_t *in)
     for (uint32_t i = 0; i < in->n_held; i++)
         outgoing_free(&in->held[i]);
     free(in->held);
+    in->n_held = 0;
+    zhashx_destroy(&in->reply_peers);
+    budget_unref(in->reply_budget); /* ZeroMQ may still hold replies: the last frees it */
+    in->reply_budget = NULL;
     free(in->to_forward.rids);
     free(in->to_rejournal.rids);
     free(in->outbox);
