@@ -439,6 +439,10 @@ meta_read(int fd, unsigned i, uint64_t off, meta_t *m, char *why, size_t whylen)
         say(why, whylen, "cannot read meta page %u: %s", i, strerror(errno));
         return -2;
     }
+    if ((size_t)n < sizeof raw && i == 0) {
+        say(why, whylen, "not an LMDB file: %llu bytes, less than a meta page", (unsigned long long)n);
+        return -1;
+    }
     if ((size_t)n < sizeof raw) {
         say(why, whylen, "truncated: the file ends within meta page %u (at byte %llu)", i,
             (unsigned long long)off + (unsigned long long)n);

@@ -14,7 +14,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #define RECORD_VERSION 1
 #define RECORD_PAIRS 10
@@ -589,4 +591,141 @@ journal_load(journal_t *j, journal_load_fn fn, void *arg)
     if (loaded || bad)
         av_log_notice("journal: %u requests to resubmit, %u unreadable records dropped", loaded, bad);
     return 0;
+}
+
+/* ---- a damaged journal ------------------------------------------------------ */
+
+int
+journal_check(const av_intake_cfg_t *cfg, char *why, size_t whylen)
+{
+    char data[PATH_MAX];
+    if (snprintf(data, sizeof data, "%s/data.mdb", cfg->journal) >= (int)sizeof data) {
+        snprintf(why, whylen, "path too long");
+        return -2;
+    }
+    return av_lmdb_check_file_deep(data, why, whylen);
+}
+
+/* The records read back from a damaged journal, before it is moved aside. */
+typedef struct {
+    journal_record_t *recs;
+    size_t n;
+    size_t cap;
+    uint64_t unreadable;
+    bool out_of_memory;
+} salvaged_t;
+
+static void
+salvage_entry(void *arg, const MDB_val *key, const MDB_val *val)
+{
+    salvaged_t *s = arg;
+    journal_record_t rec;
+    uint64_t rid = key->mv_size == 8 ? av_be64_get(key->mv_data) : 0;
+    if (journal_record_decode(&rec, rid, val->mv_data, val->mv_size) != 0) {
+        s->unreadable++;
+        return;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 256;
+        journal_record_t *grown = realloc(s->recs, cap * sizeof *grown);
+        if (!grown) {
+            journal_record_clear(&rec);
+            s->out_of_memory = true;
+            return;
+        }
+        s->recs = grown;
+        s->cap = cap;
+    }
+    s->recs[s->n++] = rec;
+}
+
+/* Records written per transaction into the new journal. */
+#define SALVAGE_BATCH 1024
+
+/* The new journal's files, owned as the damaged one was (availctl may run
+ * as root, intake as its user). */
+static void
+own_like(const char *dir, const struct stat *st)
+{
+    static const char *const files[] = { "data.mdb", "lock.mdb" };
+    if (geteuid() != 0)
+        return;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        if (chown(path, st->st_uid, st->st_gid) < 0 && errno != ENOENT)
+            av_log_warning("cannot give %s to uid %u: %s", path, (unsigned)st->st_uid, strerror(errno));
+    }
+}
+
+int
+journal_salvage(const av_intake_cfg_t *cfg, journal_salvage_t *out, char *why, size_t whylen)
+{
+    char data[PATH_MAX];
+    struct stat st;
+    salvaged_t s = { 0 };
+    av_lmdb_salvage_t read;
+    journal_t *j = NULL;
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    snprintf(why, whylen, "%s", "");
+    switch (journal_check(cfg, out->damage, sizeof out->damage)) {
+    case 1:
+        snprintf(why, whylen, "there is no journal in %s: nothing to salvage", cfg->journal);
+        return 1;
+    case 0:
+        snprintf(why, whylen, "the journal in %s is sound: nothing to salvage", cfg->journal);
+        return 1;
+    case -2:
+        snprintf(why, whylen, "cannot check the journal in %s: %s", cfg->journal, out->damage);
+        return -1;
+    }
+    snprintf(data, sizeof data, "%s/data.mdb", cfg->journal);
+    if (stat(data, &st) < 0) {
+        snprintf(why, whylen, "%s: %s", data, strerror(errno));
+        return -1;
+    }
+    /* Read first and move aside after: a salvage cut short leaves the
+     * journal as it was, to be salvaged again. */
+    bool counted = av_lmdb_salvage(data, "requests", salvage_entry, &s, &read, out->unread, sizeof out->unread) == 0;
+    if (s.out_of_memory) {
+        snprintf(why, whylen, "out of memory reading %s", data);
+        goto done;
+    }
+    if (av_lmdb_set_aside(cfg->journal, out->aside, sizeof out->aside) < 0) {
+        snprintf(why, whylen, "cannot move %s aside: %s", data, strerror(errno));
+        goto done;
+    }
+    if (!(j = journal_open(NULL, cfg))) {
+        snprintf(why, whylen, "moved the damaged journal to %s, but cannot create a new one in %s (see above)",
+                 out->aside, cfg->journal);
+        goto done;
+    }
+    for (size_t i = 0; i < s.n; i++) {
+        if (journal_put(j, &s.recs[i]) < 0 || ((i + 1) % SALVAGE_BATCH == 0 && journal_commit(j) < 0)) {
+            snprintf(why, whylen, "moved the damaged journal to %s, but cannot write the new one in %s (see above)",
+                     out->aside, cfg->journal);
+            goto done;
+        }
+    }
+    if (journal_commit(j) < 0) {
+        snprintf(why, whylen, "moved the damaged journal to %s, but cannot write the new one in %s (see above)",
+                 out->aside, cfg->journal);
+        goto done;
+    }
+    out->saved = s.n;
+    out->unreadable = s.unreadable;
+    out->counted = counted;
+    out->lost = counted && read.entries > s.n ? read.entries - s.n : 0;
+    out->pages_lost = read.pages_lost;
+    out->one_meta_garbage = read.one_meta_garbage;
+    rc = 0;
+done:
+    journal_close(&j);
+    if (rc == 0 || out->aside[0])
+        own_like(cfg->journal, &st);
+    for (size_t i = 0; i < s.n; i++)
+        journal_record_clear(&s.recs[i]);
+    free(s.recs);
+    return rc;
 }

@@ -5,6 +5,8 @@
 
 #include "intake.h"
 
+#include <limits.h>
+
 typedef struct journal journal_t;
 
 /* One request as the journal keeps it: a msgpack map (record version 1:
@@ -87,5 +89,35 @@ const char *journal_describe_failure(int rc, const char *dir, char *cause, size_
  * deletion. */
 typedef int (*journal_load_fn)(void *arg, journal_record_t *rec);
 int journal_load(journal_t *j, journal_load_fn fn, void *arg);
+
+/* ---- a damaged journal ----------------------------------------------------
+ * The journal holds accepted work: intake does not start on a damaged one
+ * (it would die of SIGBUS reading a page past the end, or lose what LMDB
+ * cannot read), and the operator salvages it with availctl. */
+
+/* Checks cfg->journal's data file, every page of it (av_lmdb_check_file_deep):
+ * 0 sound, 1 absent or empty, -1 damaged (why), -2 cannot tell (why). */
+int journal_check(const av_intake_cfg_t *cfg, char *why, size_t whylen);
+
+typedef struct {
+    char damage[256];       /* what journal_check found */
+    char aside[PATH_MAX];   /* where the damaged file went */
+    uint64_t saved;         /* records in the new journal */
+    uint64_t unreadable;    /* records found whose bytes do not decode */
+    bool counted;           /* the damaged journal's own count was read: */
+    uint64_t lost;          /* what it counted that was not saved */
+    uint64_t pages_lost;    /* pages of it past the end or not what they should be */
+    bool one_meta_garbage;  /* read from the meta page before the last commit */
+    char unread[256];       /* why nothing could be read, or "" */
+} journal_salvage_t;
+
+/* Salvages a damaged journal (intake must not run): reads every record it
+ * can still read (av_lmdb_salvage, journal_record_decode), moves the file
+ * aside (data.mdb.damaged-TIMESTAMP), and writes what it read into a new
+ * journal, owned as the old one was. Returns 0 with *out; 1 when there is
+ * nothing to salvage (no journal, or a sound one: why says which); -1 when
+ * it failed (why; the journal is then as it was, or moved aside with the
+ * new one incomplete, as why says). */
+int journal_salvage(const av_intake_cfg_t *cfg, journal_salvage_t *out, char *why, size_t whylen);
 
 #endif

@@ -37,6 +37,17 @@
  *   request-reply frontends by their routing id. Unanswered names are sent
  *   again when the dispatcher comes back, and after intake.resend_ms.
  *
+ *   A damaged journal (cut short, garbage meta pages, not LMDB, a page
+ *   that is not what its tree says: every page is checked before LMDB maps
+ *   the file) holds accepted requests that must not be lost nor answered
+ *   twice, so intake does not start: it says what is wrong and what to
+ *   do, reports journal_damaged, and exits 78 (EX_CONFIG: neither systemd
+ *   nor availctl run starts it again in a loop). `availctl journal
+ *   salvage` (with intake stopped) moves the file aside
+ *   (data.mdb.damaged-TIMESTAMP beside it) and copies every request it can
+ *   still read into a new journal, saying how many it saved and lost; the
+ *   next intake asks them again. `intake.journal: ""` starts without one.
+ *
  *   A request that cannot be journaled (a full disk, an I/O error, a full
  *   map) is not taken: it is answered `unknown` (storage) at once and
  *   never forwarded; the frontend asks again later. Answers whose request
@@ -72,6 +83,7 @@
  *   (cidr_allow and cidr_deny apply to the gateway).
  */
 #include "intake.h"
+#include "journal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -216,6 +228,26 @@ gauge_gateway(av_daemon_t *d)
     return gateway_clients(((intake_t *)av_daemon_state(d))->gateway);
 }
 
+/* Set when intake refuses a damaged journal: main then exits 78. */
+static bool journal_damaged;
+
+/* Before the journal is opened (and mapped): a damaged one is not ours to
+ * repair, nor to start without. */
+static int
+refuse_damaged_journal(av_daemon_t *d, const av_config_t *cfg)
+{
+    char why[256];
+    if (!cfg->intake.journal[0] || journal_check(&cfg->intake, why, sizeof why) != -1)
+        return 0; /* (cannot tell: LMDB's own open says) */
+    journal_damaged = true;
+    av_report(d, AV_LOG_ERR, NULL, "journal_damaged",
+              "the request journal in %s is damaged (%s): not starting, it holds accepted requests. "
+              "Salvage what it holds with `availctl%s%s journal salvage` (it moves the file aside and keeps "
+              "every request it can still read), then start intake again",
+              cfg->intake.journal, why, cfg->path ? " -c " : "", cfg->path ? cfg->path : "");
+    return -1;
+}
+
 static int
 intake_init(av_daemon_t *d)
 {
@@ -237,7 +269,7 @@ intake_init(av_daemon_t *d)
     in->deadlines = av_daemon_counter(d, "deadlines");
     in->overloaded = av_daemon_counter(d, "overloaded");
     in->malformed = av_daemon_counter(d, "malformed");
-    if (requests_start(in) < 0)
+    if (refuse_damaged_journal(d, cfg) < 0 || requests_start(in) < 0)
         return -1;
     if (!(in->results = av_daemon_bind(d, ZMQ_PUB, cfg->endpoints.intake_results)) ||
         !(in->pull = av_daemon_bind(d, ZMQ_PULL, cfg->endpoints.intake_pull)) ||
@@ -334,14 +366,17 @@ intake_fini(av_daemon_t *d)
 int
 main(int argc, char **argv)
 {
-    return av_daemon_main(argc, argv,
-                          &(av_daemon_hooks_t){
-                              .name = "intake",
-                              .summary = "availd-intake: where frontends ask availd, and get their answers",
-                              .init = intake_init,
-                              .on_reload = intake_reload,
-                              .restart_settings = intake_restart_settings,
-                              .on_stop = intake_stop,
-                              .fini = intake_fini,
-                          });
+    int status = av_daemon_main(argc, argv,
+                                &(av_daemon_hooks_t){
+                                    .name = "intake",
+                                    .summary = "availd-intake: where frontends ask availd, and get their answers",
+                                    .init = intake_init,
+                                    .on_reload = intake_reload,
+                                    .restart_settings = intake_restart_settings,
+                                    .on_stop = intake_stop,
+                                    .fini = intake_fini,
+                                });
+    /* A failed start is 1 to the skeleton; a damaged journal is the
+     * operator's to salvage, not a crash to restart (AV_EXIT_CONFIG). */
+    return journal_damaged ? AV_EXIT_CONFIG : status;
 }

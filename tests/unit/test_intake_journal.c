@@ -7,8 +7,10 @@
  * data file may not grow: RLIMIT_FSIZE), a failed commit keeps its deletes
  * and rewrites for the next one, gives up its new records, and writes the
  * deletes on their own when only the new records do not fit; its causes
- * are told apart. Each test has its own LMDB environment in a temp
- * directory. */
+ * are told apart. A damaged journal (cut short, garbage meta pages) is
+ * found so, and salvaged: the records still readable go into a new
+ * journal, the lost ones are counted. Each test has its own LMDB
+ * environment in a temp directory. */
 #include "intake.h"
 #include "journal.h"
 
@@ -980,6 +982,166 @@ test_resubmission_drops_unreadable_records(void **state)
     assert_int_equal(records_in(f), 1);
 }
 
+/* ---- a damaged journal ---------------------------------------------------- */
+
+#define SALVAGE_REQUESTS 2000
+
+/* Requests 1..n, each one name "req-RID.com", in commits of 100. */
+static void
+journal_requests(fixture_t *f, uint64_t n)
+{
+    char name[32];
+    for (uint64_t rid = 1; rid <= n; rid++) {
+        snprintf(name, sizeof name, "req-%llu.com", (unsigned long long)rid);
+        journal_record_t rec = router_record(rid, name, av_now_ms() + 60 * SECOND_MS);
+        assert_int_equal(journal_put(f->journal, &rec), 0);
+        if (rid % 100 == 0 || rid == n)
+            assert_int_equal(journal_commit(f->journal), 0);
+    }
+}
+
+/* The whole data file, into *bytes (malloc'd). */
+static size_t
+read_data_file(fixture_t *f, uint8_t **bytes)
+{
+    char data[PATH_MAX];
+    struct stat st;
+    unit_path(data, sizeof data, f->path, "data.mdb");
+    assert_int_equal(stat(data, &st), 0);
+    *bytes = malloc((size_t)st.st_size);
+    assert_non_null(*bytes);
+    FILE *in = fopen(data, "rb");
+    assert_non_null(in);
+    assert_int_equal(fread(*bytes, 1, (size_t)st.st_size, in), (size_t)st.st_size);
+    fclose(in);
+    return (size_t)st.st_size;
+}
+
+/* The journal directory anew, holding only bytes[0..n) as its data file. */
+static void
+write_journal_file(fixture_t *f, const uint8_t *bytes, size_t n)
+{
+    char data[PATH_MAX];
+    unit_tmpdir_remove(&(char *){ strdup(f->path) }); /* the directory, damaged copies and all */
+    assert_int_equal(mkdir(f->path, 0700), 0);
+    FILE *out = fopen(unit_path(data, sizeof data, f->path, "data.mdb"), "wb");
+    assert_non_null(out);
+    assert_int_equal(fwrite(bytes, 1, n, out), n);
+    assert_int_equal(fclose(out), 0);
+}
+
+/* Each record the journal holds is one written by journal_requests. */
+typedef struct {
+    uint64_t n;
+    uint64_t wrong;
+} salvaged_check_t;
+
+static int
+check_salvaged(void *arg, journal_record_t *rec)
+{
+    salvaged_check_t *c = arg;
+    char name[32];
+    snprintf(name, sizeof name, "req-%llu.com", (unsigned long long)rec->rid);
+    c->n++;
+    if (rec->rid < 1 || rec->rid > SALVAGE_REQUESTS || rec->n_names != 1 || rec->names[0].len != strlen(name) ||
+        memcmp(rec->names[0].ptr, name, rec->names[0].len) != 0 || rec->origin != ORIGIN_ROUTER ||
+        rec->peer.len != 5)
+        c->wrong++;
+    return 0;
+}
+
+static void
+test_check_finds_a_sound_journal_sound_and_a_cut_or_garbled_one_damaged(void **state)
+{
+    fixture_t *f = *state;
+    char why[256];
+    uint8_t *bytes;
+    journal_requests(f, 300);
+    assert_int_equal(journal_check(&f->cfg, why, sizeof why), 0);
+    journal_close(&f->journal);
+    assert_int_equal(journal_check(&f->cfg, why, sizeof why), 0);
+    size_t n = read_data_file(f, &bytes);
+    write_journal_file(f, bytes, 3 * 4096);
+    assert_int_equal(journal_check(&f->cfg, why, sizeof why), -1);
+    assert_non_null(strstr(why, "truncated"));
+    memset(bytes, 0x42, 4096);
+    write_journal_file(f, bytes, n);
+    assert_int_equal(journal_check(&f->cfg, why, sizeof why), -1);
+    assert_non_null(strstr(why, "meta page 0 is not LMDB's"));
+    free(bytes);
+    unit_tmpdir_remove(&(char *){ strdup(f->path) });
+    assert_int_equal(journal_check(&f->cfg, why, sizeof why), 1); /* none: intake makes one */
+}
+
+static void
+test_salvage_saves_the_readable_records_and_counts_the_lost(void **state)
+{
+    fixture_t *f = *state;
+    char why[512];
+    uint8_t *bytes;
+    journal_salvage_t out;
+    journal_requests(f, SALVAGE_REQUESTS);
+    journal_close(&f->journal);
+    /* A sound journal is left alone. */
+    assert_int_equal(journal_salvage(&f->cfg, &out, why, sizeof why), 1);
+    assert_non_null(strstr(why, "sound"));
+    size_t n = read_data_file(f, &bytes);
+    /* Cut from the end, a page at a time, until a cut loses some records
+     * and keeps some (the pages of a journal lie in no particular order). */
+    bool partly = false;
+    for (size_t at = n - 4096; at > 2 * 4096 && !partly; at -= 4096) {
+        write_journal_file(f, bytes, at);
+        if (journal_check(&f->cfg, why, sizeof why) == 0)
+            continue; /* only free pages cut */
+        assert_int_equal(journal_salvage(&f->cfg, &out, why, sizeof why), 0);
+        partly = out.counted && out.saved > 0 && out.saved < SALVAGE_REQUESTS;
+    }
+    free(bytes);
+    assert_true(partly);
+    assert_non_null(strstr(out.damage, "truncated"));
+    assert_int_equal(out.saved + out.lost, SALVAGE_REQUESTS);
+    assert_int_equal(out.unreadable, 0);
+    assert_true(out.pages_lost > 0);
+    struct stat st;
+    assert_int_equal(stat(out.aside, &st), 0); /* the damaged file, kept aside */
+    assert_non_null(strstr(out.aside, "/data.mdb.damaged-"));
+    /* The new journal is sound and holds what was saved, each as written. */
+    assert_int_equal(journal_check(&f->cfg, why, sizeof why), 0);
+    f->journal = journal_open(NULL, &f->cfg);
+    assert_non_null(f->journal);
+    salvaged_check_t c = { 0 };
+    assert_int_equal(journal_load(f->journal, check_salvaged, &c), 0);
+    assert_int_equal(c.n, out.saved);
+    assert_int_equal(c.wrong, 0);
+}
+
+static void
+test_salvage_of_a_journal_with_nothing_readable_leaves_an_empty_one(void **state)
+{
+    fixture_t *f = *state;
+    char why[512];
+    uint8_t *bytes;
+    journal_salvage_t out;
+    journal_requests(f, 100);
+    journal_close(&f->journal);
+    size_t n = read_data_file(f, &bytes);
+    memset(bytes, 0x42, 2 * 4096); /* both meta pages */
+    write_journal_file(f, bytes, n);
+    free(bytes);
+    assert_int_equal(journal_salvage(&f->cfg, &out, why, sizeof why), 0);
+    assert_int_equal(out.saved, 0);
+    assert_false(out.counted);
+    assert_non_null(strstr(out.unread, "not LMDB's"));
+    f->journal = journal_open(NULL, &f->cfg);
+    assert_non_null(f->journal);
+    assert_int_equal(records_in(f), 0);
+    /* No journal at all: nothing to do. */
+    journal_close(&f->journal);
+    unit_tmpdir_remove(&(char *){ strdup(f->path) });
+    assert_int_equal(journal_salvage(&f->cfg, &out, why, sizeof why), 1);
+    assert_non_null(strstr(why, "no journal"));
+}
+
 int
 main(void)
 {
@@ -999,6 +1161,9 @@ main(void)
         T(test_resubmission_rebuilds_the_requests_the_journal_holds),
         T(test_resubmission_of_a_request_past_its_deadline_makes_it_due_now),
         T(test_resubmission_drops_unreadable_records),
+        T(test_check_finds_a_sound_journal_sound_and_a_cut_or_garbled_one_damaged),
+        T(test_salvage_saves_the_readable_records_and_counts_the_lost),
+        T(test_salvage_of_a_journal_with_nothing_readable_leaves_an_empty_one),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,9 +1,11 @@
 /* availctl run: the whole constellation in the foreground, for a developer's
  * machine, CI and benchmarks (production uses the systemd units). Starts
- * errors, cache, dispatcher, one querier per registry and intake, each only
- * once the one before said READY=1 on a notify socket of ours; restarts a
- * daemon that dies with a growing delay; on SIGINT/SIGTERM stops them in
- * reverse order and reaps every child.
+ * errors, cache, dispatcher, one querier per registry and intake, each once
+ * the one before said READY=1 on a notify socket of ours, or died before
+ * it, or did not say it within READY_WAIT_MS: the others serve without any
+ * one of them (a cache in a crash loop costs its hits, not the service);
+ * restarts a daemon that dies with a growing delay; on SIGINT/SIGTERM stops
+ * them in reverse order and reaps every child.
  *
  * One supervisor per runtime_dir, and no orphans: it refuses to start while
  * another availctl run or any daemon of the config runs there (their locks,
@@ -36,7 +38,9 @@ extern char **environ;
 #define RESTART_DELAY_MIN_MS 500
 #define RESTART_DELAY_MAX_MS 30000
 #define STOP_TIMEOUT_MS 15000
-#define READY_TIMEOUT_MS 15000
+/* How long the start of the next daemon waits for one that neither says
+ * READY=1 nor dies (a hang): then the rest start without it. */
+#define READY_WAIT_MS 15000
 
 typedef struct runner runner_t;
 
@@ -63,6 +67,8 @@ struct runner {
     child_t *children;
     size_t n_children;
     size_t next_to_start;  /* start in order, one after the other is READY */
+    child_t *waiting;      /* the one the next waits for, or NULL */
+    sd_event_source *ready_timer; /* READY_WAIT_MS of waiting */
     bool stopping;
     uint64_t started_us;
     bool restart;
@@ -73,23 +79,78 @@ struct runner {
 
 static int start_child(child_t *c);
 
+static bool
+all_ready(const runner_t *r)
+{
+    for (size_t i = 0; i < r->n_children; i++)
+        if (!r->children[i].ready)
+            return false;
+    return true;
+}
+
+/* --detach leaves once every daemon is up, not merely started. */
+static void
+detach_when_all_ready(runner_t *r)
+{
+    if (r->detach && r->all_up && !r->stopping && all_ready(r))
+        sd_event_exit(r->loop, 0);
+}
+
+static int on_ready_wait(sd_event_source *s, uint64_t usec, void *userdata);
+
 static void
 start_next(runner_t *r)
 {
+    r->waiting = NULL;
+    r->ready_timer = sd_event_source_disable_unref(r->ready_timer);
     while (!r->stopping && r->next_to_start < r->n_children) {
         child_t *c = &r->children[r->next_to_start++];
-        if (start_child(c) == 0)
-            return; /* its READY=1 starts the next */
+        if (start_child(c) == 0) {
+            /* Its READY=1 starts the next; so does its death, or a hang. */
+            r->waiting = c;
+            sd_event_add_time_relative(r->loop, &r->ready_timer, CLOCK_MONOTONIC, (uint64_t)READY_WAIT_MS * 1000,
+                                       1000, on_ready_wait, r);
+            return;
+        }
     }
     if (!r->stopping && r->next_to_start == r->n_children) {
+        char missing[256] = "";
+        size_t up = 0, len = 0;
         r->next_to_start++;
         r->all_up = true;
-        fprintf(stderr, "availctl run: %zu daemons up in %.1f ms (%s)\n", r->n_children,
-                (double)(av_mono_us() - r->started_us) / 1000.0,
-                r->detach ? "detached: availctl stop stops them" : "Ctrl-C stops them");
-        if (r->detach)
-            sd_event_exit(r->loop, 0);
+        for (size_t i = 0; i < r->n_children; i++) {
+            if (r->children[i].ready)
+                up++;
+            else if (len < sizeof missing)
+                len += (size_t)snprintf(missing + len, sizeof missing - len, " %s", r->children[i].ident);
+        }
+        if (up == r->n_children)
+            fprintf(stderr, "availctl run: %zu daemons up in %.1f ms (%s)\n", r->n_children,
+                    (double)(av_mono_us() - r->started_us) / 1000.0,
+                    r->detach ? "detached: availctl stop stops them" : "Ctrl-C stops them");
+        else
+            fprintf(stderr, "availctl run: %zu of %zu daemons up in %.1f ms, the others serve without:%s "
+                            "(restarted until they are up; %s)\n",
+                    up, r->n_children, (double)(av_mono_us() - r->started_us) / 1000.0, missing,
+                    r->detach ? "detaches once all are up" : "Ctrl-C stops them");
+        detach_when_all_ready(r);
     }
+}
+
+/* The one waited for did not get ready in time: the rest start. */
+static int
+on_ready_wait(sd_event_source *s, uint64_t usec, void *userdata)
+{
+    (void)s;
+    (void)usec;
+    runner_t *r = userdata;
+    r->ready_timer = sd_event_source_disable_unref(r->ready_timer);
+    if (r->waiting && !r->stopping) {
+        fprintf(stderr, "availctl run: %s not ready after %d s: starting the rest without it\n", r->waiting->ident,
+                READY_WAIT_MS / 1000);
+        start_next(r);
+    }
+    return 0;
 }
 
 static int
@@ -106,7 +167,10 @@ on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
                           strcmp(buf, "READY=1") == 0 || strncmp(buf, "READY=1", 7) == 0)) {
             c->ready = true;
             c->restart_delay_ms = RESTART_DELAY_MIN_MS;
-            start_next(c->run);
+            if (c->run->waiting == c)
+                start_next(c->run);
+            else
+                detach_when_all_ready(c->run); /* a late one, or one restarted */
         }
     }
     return 0;
@@ -284,7 +348,13 @@ on_child(sd_event_source *s, const siginfo_t *si, void *userdata)
     if (!recycled)
         c->restart_delay_ms = c->restart_delay_ms * 2 > RESTART_DELAY_MAX_MS ? RESTART_DELAY_MAX_MS
                                                                              : c->restart_delay_ms * 2;
-    (void)was_ready; /* if it never got ready, its READY after the restart starts the next */
+    /* One that died before its READY=1 holds the rest back no more: they
+     * serve without it while it is restarted (a damaged database, a crash
+     * loop). */
+    if (!was_ready && r->waiting == c) {
+        fprintf(stderr, "availctl run: %s did not start: starting the rest without it\n", c->ident);
+        start_next(r);
+    }
     return 0;
 }
 
@@ -579,6 +649,7 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
             unlink(c->notify_path);
         }
     }
+    sd_event_source_disable_unref(r.ready_timer);
     free(r.children);
     sd_event_unref(r.loop);
     av_lock_release(&lock_fd);

@@ -146,6 +146,19 @@ const ctl_command_t ctl_commands[] = {
                 "systemctl stop, which also keeps it stopped.",
     },
     {
+        .name = "journal",
+        .args = "salvage",
+        .run = cmd_journal,
+        .summary = "rescue a damaged request journal (intake stopped)",
+        .help = "intake does not start on a damaged journal (exit 78, naming this\n"
+                "command). salvage moves it aside (data.mdb.damaged-TIMESTAMP beside\n"
+                "it) and copies every request it can still read, through intake's own\n"
+                "decoder, into a new journal; it prints how many it saved and lost.\n"
+                "The next intake asks the saved requests again. Exit 0 when salvaged,\n"
+                "1 when there is nothing to salvage (no journal, a sound one) or\n"
+                "intake runs, 2 when it failed.",
+    },
+    {
         .name = "help",
         .args = "[COMMAND]",
         .run = cmd_help,
