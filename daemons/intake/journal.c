@@ -478,9 +478,11 @@ static void
 failed(journal_t *j, int rc, uint64_t now_us)
 {
     if (!j->failure) {
+        /* reported_us stays: a report soon after the last one waits, so
+         * that av_report's own once-a-second rule never eats its counts. */
         j->failing_since_us = now_us;
         j->failed_commits = j->refused = 0;
-        j->reported_us = j->reported_failed_commits = j->reported_refused = 0;
+        j->reported_failed_commits = j->reported_refused = 0;
     }
     j->failure = rc;
     j->failed_commits++;
@@ -515,9 +517,12 @@ commit(journal_t *j, bool now)
     }
     int rc = write_ops(j, true);
     if (rc == 0) {
+        /* Deletes alone may fit in pages a full disk still has: only new
+         * records written say that the journal takes requests again. */
+        bool took_new = j->n_new > 0;
         clear_ops(j);
         (*j->commits)++;
-        if (j->failure)
+        if (j->failure && took_new)
             recovered(j, now_us);
         return 0;
     }
