@@ -1,8 +1,9 @@
 /* availctl run: the whole constellation in the foreground, for a developer's
  * machine, CI and benchmarks (production uses the systemd units). Starts
- * errors, cache, dispatcher, one querier per registry and intake, each once
- * the one before said READY=1 on a notify socket of ours, or died before
- * it, or did not say it within READY_WAIT_MS: the others serve without any
+ * errors and cache together, then the dispatcher, then the queriers (one
+ * per querier group instance) together, then intake, each step once those
+ * before said READY=1 on a notify socket of ours, or died before it, or
+ * did not say it within READY_WAIT_MS: the others serve without any
  * one of them (a cache in a crash loop costs its hits, not the service);
  * restarts a daemon that dies with a growing delay; on SIGINT/SIGTERM stops
  * them in reverse order and reaps every child.
@@ -54,6 +55,7 @@ typedef struct {
     int notify_fd;
     pid_t pid;
     bool ready;
+    bool in_batch;         /* of the batch the next waits for */
     uint32_t restart_delay_ms;
     uint32_t restarts;
     sd_event_source *child_source;
@@ -67,7 +69,8 @@ struct runner {
     child_t *children;
     size_t n_children;
     size_t next_to_start;  /* start in order, one after the other is READY */
-    child_t *waiting;      /* the one the next waits for, or NULL */
+    child_t *waiting;      /* the one the next waits for (the first of a batch), or NULL */
+    size_t waiting_left;   /* of the batch started together (the queriers), not READY yet */
     sd_event_source *ready_timer; /* READY_WAIT_MS of waiting */
     bool stopping;
     uint64_t started_us;
@@ -98,16 +101,37 @@ detach_when_all_ready(runner_t *r)
 
 static int on_ready_wait(sd_event_source *s, uint64_t usec, void *userdata);
 
+/* Daemons that need nothing of one another start together: the error
+ * recorder and the cache (the first two), then the dispatcher, then the
+ * queriers together, then intake once all of them are READY. */
+static int
+batch_of(const char *kind)
+{
+    if (strcmp(kind, "errors") == 0 || strcmp(kind, "cache") == 0)
+        return 1;
+    return strcmp(kind, "querier") == 0 ? 2 : 0;
+}
+
 static void
 start_next(runner_t *r)
 {
     r->waiting = NULL;
+    r->waiting_left = 0;
+    for (size_t i = 0; i < r->n_children; i++)
+        r->children[i].in_batch = false;
     r->ready_timer = sd_event_source_disable_unref(r->ready_timer);
     while (!r->stopping && r->next_to_start < r->n_children) {
         child_t *c = &r->children[r->next_to_start++];
         if (start_child(c) == 0) {
-            /* Its READY=1 starts the next; so does its death, or a hang. */
-            r->waiting = c;
+            c->in_batch = true;
+            r->waiting_left++;
+            if (!r->waiting)
+                r->waiting = c;
+        }
+        int batch = batch_of(c->kind);
+        if (r->waiting && !(batch && r->next_to_start < r->n_children &&
+                            batch_of(r->children[r->next_to_start].kind) == batch)) {
+            /* Their READY=1 starts the next; so does a death, or a hang. */
             sd_event_add_time_relative(r->loop, &r->ready_timer, CLOCK_MONOTONIC, (uint64_t)READY_WAIT_MS * 1000,
                                        1000, on_ready_wait, r);
             return;
@@ -167,7 +191,7 @@ on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
                           strcmp(buf, "READY=1") == 0 || strncmp(buf, "READY=1", 7) == 0)) {
             c->ready = true;
             c->restart_delay_ms = RESTART_DELAY_MIN_MS;
-            if (c->run->waiting == c)
+            if (c->in_batch && --c->run->waiting_left == 0)
                 start_next(c->run);
             else
                 detach_when_all_ready(c->run); /* a late one, or one restarted */
@@ -351,9 +375,12 @@ on_child(sd_event_source *s, const siginfo_t *si, void *userdata)
     /* One that died before its READY=1 holds the rest back no more: they
      * serve without it while it is restarted (a damaged database, a crash
      * loop). */
-    if (!was_ready && r->waiting == c) {
-        fprintf(stderr, "availctl run: %s did not start: starting the rest without it\n", c->ident);
-        start_next(r);
+    if (!was_ready && c->in_batch) {
+        c->in_batch = false;
+        if (--r->waiting_left == 0) {
+            fprintf(stderr, "availctl run: %s did not start: starting the rest without it\n", c->ident);
+            start_next(r);
+        }
     }
     return 0;
 }
