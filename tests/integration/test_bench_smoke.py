@@ -1,7 +1,8 @@
 """The benchmark cannot rot: `bench/run --smoke` against the test build runs
 every part of the benchmark once with a tiny load (availd's cache hits by
 push, dealer, batch, open loop and gateway, its misses, the one-wave run,
-and the Perl baseline), prints its table, and leaves no process behind.
+the Perl baseline, and bench/group-querier with the shipped configuration),
+prints its table, and leaves no process behind.
 
 No timing is asserted: only that it ran, that every figure is a number,
 and that availd-load saw no wrong, duplicate or misattributed answer (that
@@ -133,6 +134,14 @@ def test_bench_smoke(tmp_path):
     data = json.loads(out_json.read_text())
     res = data["results"]
     assert not res["bugs"], res["bugs"]
+    # bench/group-querier, run by bench/run: the shipped configuration starts,
+    # its RDAP querier carries every RDAP registry, the loopback ones answer
+    g = res["group_querier"]
+    assert 5 <= g["processes"] <= 15, g
+    assert g["rdap_querier_registries"] > 500, g
+    assert g["answers"] > 0 and set(g["statuses"]) == {"available"}, g
+    assert all(v > 0 for v in g["pss_idle_kb"].values()), g
+    assert "shipped configuration (bench/group-querier)" in out
     for run in res["all_runs"]:
         assert run.get("load"), f"{run['label']} failed: {run.get('error')}"
         if run["side"] == "availd":
@@ -155,19 +164,3 @@ def test_bench_smoke(tmp_path):
         assert res.get("baseline_not_run", "").startswith("package "), res.get("baseline_not_run")
         assert "not run: package" in out
 
-
-def test_group_querier_bench_smoke():
-    """bench/group-querier --smoke: the shipped configuration starts, the RDAP
-    querier carries every RDAP registry and loopback ones, every check of
-    the loopback registries is answered available, nothing is left behind."""
-    bench = os.path.join(harness.SOURCE_DIR, "bench", "group-querier")
-    r = subprocess.run([bench, "--smoke", "--build-dir", harness.BUILD_DIR], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    result = json.loads(r.stdout)
-    assert 5 <= result["processes"] <= 15, result
-    assert result["rdap_querier_registries"] > 500, result
-    assert result["answers"] > 0 and set(result["statuses"]) == {"available"}, result
-    assert all(v > 0 for v in result["pss_idle_kb"].values()), result
-    left = subprocess.run(["pgrep", "-f", "avg-"], capture_output=True, text=True).stdout.split()
-    assert not left, left
