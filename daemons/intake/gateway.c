@@ -2,7 +2,11 @@
  * and reads `NAME STATUS [reason]\r\n`, then the server closes (so
  * `whois -h HOST -p PORT NAME` works). Clients are checked against
  * cidr_allow/cidr_deny, counted against intake.gateway_clients, and must
- * send their line within intake.gateway_timeout_ms. */
+ * send their line within intake.gateway_timeout_ms. A flood of connections
+ * that say nothing cannot keep others out: one address holds at most a
+ * share of the slots, silent ones are closed sooner when slots run low,
+ * and a newcomer takes the slot of the oldest silent one when all are
+ * taken. */
 #include "intake.h"
 
 #include "av_poller.h"
@@ -18,6 +22,15 @@
 
 #define LINE_MAX_BYTES 1024
 #define OUT_MAX_BYTES (AV_NAME_MAX + AV_REASON_MAX + 64)
+/* One address (an IPv6 client: its /64) holds at most this part of
+ * intake.gateway_clients: 256 of 1,024. */
+#define ADDRESS_SHARE_DIVISOR 4
+/* Once this part of the slots is taken (768 of 1,024), a connection that
+ * has not sent its line within SILENT_WHEN_BUSY_MS is closed: a whois
+ * client sends it as it connects. */
+#define BUSY_PERCENT 75
+#define SILENT_WHEN_BUSY_MS 1000
+#define ADDRESS_KEY_MAX (INET6_ADDRSTRLEN + 4)
 
 struct gateway_conn {
     TAILQ_ENTRY(gateway_conn) entry;
@@ -32,6 +45,8 @@ struct gateway_conn {
     size_t out_len;
     size_t out_sent;
     bool answered;
+    uint64_t accepted_us;
+    char address[ADDRESS_KEY_MAX]; /* what it counts against in per_address */
 };
 
 struct gateway {
@@ -41,10 +56,56 @@ struct gateway {
     av_poller_t *poller;       /* the clients */
     TAILQ_HEAD(, gateway_conn) conns; /* in accept order, so in deadline order */
     uint32_t count;
+    zhashx_t *per_address;     /* address key -> its connections (a count, not a pointer) */
     uint64_t *accepted;
     uint64_t *refused;
     uint64_t *timeouts;
+    uint64_t *refused_address; /* past one address's share */
+    uint64_t *evicted;         /* silent, closed for a newcomer */
 };
+
+/* A client's address as its share is counted: IPv4 (also mapped in IPv6)
+ * whole, IPv6 by its /64, which one client usually has to itself. */
+static void
+address_key(const struct sockaddr *sa, char *key, size_t size)
+{
+    snprintf(key, size, "?");
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, key, (socklen_t)size);
+    } else if (sa->sa_family == AF_INET6) {
+        struct in6_addr a = ((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&a)) {
+            inet_ntop(AF_INET, &a.s6_addr[12], key, (socklen_t)size);
+            return;
+        }
+        memset(&a.s6_addr[8], 0, 8);
+        inet_ntop(AF_INET6, &a, key, (socklen_t)size);
+        strncat(key, "/64", size - strlen(key) - 1);
+    }
+}
+
+static uint32_t
+address_count(gateway_t *gw, const char *key)
+{
+    return (uint32_t)(uintptr_t)zhashx_lookup(gw->per_address, key);
+}
+
+static void
+address_add(gateway_t *gw, const char *key, int delta)
+{
+    uint32_t n = address_count(gw, key) + (uint32_t)delta;
+    if (n == 0)
+        zhashx_delete(gw->per_address, key);
+    else
+        zhashx_update(gw->per_address, key, (void *)(uintptr_t)n);
+}
+
+/* Has not sent its line: neither a request nor an answer on the way. */
+static bool
+silent(const gateway_conn_t *c)
+{
+    return !c->request && !c->answered;
+}
 
 uint32_t
 gateway_clients(const gateway_t *gw)
@@ -68,9 +129,16 @@ conn_close(gateway_conn_t *c)
     gateway_t *gw = c->gw;
     TAILQ_REMOVE(&gw->conns, c, entry);
     gw->count--;
+    address_add(gw, c->address, -1);
     if (c->request)
         request_forget_conn(c->request);
     av_poller_del(gw->poller, &c->poll);
+    /* Closing with unread bytes sends a reset, and a reset can make the
+     * client lose what it was just told (a refusal sent as it sent its
+     * line): read what has come, bounded, before closing. */
+    char sink[1024];
+    for (int i = 0; i < 4 && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+        ;
     close(c->fd);
     free(c);
 }
@@ -214,6 +282,22 @@ on_conn_io(void *arg, uint32_t revents)
         on_readable(c);
 }
 
+/* All slots taken: the oldest connection that has not sent its line (the
+ * list is in accept order) makes room for the newcomer. */
+static bool
+evict_silent(gateway_t *gw, const gateway_conn_t *newcomer)
+{
+    gateway_conn_t *c;
+    TAILQ_FOREACH(c, &gw->conns, entry) {
+        if (c != newcomer && silent(c)) {
+            (*gw->evicted)++;
+            conn_close(c);
+            return true;
+        }
+    }
+    return false;
+}
+
 static int
 on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
@@ -247,15 +331,24 @@ on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata)
         c->gw = gw;
         c->fd = cfd;
         c->poll.fd = -1;
-        c->deadline_us = av_mono_us() + (uint64_t)cfg->intake.gateway_timeout_ms * 1000;
+        c->accepted_us = av_mono_us();
+        c->deadline_us = c->accepted_us + (uint64_t)cfg->intake.gateway_timeout_ms * 1000;
+        address_key((struct sockaddr *)&peer, c->address, sizeof c->address);
+        uint32_t share = cfg->intake.gateway_clients / ADDRESS_SHARE_DIVISOR;
+        bool over_share = address_count(gw, c->address) >= (share ? share : 1);
         TAILQ_INSERT_TAIL(&gw->conns, c, entry);
         gw->count++;
+        address_add(gw, c->address, 1);
         (*gw->accepted)++;
         if (av_poller_add(gw->poller, &c->poll, cfd, EPOLLIN, on_conn_io, c) < 0) {
             conn_close(c);
             continue;
         }
-        if (gw->count > cfg->intake.gateway_clients) {
+        if (over_share) {
+            (*gw->refused)++;
+            (*gw->refused_address)++;
+            conn_say(c, "% too many connections from your address, try again\r\n");
+        } else if (gw->count > cfg->intake.gateway_clients && !evict_silent(gw, c)) {
             (*gw->refused)++;
             conn_say(c, "% too many connections, try again\r\n");
         }
@@ -270,11 +363,16 @@ gateway_scan(gateway_t *gw, uint64_t now_us)
         return;
     /* A connection waiting for its answer is the request's business (its
      * deadline answers it); only silent clients and stuck writes go here.
-     * The list is at most intake.gateway_clients long. */
+     * The list is at most intake.gateway_clients long. When slots run low
+     * the silent ones get SILENT_WHEN_BUSY_MS, not the whole timeout. */
+    const av_config_t *cfg = av_daemon_config(gw->in->d);
+    bool busy = (uint64_t)gw->count * 100 >= (uint64_t)cfg->intake.gateway_clients * BUSY_PERCENT;
     gateway_conn_t *c, *next;
     for (c = TAILQ_FIRST(&gw->conns); c; c = next) {
         next = TAILQ_NEXT(c, entry);
-        if (!c->request && c->deadline_us <= now_us) {
+        bool expired = c->deadline_us <= now_us ||
+                       (busy && silent(c) && c->accepted_us + SILENT_WHEN_BUSY_MS * 1000 <= now_us);
+        if (!c->request && expired) {
             (*gw->timeouts)++;
             conn_close(c);
         }
@@ -330,6 +428,12 @@ gateway_open(intake_t *in, const char *endpoint)
     gw->accepted = av_daemon_counter(in->d, "gateway_accepted");
     gw->refused = av_daemon_counter(in->d, "gateway_refused");
     gw->timeouts = av_daemon_counter(in->d, "gateway_timeouts");
+    gw->refused_address = av_daemon_counter(in->d, "gateway_refused_address");
+    gw->evicted = av_daemon_counter(in->d, "gateway_evicted");
+    if (!(gw->per_address = zhashx_new())) {
+        free(gw);
+        return NULL;
+    }
     gw->fd = av_inherited_socket(endpoint);
     if (gw->fd >= 0) {
         /* From a socket unit: it stays listening while we restart. */
@@ -342,17 +446,20 @@ gateway_open(intake_t *in, const char *endpoint)
     }
     if (gw->fd < 0) {
         av_log_err("cannot listen on %s: %s", endpoint, why);
+        zhashx_destroy(&gw->per_address);
         free(gw);
         return NULL;
     }
     if (!(gw->poller = av_poller_new(av_daemon_loop(in->d)))) {
         close(gw->fd);
+        zhashx_destroy(&gw->per_address);
         free(gw);
         return NULL;
     }
     if (sd_event_add_io(av_daemon_loop(in->d), &gw->io, gw->fd, EPOLLIN, on_accept, gw) < 0) {
         av_poller_destroy(&gw->poller);
         close(gw->fd);
+        zhashx_destroy(&gw->per_address);
         free(gw);
         return NULL;
     }
@@ -370,6 +477,7 @@ gateway_close(gateway_t **self_p)
         conn_close(c);
     gateway_stop_listening(gw);
     av_poller_destroy(&gw->poller);
+    zhashx_destroy(&gw->per_address);
     free(gw);
     *self_p = NULL;
 }
