@@ -55,6 +55,7 @@ static struct {
     dev_t dev;
     ino_t ino;
     off_t size;
+    char why[256];
 } warned;
 
 size_t
@@ -112,11 +113,13 @@ check_file(const char *path, const char *data, struct stat *st)
     int rc = av_lmdb_check_file(data, why, sizeof why);
     if (rc == -2)
         av_log_debug("cache in %s not read for now: %s", path, why);
-    if (rc == -1 && !(warned.dev == st->st_dev && warned.ino == st->st_ino && warned.size == st->st_size)) {
+    if (rc == -1 && !(warned.dev == st->st_dev && warned.ino == st->st_ino && warned.size == st->st_size &&
+                      strcmp(warned.why, why) == 0)) {
         av_log_warning("cache in %s is damaged (%s): not read until availd-cache has rebuilt it", path, why);
         warned.dev = st->st_dev;
         warned.ino = st->st_ino;
         warned.size = st->st_size;
+        snprintf(warned.why, sizeof warned.why, "%s", why);
     }
     return rc == 0 ? 0 : -1;
 }

@@ -2,13 +2,19 @@
  * readers' side it shares with the dispatcher (av_cache): answers stored in
  * batches and read back field by field, TTLs and staleness, overwrites,
  * sweeps and evictions in expiry order, a full map, purges, a reader in
- * another process, and the per-registry timing histograms. Each test has
+ * another process, a damaged cache (cut short, garbage meta pages, not
+ * LMDB) moved aside and started empty, a reader that never maps one and
+ * lets go of one cut or replaced under it, and the per-registry timing
+ * histograms. Each test has
  * its own LMDB environment in a temp directory; times are explicit
  * (now_ms), never the clock. */
 #include "cache_store.h"
 
+#include "av_lmdb.h"
+
 #include "unit_files.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -667,6 +673,150 @@ test_reader_in_another_process_sees_the_writers_commits(void **state)
                  status);
 }
 
+
+/* ---- a damaged cache -------------------------------------------------------- */
+
+/* n answers fill-0.com .. fill-(n-1).com, in batches of 500. */
+static void
+fill(fixture_t *f, int n)
+{
+    enum { BATCH = 500 };
+    if (f->cfg.max_entries < 1000000)
+        reopen_with_max_entries(f, 1000000);
+    av_put_t *puts = calloc(BATCH, sizeof *puts);
+    char (*names)[32] = calloc(BATCH, sizeof *names);
+    assert_non_null(puts);
+    assert_non_null(names);
+    for (int first = 0; first < n; first += BATCH) {
+        int k = n - first < BATCH ? n - first : BATCH;
+        for (int i = 0; i < k; i++) {
+            snprintf(names[i], sizeof names[i], "fill-%d.com", first + i);
+            puts[i] = answer(names[i], AV_STATUS_REGISTERED, T0, 3600);
+        }
+        put_batch(f, puts, (size_t)k, T0);
+    }
+    free(puts);
+    free(names);
+}
+
+static const char *
+data_file(fixture_t *f, char *buf, size_t size)
+{
+    return unit_path(buf, size, f->path, "data.mdb");
+}
+
+/* The three damages of issue 12: cut to 100,000 bytes (or to half, for a
+ * smaller file), garbage over both meta pages, not LMDB at all. */
+static void
+damage(fixture_t *f, int kind)
+{
+    char data[PATH_MAX];
+    struct stat st;
+    data_file(f, data, sizeof data);
+    assert_int_equal(stat(data, &st), 0);
+    if (kind == 0) {
+        assert_int_equal(truncate(data, st.st_size > 100000 ? 100000 : st.st_size / 2), 0);
+    } else if (kind == 1) {
+        static uint8_t garbage[8192];
+        memset(garbage, 0xC3, sizeof garbage);
+        FILE *out = fopen(data, "r+b");
+        assert_non_null(out);
+        assert_int_equal(fwrite(garbage, 1, sizeof garbage, out), sizeof garbage);
+        assert_int_equal(fclose(out), 0);
+    } else {
+        assert_int_equal(unit_write_file(data, "this is not the cache you are looking for\n"), 0);
+    }
+}
+
+static int
+damaged_copies(fixture_t *f)
+{
+    struct dirent **list;
+    int n = scandir(f->path, &list, NULL, alphasort), copies = 0;
+    for (int i = 0; i < n; i++) {
+        copies += strncmp(list[i]->d_name, "data.mdb.damaged-", 17) == 0;
+        free(list[i]);
+    }
+    if (n >= 0)
+        free(list);
+    return copies;
+}
+
+static void
+test_a_damaged_cache_is_moved_aside_and_the_writer_starts_empty(void **state)
+{
+    fixture_t *f = *state;
+    for (int kind = 0; kind < 3; kind++) {
+        fill(f, 3000);
+        assert_cached(f->cache, "fill-1.com", AV_STATUS_REGISTERED, T0 + S(3600));
+        cache_store_close(&f->cache);
+        damage(f, kind);
+        /* Before: SIGBUS at open (cut short), or a refusal at every start. */
+        assert_non_null(f->cache = cache_store_open(NULL, &f->cfg));
+        assert_absent(f->cache, "fill-1.com");
+        assert_int_equal(damaged_copies(f), kind + 1);
+        put_one(f, answer("after.com", AV_STATUS_AVAILABLE, T0, 60), T0);
+        assert_cached(f->cache, "after.com", AV_STATUS_AVAILABLE, T0 + S(60));
+    }
+}
+
+static void
+test_a_reader_never_maps_a_damaged_cache_and_lets_go_of_one_cut_under_it(void **state)
+{
+    fixture_t *f = *state;
+    av_cached_t c;
+    fill(f, 3000);
+    cache_store_close(&f->cache); /* one environment per process: the reader's */
+    av_cache_t *r = av_cache_open_reader(f->path);
+    assert_non_null(r);
+    assert_int_equal(av_cache_get(r, "fill-1.com", &c), 0);
+    /* Cut under it: the next lookup lets go instead of dying of SIGBUS. */
+    damage(f, 0);
+    assert_int_equal(av_cache_get(r, "fill-2999.com", &c), -1);
+    av_cache_close(&r);
+    /* Damaged: no reader (every lookup a miss) until it is rebuilt. */
+    for (int kind = 0; kind < 3; kind++) {
+        if (kind)
+            damage(f, kind);
+        assert_null(av_cache_open_reader(f->path));
+    }
+    assert_non_null(f->cache = cache_store_open(NULL, &f->cfg));
+    cache_store_close(&f->cache);
+    assert_non_null(r = av_cache_open_reader(f->path));
+    assert_int_equal(av_cache_get(r, "fill-1.com", &c), 1);
+    av_cache_close(&r);
+}
+
+static void
+test_a_reader_lets_go_of_a_cache_replaced_under_it(void **state)
+{
+    fixture_t *f = *state;
+    av_cached_t c;
+    char aside[PATH_MAX];
+    fill(f, 10);
+    cache_store_close(&f->cache);
+    av_cache_t *r = av_cache_open_reader(f->path);
+    assert_non_null(r);
+    assert_int_equal(av_cache_get(r, "fill-1.com", &c), 0);
+    /* availd-cache moves it aside and starts a new one. */
+    assert_int_equal(av_lmdb_set_aside(f->path, aside, sizeof aside), 0);
+    assert_non_null(f->cache = cache_store_open(NULL, &f->cfg));
+    put_one(f, answer("new.com", AV_STATUS_AVAILABLE, T0, 60), T0);
+    cache_store_close(&f->cache);
+    /* The reader notices within a second or so (it looks at the path once
+     * a second), and reads the old file meanwhile: nothing wrong in it. */
+    int rc;
+    uint64_t deadline_us = av_mono_us() + 10 * 1000000;
+    while ((rc = av_cache_get(r, "fill-1.com", &c)) == 0 && av_mono_us() < deadline_us)
+        usleep(20000);
+    assert_int_equal(rc, -1);
+    av_cache_close(&r);
+    assert_non_null(r = av_cache_open_reader(f->path));
+    assert_int_equal(av_cache_get(r, "new.com", &c), 0);
+    assert_int_equal(av_cache_get(r, "fill-1.com", &c), 1);
+    av_cache_close(&r);
+}
+
 /* ---- timing ------------------------------------------------------------- */
 
 static void
@@ -936,6 +1086,9 @@ main(void)
         T(test_purge_keeps_the_timing_history),
         T(test_reader_of_a_path_without_an_environment_is_null),
         T(test_reader_in_another_process_sees_the_writers_commits),
+        T(test_a_damaged_cache_is_moved_aside_and_the_writer_starts_empty),
+        T(test_a_reader_never_maps_a_damaged_cache_and_lets_go_of_one_cut_under_it),
+        T(test_a_reader_lets_go_of_a_cache_replaced_under_it),
         T(test_timing_counts_samples_errors_and_rate_limits_per_registry),
         T(test_timing_of_many_registries_in_one_batch_counts_each_sample_once),
         T(test_timing_quantiles_lie_within_a_quarter_of_the_samples),

@@ -1,14 +1,16 @@
 /* Unit tests of availd-errors' database (errors_db): events numbered in
  * arrival order and read back as they were reported, newest first, with
  * filters; counts per registry and code; retention by count and by age; a
- * database reopened; a map too small for what is kept. Each test has its
- * own LMDB environment in a temp directory; times are explicit. */
+ * database reopened; a map too small for what is kept; a damaged one
+ * moved aside and started empty. Each test has its own LMDB environment
+ * in a temp directory; times are explicit. */
 #include "errors_db.h"
 
 #include "av_lmdb.h"
 
 #include "unit_files.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -451,6 +453,61 @@ test_close_clears_the_pointer_and_tolerates_null(void **state)
     errors_db_close(NULL);
 }
 
+
+/* ---- a damaged database ---------------------------------------------------- */
+
+/* Writes len bytes of pattern over the data file from its start. */
+static void
+garble_start(fixture_t *f, size_t len)
+{
+    char data[PATH_MAX];
+    uint8_t *buf = malloc(len);
+    assert_non_null(buf);
+    memset(buf, 0x6B, len);
+    FILE *out = fopen(unit_path(data, sizeof data, f->path, "data.mdb"), "r+b");
+    assert_non_null(out);
+    assert_int_equal(fwrite(buf, 1, len, out), len);
+    assert_int_equal(fclose(out), 0);
+    free(buf);
+}
+
+static void
+test_a_damaged_database_is_moved_aside_and_opened_empty(void **state)
+{
+    fixture_t *f = *state;
+    char data[PATH_MAX];
+    append_codes(f, 40, T0);
+    errors_db_close(&f->db);
+    /* Garbage meta pages: moved aside, and an empty database numbers its
+     * events from 1 again. */
+    garble_start(f, 8192);
+    assert_non_null(f->db = errors_db_open(NULL, &f->cfg));
+    assert_int_equal(errors_db_size(f->db), 0);
+    av_error_t ev = event("intake", "", AV_LEVEL_ERR, "after", "x");
+    append(f, &ev, 1, T0 + 1);
+    assert_int_equal(ev.seq, 1);
+    assert_counts(f, "/after=1\n");
+    /* Cut short, then not LMDB at all: the same. */
+    append_codes(f, 200, T0 + 2);
+    errors_db_close(&f->db);
+    assert_int_equal(truncate(unit_path(data, sizeof data, f->path, "data.mdb"), 3 * 4096), 0);
+    assert_non_null(f->db = errors_db_open(NULL, &f->cfg));
+    assert_int_equal(errors_db_size(f->db), 0);
+    errors_db_close(&f->db);
+    assert_int_equal(unit_write_file(data, "an error database, honest"), 0);
+    assert_non_null(f->db = errors_db_open(NULL, &f->cfg));
+    assert_int_equal(errors_db_size(f->db), 0);
+    /* Each damaged one kept beside it, for a post-mortem. */
+    struct dirent **list;
+    int n = scandir(f->path, &list, NULL, alphasort), copies = 0;
+    for (int i = 0; i < n; i++) {
+        copies += strncmp(list[i]->d_name, "data.mdb.damaged-", 17) == 0;
+        free(list[i]);
+    }
+    free(list);
+    assert_int_equal(copies, 3);
+}
+
 int
 main(void)
 {
@@ -468,6 +525,7 @@ main(void)
         T(test_expire_drops_what_was_received_before_the_age_bound),
         T(test_a_map_too_small_for_the_retention_keeps_the_newest),
         T(test_close_clears_the_pointer_and_tolerates_null),
+        T(test_a_damaged_database_is_moved_aside_and_opened_empty),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
