@@ -154,7 +154,7 @@ journal_request(intake_t *in, const request_t *r, bool fresh)
  * them with it. A frontend that does not read its replies has at most
  * PEER_QUEUE_MAX_BYTES in ZeroMQ's queues and HOLD_PEER_MAX_BYTES held
  * here; the rest of its replies are lost (it asks again). */
-#define PEER_QUEUE_MAX_BYTES (8u << 20)
+#define PEER_QUEUE_MAX_BYTES (4u << 20)
 #define ROUTER_QUEUE_MAX_BYTES (64u << 20) /* all peers together */
 #define PEERS_SWEEP_US (1000 * 1000)
 
@@ -278,7 +278,7 @@ outgoing_free(outgoing_t *o)
 #define HOLD_UNROUTABLE_MS 5000
 #define HOLD_UNROUTABLE_MAX 100000
 #define HOLD_MAX_BYTES (64u << 20)
-#define HOLD_PEER_MAX_BYTES (8u << 20)
+#define HOLD_PEER_MAX_BYTES (4u << 20)
 
 static bool
 hold(intake_t *in, outgoing_t *o)
