@@ -200,10 +200,21 @@ def test_messages_of_an_older_and_a_newer_version_are_understood(make_cluster):
         dispatcher = next(x for x in c.daemons if x.kind == "dispatcher")
         dispatcher.signal(signal.SIGHUP)
         wait_until(lambda: c.status("dispatcher")["counters"]["reloads"] == 1, what="reload")
+        # It heartbeats as a querier does (a silent one is dropped after
+        # heartbeat_misses x heartbeat_ms, 0.3 s here) until the check comes.
+        heartbeat = msgpack.packb({"t": "heartbeat", "v": 2, "registry": "fake", "credit": 10, "load": 0.5})
+        workers = c.status("dispatcher")["gauges"]["workers"]
         fake.send(msgpack.packb({"t": "ready", "v": 2, "registry": "fake", "credit": 10}))
-        time.sleep(0.3)
+
+        def fake_known():
+            fake.send(heartbeat)
+            return c.status("dispatcher")["gauges"]["workers"] > workers
+        wait_until(fake_known, timeout=30, interval=0.05, what="the fake querier taken on")
         d.send(msgpack.packb({"t": "check", "v": 1, "id": "viafake", "name": "x.fake"}))
-        assert fake.poll(5000), "the dispatcher did not use the other-version querier"
+        deadline = time.monotonic() + 30
+        while not fake.poll(50) and time.monotonic() < deadline:
+            fake.send(heartbeat)
+        assert fake.poll(0), "the dispatcher did not use the other-version querier"
         check = msgpack.unpackb(fake.recv(), raw=False)
         assert check["t"] == "check" and check["name"] == "x.fake"
         fake.send(msgpack.packb({"t": "answer", "v": 2, "id": "", "name": "x.fake", "status": "available",
