@@ -193,6 +193,7 @@ def test_messages_of_an_older_and_a_newer_version_are_understood(make_cluster):
 
         # A querier of another version: a fake one speaking the minimal
         # format (no pid, a heartbeat with extra keys, v=2 answers).
+        workers = c.status("dispatcher")["gauges"]["workers"]  # the real querier's
         fake = c.socket(zmq.DEALER, c.endpoint("dispatcher_workers"))
         fake.send(msgpack.packb({"t": "ready", "v": 2, "registry": "fake", "credit": 10, "zone": "eu"}))
         c.config["registries"]["fake"] = whois_registry(registry.port, ["fake"])
@@ -203,7 +204,6 @@ def test_messages_of_an_older_and_a_newer_version_are_understood(make_cluster):
         # It heartbeats as a querier does (a silent one is dropped after
         # heartbeat_misses x heartbeat_ms, 0.3 s here) until the check comes.
         heartbeat = msgpack.packb({"t": "heartbeat", "v": 2, "registry": "fake", "credit": 10, "load": 0.5})
-        workers = c.status("dispatcher")["gauges"]["workers"]
         fake.send(msgpack.packb({"t": "ready", "v": 2, "registry": "fake", "credit": 10}))
 
         def fake_known():
