@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct av_patterns av_patterns_t;
 
@@ -22,6 +23,10 @@ void av_patterns_destroy(av_patterns_t **self_p);
  * (owned by the config) and sets *kind, or NULL when none matches. */
 const char *av_patterns_first(av_patterns_t *self, const av_pattern_kind_t *order, size_t n_order,
                               const char *reply, size_t len, av_pattern_kind_t *kind);
+
+/* How often POSIX patterns were compiled afresh to let go of what glibc's
+ * regexec cached (see av_patterns.c). */
+uint64_t av_patterns_fresh_compiles(const av_patterns_t *self);
 
 /* Checks one pattern compiles; used by config validation. */
 int av_pattern_check(const char *pattern, bool posix, char *why, size_t whylen);

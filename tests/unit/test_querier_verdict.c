@@ -727,6 +727,44 @@ test_every_unknown_verdict_has_a_row_in_the_reasons_table(void **state)
 
 /* ---- outside the per-syntax groups ------------------------------------- */
 
+/* glibc's regexec keeps the DFA states it builds in the regex_t: a querier
+ * with POSIX patterns compiles each afresh every 2,048 matches so what it
+ * holds stays bounded, and a fresh compile decides as the first did. */
+static void
+test_posix_patterns_are_compiled_afresh_and_decide_the_same(void **state)
+{
+    fixture_t *f = *state;
+    f->reg.posix_patterns = true;
+    add_pattern(f, AV_PAT_RATE_LIMITED, "^.{0,60}\\blimit (exceeded|reached)\\b");
+    add_pattern(f, AV_PAT_AVAILABLE, "^(No match for|NOT FOUND|No entries found)");
+    char err[256];
+    av_patterns_t *pats = av_patterns_new(&f->reg, err, sizeof err);
+    assert_non_null(pats);
+    static const av_pattern_kind_t order[] = { AV_PAT_RATE_LIMITED, AV_PAT_AVAILABLE };
+    static const struct {
+        const char *reply;
+        bool hit;
+        av_pattern_kind_t kind;
+    } replies[] = {
+        { "% Query rate limit exceeded, try later\n", true, AV_PAT_RATE_LIMITED },
+        { "No match for \"x.example\".\n", true, AV_PAT_AVAILABLE },
+        { "Domain Name: x.example\nRegistrar: R\n", false, AV_PAT_AVAILABLE },
+    };
+    uint32_t runs = 3 * 2048 + 5; /* per pattern, each reply tries one or both */
+    for (uint32_t run = 0; run < runs; run++) {
+        const char *reply = replies[run % 3].reply;
+        av_pattern_kind_t kind = AV_PAT_KINDS;
+        const char *hit = av_patterns_first(pats, order, 2, reply, strlen(reply), &kind);
+        assert_int_equal(hit != NULL, replies[run % 3].hit);
+        if (hit)
+            assert_int_equal(kind, replies[run % 3].kind);
+    }
+    /* rate_limited is tried on every reply, available on the two it misses */
+    uint64_t want = runs / 2048 + (runs - (runs + 2) / 3) / 2048;
+    assert_int_equal(av_patterns_fresh_compiles(pats), want);
+    av_patterns_destroy(&pats);
+}
+
 static void
 test_pattern_check_rejects_unclosed_group_in_both_syntaxes(void **state)
 {
@@ -871,6 +909,7 @@ main(void)
         cmocka_unit_test(test_a_delegation_is_registered_and_none_decides_nothing),
         cmocka_unit_test(test_failures_are_unknown_with_their_reason),
         cmocka_unit_test_setup_teardown(test_every_unknown_verdict_has_a_row_in_the_reasons_table, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_posix_patterns_are_compiled_afresh_and_decide_the_same, setup, teardown),
         cmocka_unit_test_setup_teardown(test_classifier_from_a_loaded_config_with_posix_syntax, setup_loaded,
                                         teardown_loaded),
     };
