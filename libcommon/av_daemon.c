@@ -811,6 +811,11 @@ av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks)
         fprintf(stderr, "availd-%s: %s\n", hooks->name, err);
         return AV_EXIT_CONFIG;
     }
+    if (hooks->instance_check && hooks->instance_check(d->cfg, d->instance, err, sizeof err) < 0) {
+        fprintf(stderr, "availd-%s: %s\n", hooks->name, err);
+        av_config_free(&d->cfg);
+        return AV_EXIT_CONFIG;
+    }
     if (check_only) {
         printf("configuration OK\n");
         av_config_free(&d->cfg);

@@ -58,6 +58,10 @@ typedef struct {
     /* An instance name is required (the querier's --registry NAME). */
     bool instance_required;
     const char *instance_option; /* "registry" */
+    /* Does the config know this instance? Asked by -n and at start, so a
+     * unit for a name the file lacks fails with AV_EXIT_CONFIG (systemd
+     * does not restart it in a loop). May be NULL. */
+    int (*instance_check)(const av_config_t *cfg, const char *instance, char *err, size_t errlen);
     /* Open sockets and build state; called before privileges are dropped. */
     int (*init)(av_daemon_t *d);
     /* SIGHUP or `availctl reload`: `next` has been loaded and validated;

@@ -10,8 +10,10 @@
  *   the group's registries (`queriers:` in availd.yaml; a registry no group
  *   names is a group of its own, named after it, and `queriers: N` in its
  *   entry gives it N processes: NAME, NAME.2 ...; --registry is another
- *   spelling of --group). Each registry keeps its own budget: concurrency
- *   cap, token bucket, backoff after a rate-limit reply, connections,
+ *   spelling of --group; a GROUP the config lacks is refused, by -n too,
+ *   with exit status 78, so systemd does not restart it in a loop). Each
+ *   registry keeps its own budget: concurrency cap, token bucket, backoff
+ *   after a rate-limit reply, connections,
  *   patterns, timeouts; one registry's slowness or throttling never delays
  *   another's checks. The querier connects to the dispatcher as a worker:
  *   `ready` with every registry and its credit (how many checks it can
@@ -113,6 +115,16 @@ querier_fini(av_daemon_t *d)
     av_daemon_set_state(d, NULL);
 }
 
+static int
+querier_instance_check(const av_config_t *cfg, const char *instance, char *err, size_t errlen)
+{
+    if (av_config_group(cfg, instance))
+        return 0;
+    snprintf(err, errlen, "%s: no querier group or registry '%s' (availctl registries lists them)", cfg->path,
+             instance);
+    return -1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -122,6 +134,7 @@ main(int argc, char **argv)
                               .summary = "availd-querier: asks the registries of its group whether names are available",
                               .instance_required = true,
                               .instance_option = "group",
+                              .instance_check = querier_instance_check,
                               .init = querier_init,
                               .on_reload = querier_on_reload,
                               .restart_settings = querier_restart_settings,

@@ -159,12 +159,32 @@ def test_every_unit_verifies_and_is_hardened(tmp_path):
     for n in names:
         if not n.endswith(".service"):
             continue
+        # the max_requests recycle (75) is a clean exit restarted at once;
+        # a refused config (78) or a second instance (73) is not restarted
+        text = (units / n).read_text()
+        for line in ("SuccessExitStatus=75", "RestartForceExitStatus=75", "RestartPreventExitStatus=78 73"):
+            assert f"\n{line}\n" in text, f"{n} lacks {line}"
         r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=25", str(units / n)],
                            capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         score = float(r.stdout.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
         assert score <= 2.0, f"{n}: exposure {score}"
         print(f"{n}: exposure {score}")
+
+
+def test_a_querier_for_a_group_the_config_lacks_is_a_config_error(make_cluster):
+    """systemd must not restart availd-querier@NAME in a loop for a NAME
+    that is not in availd.yaml: -n says so and a start exits 78 too."""
+    from harness import binary, free_port, whois_registry
+    cluster = make_cluster({"registries": {"test": whois_registry(free_port(), ["test"])}})
+    for extra in (["-n"], ["-f"]):
+        r = subprocess.run([binary("querier"), "-c", cluster.config_path, "--group", "no-such-group", *extra],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 78, (extra, r.returncode, r.stderr)
+        assert "no querier group or registry 'no-such-group'" in r.stderr, r.stderr
+    r = subprocess.run([binary("querier"), "-c", cluster.config_path, "--group", "test", "-n"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == "configuration OK\n", r.stdout + r.stderr
 
 
 def test_every_binary_explains_itself(cluster):
