@@ -107,9 +107,9 @@ def test_cidr_rules_apply_to_zeromq_tcp_endpoints_through_zap(make_cluster):
         registry.close()
 
 
-def install(destdir):
+def install(destdir, prefix="/usr"):
     from harness import BUILD_DIR
-    r = subprocess.run(["cmake", "--install", BUILD_DIR, "--prefix", "/usr"], env=dict(os.environ, DESTDIR=destdir),
+    r = subprocess.run(["cmake", "--install", BUILD_DIR, "--prefix", prefix], env=dict(os.environ, DESTDIR=destdir),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -122,7 +122,7 @@ def test_install_puts_everything_in_place_and_keeps_an_edited_config(tmp_path):
             "usr/bin/availctl", "etc/availd/availd.yaml", "usr/lib/sysusers.d/availd.conf",
             "usr/lib/systemd/system/availd.target", "usr/lib/systemd/system/availd-querier@.service",
             "usr/lib/systemd/system/availd-intake.socket", "usr/share/man/man1/availctl.1"] + [
-            f"usr/share/man/man8/availd-{d}.8" for d in ("errors", "cache", "dispatcher", "intake", "querier")]:
+            f"usr/share/man/man8/availd-{d}.8" for d in ("errors", "cache", "dispatcher", "intake", "querier", "generator")]:
         assert os.path.exists(os.path.join(dest, f)), f
     page = open(os.path.join(dest, "usr/share/man/man8/availd-querier.8")).read()
     assert page.startswith(".TH AVAILD-QUERIER 8") and ".SH DESCRIPTION" in page and "CONFIGURATION PARAMETERS" in page
@@ -170,6 +170,79 @@ def test_every_unit_verifies_and_is_hardened(tmp_path):
         score = float(r.stdout.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
         assert score <= 2.0, f"{n}: exposure {score}"
         print(f"{n}: exposure {score}")
+
+
+def test_unit_paths_follow_the_install_prefix(tmp_path):
+    dest = str(tmp_path / "root")
+    install(dest, prefix="/opt/availd")
+    units = os.path.join(dest, "opt/availd/lib/systemd/system")
+    text = open(os.path.join(units, "availd-querier@.service")).read()
+    assert "ExecStart=/opt/availd/sbin/availd-querier -f -c /etc/availd/availd.yaml" in text, text
+    assert os.access(os.path.join(dest, "opt/availd/sbin/availd-querier"), os.X_OK)
+    assert os.path.exists(os.path.join(dest, "opt/availd/lib/systemd/system-generators/availd-generator"))
+    for name in os.listdir(units):
+        assert "/usr/sbin/" not in open(os.path.join(units, name)).read(), name
+
+
+def run_generator(dest, config, out):
+    os.makedirs(out, exist_ok=True)
+    return subprocess.run([os.path.join(dest, "usr/lib/systemd/system-generators/availd-generator"), out, out, out],
+                          env=dict(os.environ, AVAILD_CONFIG=config), capture_output=True, text=True, timeout=60)
+
+
+def test_the_generator_enables_the_queriers_and_sockets_the_config_names(make_cluster, tmp_path):
+    """availd-generator: one availd-querier@ unit per querier process of
+    availd.yaml (groups, registries of their own, `queriers: N`), and the
+    intake socket's ListenStream= from the endpoints; systemd-analyze
+    accepts the units with what it wrote."""
+    from harness import free_port, whois_registry
+    port = free_port()
+    c = make_cluster({
+        "endpoints": {"intake_gateway": f"tcp://*:{free_port()}"},
+        "queriers": {"ccs": {"registries": ["alpha", "beta"]}},
+        "registries": {name: whois_registry(port, [name]) for name in ("alpha", "beta", "gamma")},
+    })
+    c.config["registries"]["gamma"]["queriers"] = 2
+    c.write_config()
+    dest = str(tmp_path / "root")
+    install(dest)
+    out = str(tmp_path / "generated")
+    r = run_generator(dest, c.config_path, out)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    wants = sorted(os.listdir(os.path.join(out, "availd.target.wants")))
+    expected = sorted(f"availd-querier@{group}{'' if n == 1 else f'.{n}'}.service"
+                      for group, instances in c.querier_groups().items() for n in range(1, instances + 1))
+    assert wants == expected == ["availd-querier@ccs.service", "availd-querier@gamma.2.service",
+                                 "availd-querier@gamma.service"], wants
+    link = os.readlink(os.path.join(out, "availd.target.wants", wants[0]))
+    assert link.endswith("/lib/systemd/system/availd-querier@.service"), link
+    dropin = open(os.path.join(out, "availd-intake.socket.d", "50-availd-yaml.conf")).read()
+    listens = [line.split("=", 1)[1] for line in dropin.splitlines() if line.startswith("ListenStream=")]
+    gateway_port = c.config["endpoints"]["intake_gateway"].rsplit(":", 1)[1]
+    assert listens == ["", c.endpoint("intake_pull")[len("ipc://"):], c.endpoint("intake_router")[len("ipc://"):],
+                       gateway_port], listens
+
+    # what systemd would load: the installed units, the generated links and drop-in
+    units = tmp_path / "units"
+    units.mkdir()
+    src = os.path.join(dest, "usr/lib/systemd/system")
+    for name in os.listdir(src):
+        text = open(os.path.join(src, name)).read().replace("/usr/sbin/", os.path.join(dest, "usr/sbin/"))
+        (units / name).write_text(text)
+    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{out}:{units}:")
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", "availd.target", "availd-intake.socket",
+                        "availd-querier@gamma.2.service"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
+
+    # a broken config generates nothing and says where it is broken
+    with open(c.config_path, "a") as f:
+        f.write("intake: [not, a, map]\n")
+    broken_out = str(tmp_path / "broken")
+    r = run_generator(dest, c.config_path, broken_out)
+    assert r.returncode == 1, r
+    assert r.stderr.startswith(f"availd-generator: {c.config_path}:") and "no availd units generated" in r.stderr, \
+        r.stderr
+    assert os.listdir(broken_out) == []
 
 
 def test_a_querier_for_a_group_the_config_lacks_is_a_config_error(make_cluster):
