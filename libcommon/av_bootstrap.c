@@ -1,6 +1,8 @@
 /* Reading RFC 9224 bootstrap files with jansson. */
 #include "av_bootstrap.h"
 
+#include "av_config.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,11 +79,23 @@ av_bootstrap_load(const char *path, char *err, size_t errlen)
         json_array_foreach(tlds, j, name) {
             char tld[256];
             const char *n = json_string_value(name);
-            if (!url || !n || strlen(n) >= sizeof tld)
-                continue;
+            if (!url)
+                continue; /* a service without an https URL serves nothing of ours */
+            if (!n || strlen(n) >= sizeof tld) {
+                snprintf(err, errlen, "%s: services[%zu] has a TLD that is not a string of at most 255 bytes", path, i);
+                av_bootstrap_free(&self);
+                return NULL;
+            }
             for (size_t c = 0; n[c]; c++)
                 tld[c] = (char)((n[c] >= 'A' && n[c] <= 'Z') ? n[c] + 32 : n[c]);
             tld[strlen(n)] = '\0';
+            if (!av_tld_valid(tld)) {
+                /* IANA's file holds A-labels only: anything else is a damaged file. */
+                snprintf(err, errlen, "%s: services[%zu] names \"%s\", not a TLD (A-labels: letters, digits, '-')",
+                         path, i, n);
+                av_bootstrap_free(&self);
+                return NULL;
+            }
             json_object_set_new(self->by_tld, tld, json_string(url));
         }
     }

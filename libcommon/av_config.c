@@ -634,8 +634,8 @@ map_get(parser_t *p, yaml_node_t *map, const char *key)
     return NULL;
 }
 
-static bool
-valid_tld(const char *s)
+bool
+av_tld_valid(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > 253 || s[0] == '.' || s[n - 1] == '.' || strstr(s, ".."))
@@ -665,7 +665,7 @@ validate_registry(parser_t *p, yaml_node_t *node, av_registry_cfg_t *r)
             memmove(t, t + 1, strlen(t));
         for (char *c = t; *c; c++)
             *c = (char)((*c >= 'A' && *c <= 'Z') ? *c + 32 : *c);
-        if (!valid_tld(t))
+        if (!av_tld_valid(t))
             return error_at(p, at, "bad TLD '%s' in registry '%s' (A-labels: letters, digits, '-', '.')", t,
                             r->name);
         for (uint32_t k = 0; k < p->cfg->n_registries; k++) {

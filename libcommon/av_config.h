@@ -236,6 +236,9 @@ const av_registry_cfg_t *av_config_registry(const av_config_t *self, const char 
 /* The querier group of an instance name: GROUP or GROUP.N (N <= its
  * instances). NULL when the config has none. */
 const av_group_cfg_t *av_config_group(const av_config_t *self, const char *instance);
+/* A public suffix as availd keeps it: lower-case A-labels (letters, digits,
+ * '-') joined by single dots, at most 253 bytes. */
+bool av_tld_valid(const char *s);
 const char *av_registry_origin_name(av_registry_origin_t origin);
 const char *av_registry_proto_name(av_registry_proto_t protocol);
 /* A registry's settings that outlive their config (a daemon that keeps

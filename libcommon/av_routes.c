@@ -284,6 +284,12 @@ route_by_whois_servers(builder_t *b)
             b->rc = -1;
             break;
         }
+        if (!av_tld_valid(suffix)) {
+            snprintf(b->err, b->errlen, "%s:%ld:1: \"%s\" is not a suffix (lower-case A-labels: letters, digits, '-')",
+                     c->whois_servers, lineno, suffix);
+            b->rc = -1;
+            break;
+        }
         if (zhashx_lookup(b->routed, suffix))
             continue;
         if (strcmp(server, "-") == 0) {

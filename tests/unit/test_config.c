@@ -900,6 +900,49 @@ test_rdap_registry_without_base_url_takes_it_from_the_bootstrap(void **state)
         2, 3, "registry 'other' (protocol rdap) has no base_url, and");
 }
 
+/* The files implicit registries are made from are input too: a TLD that is
+ * not lower-case LDH in the RDAP bootstrap or the whois server list is a
+ * clear error naming the file, never a route (fuzz_config found "p`ge"
+ * taken as a TLD). */
+static void
+test_implicit_registries_refuse_a_tld_that_is_not_one(void **state)
+{
+    fixture_t *f = *state;
+    const char *config = "implicit_registries: true\n"
+                         "rdap_bootstrap: rdap-bootstrap.json\n"
+                         "whois_servers: whois-servers.txt\n";
+    write_in_dir(f, "whois-servers.txt", "# suffix server\nde whois.denic.example\nzz -\n");
+    write_in_dir(f, "rdap-bootstrap.json",
+                 "{\"services\": [[[\"COM\", \"net\"], [\"https://rdap.example/com/\"]]]}");
+    const av_config_t *c = load_ok(f, config);
+    bool com = false; /* COM read as com */
+    for (uint32_t i = 0; i < c->n_registries; i++)
+        for (uint32_t t = 0; t < c->registries[i].tlds.count; t++)
+            com |= strcmp(c->registries[i].tlds.items[t], "com") == 0 && c->registries[i].protocol == AV_PROTO_RDAP;
+    assert_true(com);
+
+    static const char *const bad_bootstrap[] = {
+        "{\"services\": [[[\"p`ge\"], [\"https://rdap.example/x/\"]]]}",
+        "{\"services\": [[[\"a..b\"], [\"https://rdap.example/x/\"]]]}",
+        "{\"services\": [[[7], [\"https://rdap.example/x/\"]]]}",
+    };
+    for (size_t i = 0; i < sizeof bad_bootstrap / sizeof *bad_bootstrap; i++) {
+        write_in_dir(f, "rdap-bootstrap.json", bad_bootstrap[i]);
+        load_refused(f, config);
+        assert_non_null(strstr(f->err, "rdap-bootstrap.json: services[0]"));
+    }
+    write_in_dir(f, "rdap-bootstrap.json", "{\"services\": []}");
+    static const char *const bad_whois[] = { "de whois.denic.example\nD\xc3\xa9 whois.x.example\n",
+                                             "de whois.denic.example\n.com whois.x.example\n",
+                                             "de whois.denic.example\nA_B -\n" };
+    for (size_t i = 0; i < sizeof bad_whois / sizeof *bad_whois; i++) {
+        write_in_dir(f, "whois-servers.txt", bad_whois[i]);
+        load_refused(f, config);
+        assert_non_null(strstr(f->err, "whois-servers.txt:2:1: \""));
+        assert_non_null(strstr(f->err, "is not a suffix"));
+    }
+}
+
 static void
 test_error_missing_file(void **state)
 {
@@ -1188,6 +1231,7 @@ main(void)
         T(test_error_control_template_needs_one_percent_s),
         T(test_error_missing_file),
         T(test_rdap_registry_without_base_url_takes_it_from_the_bootstrap),
+        T(test_implicit_registries_refuse_a_tld_that_is_not_one),
         T(test_error_is_truncated_to_the_buffer_not_overflowing_it),
         cmocka_unit_test(test_cidr_parse_reads_address_family_and_prefix),
         cmocka_unit_test(test_cidr_parse_rejects_malformed_text),
