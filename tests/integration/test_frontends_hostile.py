@@ -208,12 +208,17 @@ def test_a_frontend_reconnecting_with_its_routing_id_under_load_loses_nothing(ma
 
         deadline_ms, margin_s = 2000, 1.0
         sent, answers, retried = {}, {}, set()
+        connection_of = {}  # request id -> which connection first asked it
+        connection = 0
+        handed_over = set()  # answered on a later connection without asking again
         s = connect()
         try:
             def read(timeout_ms):
                 while s.poll(timeout_ms):
                     a = msgpack.unpackb(s.recv(), raw=False)
                     answers.setdefault(a["id"], []).append(a)
+                    if a["id"] not in retried and connection_of.get(a["id"], connection) < connection:
+                        handed_over.add(a["id"])
                     timeout_ms = 0
 
             for round_ in range(10):
@@ -221,10 +226,12 @@ def test_a_frontend_reconnecting_with_its_routing_id_under_load_loses_nothing(ma
                     rid = f"r{round_ * 20 + k}"
                     name = f"re{round_ * 20 + k}.test"
                     sent[rid] = (name, time.monotonic())
+                    connection_of[rid] = connection
                     s.send(check(rid, name, deadline_ms=deadline_ms))
                 read(50)  # they are in; their answers come in 300 ms, the earlier rounds' now
                 s.close(0)
                 s = connect()  # at once, with the same routing id
+                connection += 1
             end = time.monotonic() + 30
             while len(answers) < len(sent) and time.monotonic() < end:
                 read(100)
@@ -236,11 +243,15 @@ def test_a_frontend_reconnecting_with_its_routing_id_under_load_loses_nothing(ma
                         s.send(check(rid, name, deadline_ms=deadline_ms))
             lost = sorted(set(sent) - set(answers))
             print(f"\nreconnecting frontend: {len(lost)} of {len(sent)} never answered, "
-                  f"{len(retried)} asked again")
+                  f"{len(retried)} asked again, {len(handed_over)} answered on a later "
+                  f"connection than the one that asked")
             assert not lost, f"{len(lost)} of {len(sent)} never answered: {lost[:10]}"
-            # an answer may meet the moment between the old connection's end
-            # and intake noticing it: rare, and what asking again is for
-            assert len(retried) <= 10, f"{len(retried)} of {len(sent)} answers went to the closed connection"
+            # How many answers meet the moment between the old connection's
+            # end and intake noticing it depends on the machine's load (1 to
+            # 16 of 200 seen; 60 without ROUTER_HANDOVER): asking again is for
+            # them, so it is a figure, not a bound. The hand-over itself is
+            # decided by the next test.
+            assert handed_over, "no answer of an earlier connection reached the new one"
             for rid, got in answers.items():
                 assert got[0]["status"] == truth(sent[rid][0]), got
             assert load_answers[0] > 0
@@ -249,6 +260,54 @@ def test_a_frontend_reconnecting_with_its_routing_id_under_load_loses_nothing(ma
             stop.set()
             loader.join(10)
             ctx.term()
+    finally:
+        registry.close()
+
+
+def test_a_new_connection_with_the_same_routing_id_takes_over_from_a_live_one(make_cluster):
+    """ZMQ_ROUTER_HANDOVER: a frontend whose old connection is still open
+    (a hung process, a link whose loss TCP has not noticed) reconnects with
+    its routing id; the new connection gets the answers, also of what the
+    old one asked. Without hand-over intake ignores the newcomer and keeps
+    routing to the old connection: nothing reaches the new one."""
+    registry = FakeRegistry()
+    try:
+        c = cluster_for(make_cluster, registry).start_all()
+        endpoint = c.endpoint("intake_router")
+        routing_id = b"taking-over"
+
+        def connect(reconnect):
+            s = c.socket(zmq.DEALER)
+            s.setsockopt(zmq.ROUTING_ID, routing_id)
+            if not reconnect:  # the old one must not come back and take the id again
+                s.setsockopt(zmq.RECONNECT_IVL, -1)
+            s.connect(endpoint)
+            return s
+
+        def answer_of(s, rid, timeout_s):
+            end = time.monotonic() + timeout_s
+            while time.monotonic() < end:
+                if s.poll(100):
+                    a = msgpack.unpackb(s.recv(), raw=False)
+                    if a.get("id") == rid:
+                        return a
+            return None
+
+        old = connect(reconnect=False)
+        # silent- is never answered by the registry: its answer is the
+        # querier's timeout (5 s), long after the new connection took over
+        old.send(check("old-asked", "silent-takeover.test", deadline_ms=20000))
+        old.send(msgpack.packb({"t": "check", "v": 1, "id": "old-probe"}))  # no name: invalid at once
+        probe = answer_of(old, "old-probe", 30)
+        assert probe and probe["status"] == "invalid", probe  # so "old-asked" is in intake
+        new = connect(reconnect=True)
+        new.send(msgpack.packb({"t": "check", "v": 1, "id": "new-probe"}))
+        probe = answer_of(new, "new-probe", 30)
+        assert probe, "intake did not answer the new connection with the same routing id"
+        got = answer_of(new, "old-asked", 30)
+        assert got, "the answer of what the old connection asked did not reach the new one"
+        assert got["status"] == "unknown", got
+        assert not old.poll(0), "the old connection got an answer after the new one took over"
     finally:
         registry.close()
 
