@@ -63,9 +63,168 @@ compile_pcre(const char *pattern, char *why, size_t whylen)
     return re;
 }
 
+/* glibc's regcomp expands bounded repetitions and `+` into copies of what
+ * they repeat, so a short pattern can take seconds and gigabytes to compile
+ * (fuzz_config: `a` with 20 `+` in a row, 670 MB; `((a{1,100}){1,100}){1,100}`
+ * 1.1 GB and 4 s; `(a|b){1,32767}` did not finish). Registry patterns are
+ * short and plain, so POSIX patterns are held to what ERE defines and to a
+ * size regcomp handles in milliseconds: no repetition right after another
+ * (undefined in POSIX ERE), counts up to _POSIX2_RE_DUP_MAX (255), nesting
+ * up to POSIX_GROUPS_MAX, and at most POSIX_POSITIONS_MAX positions once
+ * the repetitions are expanded ((a{255}){16} is 4,080: 1 ms, 3 MB). */
+#define POSIX_PATTERN_BYTES_MAX 1024
+#define POSIX_GROUPS_MAX 32
+#define POSIX_COUNT_MAX 255
+#define POSIX_POSITIONS_MAX 4096.0
+
+/* Where a bracket expression that opens at p ends (the `]`), or NULL. */
+static const char *
+bracket_end(const char *p)
+{
+    p++;
+    if (*p == '^')
+        p++;
+    if (*p == ']')
+        p++;
+    for (; *p; p++) {
+        if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+            const char *close = strchr(p + 2, p[1]);
+            while (close && close[1] != ']')
+                close = strchr(close + 1, p[1]);
+            if (!close)
+                return NULL;
+            p = close + 1;
+        } else if (*p == ']') {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+/* The repeat factor of an interval `{m}`, `{m,}` or `{m,n}` at p; sets *end
+ * past it. -1 when it is not one (regcomp then says what is wrong). */
+static long
+interval_factor(const char *p, const char **end)
+{
+    char *after;
+    long m = strtol(p + 1, &after, 10), n = m;
+    if (after == p + 1 || m < 0)
+        return -1;
+    if (*after == ',') {
+        const char *q = after + 1;
+        n = *q == '}' ? m + 1 : strtol(q, &after, 10);
+        if (*q == '}')
+            after = (char *)q;
+        else if (after == q || n < m)
+            return -1;
+    }
+    if (*after != '}')
+        return -1;
+    *end = after + 1;
+    if (m > POSIX_COUNT_MAX || n > POSIX_COUNT_MAX + 1)
+        return POSIX_COUNT_MAX + 2;
+    return n > 1 ? n : 1;
+}
+
+static int
+posix_pattern_bounded(const char *pattern, char *why, size_t whylen)
+{
+    if (strlen(pattern) > POSIX_PATTERN_BYTES_MAX) {
+        snprintf(why, whylen, "longer than %d bytes", POSIX_PATTERN_BYTES_MAX);
+        return -1;
+    }
+    /* per open group: positions so far, and those of its last atom */
+    double total[POSIX_GROUPS_MAX + 1] = { 0 }, last[POSIX_GROUPS_MAX + 1] = { 0 };
+    int depth = 0;
+    bool after_repetition = false;
+    for (const char *p = pattern; *p;) {
+        double factor = 0;
+        const char *next = p + 1;
+        switch (*p) {
+        case '*': case '?': factor = 1; break;
+        case '+': factor = 2; break;
+        case '{': {
+            long f = interval_factor(p, &next);
+            if (f < 0) { /* not an interval: regcomp refuses it or reads a `{` */
+                next = p + 1;
+                break;
+            }
+            if (f > POSIX_COUNT_MAX + 1) {
+                snprintf(why, whylen, "a repetition count above %d at offset %zu", POSIX_COUNT_MAX,
+                         (size_t)(p - pattern));
+                return -1;
+            }
+            factor = (double)f;
+            break;
+        }
+        case '(':
+            if (depth == POSIX_GROUPS_MAX) {
+                snprintf(why, whylen, "groups nested deeper than %d", POSIX_GROUPS_MAX);
+                return -1;
+            }
+            depth++;
+            total[depth] = last[depth] = 0;
+            after_repetition = false;
+            p = next;
+            continue;
+        case ')':
+            if (depth > 0) {
+                depth--;
+                last[depth] = total[depth + 1];
+                total[depth] += last[depth];
+                after_repetition = false;
+                p = next;
+                continue;
+            }
+            break;
+        case '|':
+            after_repetition = false;
+            p = next;
+            continue;
+        case '[':
+            if (!(next = bracket_end(p)))
+                return 0; /* regcomp refuses an unmatched [ */
+            next++;
+            break;
+        case '\\':
+            if (p[1])
+                next = p + 2;
+            break;
+        default:
+            break;
+        }
+        if (factor > 0) {
+            if (after_repetition) {
+                snprintf(why, whylen, "a repetition right after another at offset %zu (undefined in POSIX ERE)",
+                         (size_t)(p - pattern));
+                return -1;
+            }
+            total[depth] += last[depth] * (factor - 1);
+            last[depth] *= factor;
+            after_repetition = true;
+        } else {
+            total[depth] += 1;
+            last[depth] = 1;
+            after_repetition = false;
+        }
+        double positions = 0;
+        for (int d = 0; d <= depth; d++)
+            positions += total[d];
+        if (positions > POSIX_POSITIONS_MAX) {
+            snprintf(why, whylen, "more than %.0f positions once its repetitions are expanded",
+                     POSIX_POSITIONS_MAX);
+            return -1;
+        }
+        p = next;
+    }
+    return 0;
+}
+
 static int
 compile_posix(regex_t *re, const char *pattern, char *why, size_t whylen)
 {
+    if (posix_pattern_bounded(pattern, why, whylen) < 0)
+        return -1;
     int rc = regcomp(re, pattern, REG_EXTENDED | REG_ICASE | REG_NEWLINE | REG_NOSUB);
     if (rc != 0) {
         regerror(rc, re, why, whylen);

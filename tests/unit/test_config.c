@@ -832,6 +832,13 @@ test_error_bad_pattern(void **state)
     assert_refused_at(f,
         "registries:\n"
         WHOIS_REGISTRY("verisign")
+        "    pattern_syntax: posix\n"
+        "    patterns:\n"
+        "      registered: ((a{1,100}){1,100}){1,100}\n",
+        8, 19, "bad registered pattern of 'verisign': more than 4096 positions");
+    assert_refused_at(f,
+        "registries:\n"
+        WHOIS_REGISTRY("verisign")
         "    pattern_syntax: perl\n",
         6, 21, "'pattern_syntax' must be pcre2 or posix, not perl");
 }

@@ -784,6 +784,54 @@ test_pattern_check_rejects_unclosed_group_in_both_syntaxes(void **state)
     assert_int_equal(av_pattern_check("(?i)foo", true, why, sizeof why), -1);
 }
 
+/* Patterns that made glibc's regcomp take gigabytes or seconds are refused
+ * with the reason; the shapes registries use still compile. */
+static void
+test_posix_patterns_that_would_explode_in_regcomp_are_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pattern;
+        const char *why;
+    } refused[] = {
+        { "a++++++++++++++++++++", "a repetition right after another at offset 2" },
+        { "a{2}{2}", "a repetition right after another" },
+        { "x*?", "a repetition right after another" },
+        { "((a{1,100}){1,100}){1,100}", "more than 4096 positions" },
+        { "(a{255}){17}", "more than 4096 positions" },
+        { "(a|b){1,32767}", "a repetition count above 255" },
+        { "a{256}", "a repetition count above 255" },
+        { "((((((((((((((((((((((((((((((((((a))))))))))))))))))))))))))))))))))", "groups nested deeper than 32" },
+        { "a{x}b++", "a repetition right after another" }, /* a stray { does not end the check */
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char why[200] = "";
+        assert_int_equal(av_pattern_check(refused[i].pattern, true, why, sizeof why), -1);
+        if (!strstr(why, refused[i].why))
+            fail_msg("%s: '%s' lacks '%s'", refused[i].pattern, why, refused[i].why);
+    }
+    char long_pattern[1100];
+    memset(long_pattern, 'a', sizeof long_pattern - 1);
+    long_pattern[sizeof long_pattern - 1] = '\0';
+    char why[200] = "";
+    assert_int_equal(av_pattern_check(long_pattern, true, why, sizeof why), -1);
+    assert_non_null(strstr(why, "longer than 1024 bytes"));
+    static const char *const accepted[] = {
+        "^No match for \"?[a-z0-9.-]+\"?",
+        "^.{0,60}\\blimit",
+        "(a{255}){16}",
+        "^(Status|Domain Status):[[:space:]]*(free|available)",
+        "[]a{]+x{2,3}",
+        "\\++",
+        "(ab|cd)+(ef)*g?h{1,}",
+    };
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+        why[0] = '\0';
+        if (av_pattern_check(accepted[i], true, why, sizeof why) != 0)
+            fail_msg("%s refused: %s", accepted[i], why);
+    }
+}
+
 static void
 test_pattern_kind_names(void **state)
 {
@@ -910,6 +958,7 @@ main(void)
         cmocka_unit_test(test_failures_are_unknown_with_their_reason),
         cmocka_unit_test_setup_teardown(test_every_unknown_verdict_has_a_row_in_the_reasons_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_posix_patterns_are_compiled_afresh_and_decide_the_same, setup, teardown),
+        cmocka_unit_test(test_posix_patterns_that_would_explode_in_regcomp_are_refused),
         cmocka_unit_test_setup_teardown(test_classifier_from_a_loaded_config_with_posix_syntax, setup_loaded,
                                         teardown_loaded),
     };
