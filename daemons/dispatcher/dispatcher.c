@@ -339,6 +339,7 @@ on_frontend(av_daemon_t *d, zsock_t *sock, void *arg)
             av_check_more_at(check, i, &more);
             take_check(ds, cfg, &intake, &more);
         }
+        workers_forget_unreachable(ds);
     }
     zframe_destroy(&body);
     av_envelope_clear(&env);
@@ -389,6 +390,7 @@ on_scan(av_daemon_t *d, void *arg)
             dispatch_task(ds, t);
         }
     }
+    workers_forget_unreachable(ds);
 }
 
 /* ---- registries, start, reload ----------------------------------------- */

@@ -31,6 +31,7 @@ struct querier_peer {
     uint32_t pid;
     uint64_t last_seen_us;
     uint64_t announcements;    /* readies and heartbeats counted */
+    bool unreachable;          /* a send failed: forgotten once the turn's work is done */
     LIST_HEAD(, worker) workers;
 };
 
@@ -110,6 +111,10 @@ bool dispatch_task(dispatcher_t *ds, task_t *t);
 void worker_forget(dispatcher_t *ds, worker_t *w, const char *why);
 /* A querier and all its workers (it went silent, or we stop). */
 void querier_forget(dispatcher_t *ds, querier_peer_t *p, const char *why);
+/* Forgets the queriers a send found unreachable. Called at the end of each
+ * event handler that may dispatch, never from inside a dispatch: there the
+ * callers up the stack still hold the querier and its workers. */
+void workers_forget_unreachable(dispatcher_t *ds);
 
 /* dispatcher.c */
 /* Sends an answer to an intake (a task_answer_fn; arg is the dispatcher):

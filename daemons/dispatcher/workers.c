@@ -65,6 +65,17 @@ best_worker(registry_state_t *r)
     return best;
 }
 
+static void worker_stops_working(registry_state_t *r, worker_t *w);
+
+static void
+querier_unreachable(querier_peer_t *p)
+{
+    worker_t *w;
+    p->unreachable = true;
+    LIST_FOREACH(w, &p->workers, of_peer)
+        worker_stops_working(w->registry, w);
+}
+
 bool
 dispatch_task(dispatcher_t *ds, task_t *t)
 {
@@ -78,8 +89,11 @@ dispatch_task(dispatcher_t *ds, task_t *t)
             (*ds->dispatched)++;
             return true;
         }
-        /* Its ROUTER pipe is gone (or full): that querier is of no use now. */
-        querier_forget(ds, w->peer, "unreachable");
+        /* Its ROUTER pipe is gone (or full): that querier is of no use now.
+         * Only marked here: the handler that led to this dispatch may be
+         * walking that querier's workers (ASan saw on_ready use one freed
+         * this way at shutdown). */
+        querier_unreachable(w->peer);
     }
     /* No querier with credit: wait for one, bounded. Without any querier,
      * wait only for the grace a restarting querier needs. */
@@ -121,7 +135,7 @@ worker_forget(dispatcher_t *ds, worker_t *w, const char *why)
     LIST_REMOVE(w, entry);
     LIST_REMOVE(w, of_peer);
     ds->n_workers--;
-    if (strcmp(why, "stopping") != 0 && !(was_leaving && w->tasks == 0)) {
+    if (strcmp(why, "stopping") != 0 && (w->peer->unreachable || !(was_leaving && w->tasks == 0))) {
         (*ds->workers_lost)++;
         av_report(ds->d, AV_LOG_WARNING, r->name, "querier_lost", "querier pid %u %s; %u checks re-dispatched",
                   w->peer->pid, why, w->tasks);
@@ -152,6 +166,20 @@ querier_forget(dispatcher_t *ds, querier_peer_t *p, const char *why)
 }
 
 void
+workers_forget_unreachable(dispatcher_t *ds)
+{
+    querier_peer_t *p;
+    /* From the start after each: re-dispatching its checks may find
+     * another unreachable. */
+again:
+    for (p = zhashx_first(ds->queriers); p; p = zhashx_next(ds->queriers))
+        if (p->unreachable) {
+            querier_forget(ds, p, "unreachable");
+            goto again;
+        }
+}
+
+void
 workers_scan(dispatcher_t *ds, uint64_t now_us)
 {
     const av_config_t *cfg = av_daemon_config(ds->d);
@@ -165,9 +193,10 @@ again:
             worker_t *w;
             LIST_FOREACH(w, &p->workers, of_peer)
                 leaving &= w->leaving;
-            querier_forget(ds, p, leaving ? "left" : "went silent");
+            querier_forget(ds, p, p->unreachable ? "unreachable" : leaving ? "left" : "went silent");
             goto again;
         }
+    workers_forget_unreachable(ds);
 }
 
 static worker_t *
@@ -354,6 +383,7 @@ workers_on_message(av_daemon_t *d, zsock_t *sock, void *arg)
         break;
     }
 out:
+    workers_forget_unreachable(ds);
     zframe_destroy(&body);
     av_envelope_clear(&env);
     return true;

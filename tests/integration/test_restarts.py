@@ -294,3 +294,54 @@ def test_batches_between_intake_and_dispatcher_only_with_a_peer_that_reads_them(
         assert all(got[100 + i]["status"] == truth(n) for i, n in enumerate(names))
     finally:
         registry.close()
+
+
+def test_a_querier_gone_before_its_ready_is_read_is_forgotten_without_harm(make_cluster):
+    """A querier that says ready and is gone before the dispatcher reads it
+    (a querier stopping, a link cut): sending it the waiting checks fails,
+    and the dispatcher must forget it only after it is done with the ready
+    (ASan once saw on_ready walk the workers of a querier that a send
+    inside it had just freed). Made certain here: the dispatcher is stopped
+    while the ready and the hang-up reach its socket together."""
+    registry = FakeRegistry()
+    try:
+        c = make_cluster({
+            "dispatcher": {"heartbeat_ms": 1000, "heartbeat_misses": 30},
+            "registries": {"test": whois_registry(registry.port, ["test"], concurrency=10, timeout_ms=20000)},
+        }).start_all(queriers=[])
+        # a querier with no credit: the checks wait for another one
+        waiting = c.socket(zmq.DEALER, c.endpoint("dispatcher_workers"))
+        waiting.send(msgpack.packb({"t": "ready", "v": 1, "registry": "test", "credit": 0, "pid": 1}))
+        wait_until(lambda: c.status("dispatcher")["gauges"]["workers"] == 1, timeout=30,
+                   what="the querier without credit taken on")
+        fe = c.socket(zmq.DEALER, c.endpoint("intake_router"))
+        for i in range(5):
+            fe.send(msgpack.packb({"t": "check", "v": 1, "id": f"w{i}", "name": f"wait{i}.test",
+                                   "deadline_ms": 60000}))
+        wait_until(lambda: c.status("dispatcher")["gauges"]["tasks"] == 5, timeout=30,
+                   what="the checks waiting at the dispatcher")
+
+        gone_ctx = zmq.Context()
+        gone = gone_ctx.socket(zmq.DEALER)
+        monitor = gone.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        gone.connect(c.endpoint("dispatcher_workers"))
+        assert monitor.poll(30000), "no handshake with the dispatcher"
+        monitor.recv_multipart()
+        gone.disable_monitor()
+        monitor.close(0)
+        dispatcher = next(x for x in c.daemons if x.kind == "dispatcher")
+        dispatcher.signal(signal.SIGSTOP)
+        try:
+            gone.send(msgpack.packb({"t": "ready", "v": 1, "registry": "test", "credit": 10, "pid": 2}))
+            gone.close(linger=5000)
+            gone_ctx.term()  # the ready is in the dispatcher's socket buffer, then the hang-up
+        finally:
+            dispatcher.signal(signal.SIGCONT)
+        wait_until(lambda: c.status("dispatcher")["counters"]["workers_lost"] >= 1, timeout=30,
+                   what="the querier that was gone forgotten")
+        status = c.status("dispatcher")
+        assert status["gauges"]["workers"] == 1, status["gauges"]  # the one without credit is still there
+        assert status["gauges"]["tasks"] == 5  # the checks wait on, none lost
+        assert dispatcher.proc.poll() is None
+    finally:
+        registry.close()
