@@ -12,9 +12,11 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <unistd.h>
 
 /* availctl run's own stop takes up to 15 s before it kills what is left. */
@@ -28,6 +30,7 @@ typedef struct {
     int stage;             /* stopped together, after every earlier stage */
     size_t order;          /* within a stage, as listed */
     pid_t pid;
+    int pidfd;             /* the process asked to stop, to wait for its exit; -1: none */
     bool asked;
     char err[AV_CONFIG_ERR_MAX + 128];
 } target_t;
@@ -62,6 +65,7 @@ add_target(void *arg, const char *ident)
     snprintf(t->ident, sizeof t->ident, "%s", ident);
     t->stage = stage_of(ident);
     t->order = l->n;
+    t->pidfd = -1;
 }
 
 static int
@@ -136,6 +140,9 @@ stop_stage(ctl_t *ctl, target_t *targets, size_t n)
             failed++;
         } else {
             t->asked = true;
+            /* Opened while it holds the lock, so it is that process even if
+             * its pid is reused later; ESRCH: it has gone already. */
+            t->pidfd = pidfd_open(t->pid, 0);
             uint32_t ms = drain_ms_of(ctl->cfg, t->ident) + STOP_GRACE_MS;
             wait_ms = ms > wait_ms ? ms : wait_ms;
         }
@@ -150,6 +157,20 @@ stop_stage(ctl_t *ctl, target_t *targets, size_t n)
         int held;
         while ((held = lock_of(ctl->cfg, t->ident, &pid, path, sizeof path)) == 1 && av_mono_us() < deadline_us)
             usleep(STOP_POLL_US);
+        /* The lock goes before the process does (its teardown, a sanitizer's
+         * leak check): "stopped" means it has exited, as `kill -0` sees. */
+        if (held == 0 && t->pidfd >= 0) {
+            uint64_t now = av_mono_us();
+            struct pollfd exited = { .fd = t->pidfd, .events = POLLIN };
+            int left_ms = now < deadline_us ? (int)((deadline_us - now) / 1000) : 0;
+            while (poll(&exited, 1, left_ms) < 0 && errno == EINTR)
+                ;
+            if (!(exited.revents & POLLIN))
+                held = 1;
+        }
+        if (t->pidfd >= 0)
+            close(t->pidfd);
+        t->pidfd = -1;
         if (held == 0) {
             report(ctl, t, "stopped");
         } else {
