@@ -169,6 +169,18 @@ def test_a_full_disk_loses_no_accepted_check_and_answers_none_twice(journal_tmpf
         while fe.unanswered() and time.monotonic() < deadline:
             fe.pump(0.2)
         fe.pump(3.0)  # a second answer, if any, comes by now
+        # The push way is best effort (proto/README.md): a PUB drops an
+        # answer while the subscriber is away (reconnecting to the restarted
+        # intake) or behind (a starved test on a busy machine: 1 of 4,041 in
+        # a CI run), and the frontend asks again. The journal's contract is
+        # held to the request-reply checks, which no transport drops: every
+        # one answered exactly once. A pushed check answered twice still fails.
+        missed_pushes = [rid for rid in fe.unanswered() if rid.startswith("p")]
+        for rid in missed_pushes:
+            fe.push.send(msgpack.packb({"t": "check", "v": 1, "id": rid, "name": fe.sent[rid]}))
+        deadline = time.monotonic() + 30
+        while fe.unanswered() and time.monotonic() < deadline:
+            fe.pump(0.2)
 
         lost = fe.unanswered()
         duplicates = [rid for rid in fe.sent if len(fe.answers.get(rid, ())) > 1]
@@ -182,6 +194,7 @@ def test_a_full_disk_loses_no_accepted_check_and_answers_none_twice(journal_tmpf
         counted = [e for e in storage if re.search(r"\d+ failed commits, \d+ new requests refused", e["text"])]
         print(f"\nfull disk: {len(fe.sent)} checks, {len(fe.sent) - len(refused)} answered by the registry, "
               f"refused {dict(reasons)}, duplicates {len(duplicates)}, lost {len(lost)}, "
+              f"push answers missed by the subscriber and asked again {len(missed_pushes)}, "
               f"storage events {len(storage)} ({len(counted)} with counts), codes "
               f"{sorted(set(e['code'] for e in storage))}")
         for e in storage[:3]:
