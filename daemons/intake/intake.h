@@ -5,6 +5,7 @@
 #define INTAKE_H
 
 #include "av_daemon.h"
+#include "subscriptions.h"
 
 #include <sys/queue.h>
 
@@ -69,6 +70,7 @@ typedef struct {
     char *bytes;
     size_t size;
     uint64_t held_until_us;      /* unroutable: try again until then */
+    uint64_t unmatched_at;       /* PULL: subscriptions' generation + 1 when no subscriber matched */
     reply_peer_t *peer;          /* held ROUTER reply: its frontend's account */
     bool after_journal;          /* its request's journal changes first */
 } outgoing_t;
@@ -77,7 +79,8 @@ struct intake {
     av_daemon_t *d;
     zsock_t *pull;
     zsock_t *router;
-    zsock_t *results;            /* PUB */
+    zsock_t *results;            /* XPUB: publishes, and says who subscribes */
+    subscriptions_t *subscriptions; /* its subscribers' prefixes */
     zsock_t *dispatcher;         /* DEALER */
     zsock_t *monitor;            /* PAIR: the DEALER's connection events */
     bool dispatcher_was_lost;
@@ -117,6 +120,7 @@ struct intake {
     uint64_t *invalid_requests;
     uint64_t *answers_out;
     uint64_t *answers_lost;
+    uint64_t *answers_held_for_subscriber; /* published once a subscriber came */
     uint64_t *duplicates;
     uint64_t *stale;
     uint64_t *deadlines;
@@ -155,6 +159,8 @@ void requests_scan(intake_t *in, uint64_t now_us);
 void request_forget_conn(request_t *req);
 /* Sends every unanswered name again (the dispatcher came back). */
 void requests_resend_all(intake_t *in);
+/* A subscriber came: held answers that it matches go now. */
+void requests_subscriber_came(intake_t *in);
 
 /* gateway.c */
 /* How the gateway reads a client's line, without sockets (tests/fuzz reads

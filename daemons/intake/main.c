@@ -12,8 +12,9 @@
  *   `deadline_ms` (default intake.deadline_ms):
  *
  *   - endpoints.intake_pull (PULL): fire and forget. Each answer is
- *     published on endpoints.intake_results (PUB) as it becomes final,
- *     with the request's id as topic: subscribe to your id, then push.
+ *     published on endpoints.intake_results (XPUB) as it becomes final,
+ *     with the request's id as topic: subscribe to your id, then push. An
+ *     answer no subscription matches yet is held for 5 s until one does.
  *   - endpoints.intake_router (ROUTER): request-reply for REQ or DEALER
  *     frontends. A `name` gets one `answer`; `names` get one `answers`
  *     message holding every answer (idx = position) once all are final.
@@ -160,6 +161,24 @@ on_router(av_daemon_t *d, zsock_t *sock, void *arg)
     return true;
 }
 
+/* A subscriber's subscribe or unsubscribe, from the results XPUB. */
+static bool
+on_subscription(av_daemon_t *d, zsock_t *sock, void *arg)
+{
+    (void)d;
+    intake_t *in = arg;
+    zmsg_t *msg = zmsg_recv(sock);
+    if (!msg)
+        return false;
+    /* a subscription is one frame; anything else a peer sends is not one */
+    zframe_t *f = zmsg_size(msg) == 1 ? zmsg_first(msg) : NULL;
+    bool came = f && subscriptions_update(in->subscriptions, zframe_data(f), zframe_size(f));
+    zmsg_destroy(&msg);
+    if (came)
+        requests_subscriber_came(in);
+    return true;
+}
+
 /* Requests still queued on the sockets when we stop: taken in so they
  * reach the journal (and the next intake) instead of dying with us. */
 #define STOP_INTAKE_MAX 100000
@@ -264,6 +283,7 @@ intake_init(av_daemon_t *d)
     in->invalid_requests = av_daemon_counter(d, "invalid_requests");
     in->answers_out = av_daemon_counter(d, "answers_out");
     in->answers_lost = av_daemon_counter(d, "answers_lost");
+    in->answers_held_for_subscriber = av_daemon_counter(d, "answers_held_for_subscriber");
     in->duplicates = av_daemon_counter(d, "duplicates");
     in->stale = av_daemon_counter(d, "stale_answers");
     in->deadlines = av_daemon_counter(d, "deadlines");
@@ -271,7 +291,8 @@ intake_init(av_daemon_t *d)
     in->malformed = av_daemon_counter(d, "malformed");
     if (refuse_damaged_journal(d, cfg) < 0 || requests_start(in) < 0)
         return -1;
-    if (!(in->results = av_daemon_bind(d, ZMQ_PUB, cfg->endpoints.intake_results)) ||
+    if (!(in->subscriptions = subscriptions_new()) ||
+        !(in->results = av_daemon_bind(d, ZMQ_XPUB, cfg->endpoints.intake_results)) ||
         !(in->pull = av_daemon_bind(d, ZMQ_PULL, cfg->endpoints.intake_pull)) ||
         !(in->router = av_daemon_bind(d, ZMQ_ROUTER, cfg->endpoints.intake_router)))
         return -1;
@@ -281,7 +302,11 @@ intake_init(av_daemon_t *d)
     zsock_set_router_handover(in->router, 1);
     if (cfg->endpoints.intake_gateway[0] && !(in->gateway = gateway_open(in, cfg->endpoints.intake_gateway)))
         return -1;
-    if (av_daemon_watch(d, in->pull, on_pull, in) < 0 || av_daemon_watch(d, in->router, on_router, in) < 0)
+    /* Every subscribe and unsubscribe of every subscriber, also those of
+     * one that goes: subscriptions.c counts them. */
+    zsock_set_xpub_verboser(in->results, 1);
+    if (av_daemon_watch(d, in->pull, on_pull, in) < 0 || av_daemon_watch(d, in->router, on_router, in) < 0 ||
+        av_daemon_watch(d, in->results, on_subscription, in) < 0)
         return -1;
     in->listening = true;
     if (!(in->scan_timer = av_daemon_every(d, SCAN_INTERVAL_MS, on_scan, in)))
@@ -353,7 +378,10 @@ intake_fini(av_daemon_t *d)
         av_daemon_unwatch(d, in->router);
     zsock_destroy(&in->pull);
     zsock_destroy(&in->router);
+    if (in->results)
+        av_daemon_unwatch(d, in->results);
     zsock_destroy(&in->results);
+    subscriptions_destroy(&in->subscriptions);
     gateway_close(&in->gateway);
     requests_close(in);
     sd_event_source_disable_unref(in->scan_timer);

@@ -368,6 +368,19 @@ router_send(intake_t *in, outgoing_t *o)
     return true;
 }
 
+/* A PUB drops for a slow subscriber: by nature best effort (a frontend
+ * reads promptly, and can ask again). */
+static void
+publish(intake_t *in, const outgoing_t *o)
+{
+    void *s = zsock_resolve(in->results);
+    if (zmq_send(s, o->topic, o->topic_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
+        zmq_send(s, o->bytes, o->size, ZMQ_DONTWAIT) >= 0)
+        (*in->answers_out)++;
+    else
+        (*in->answers_lost)++;
+}
+
 /* Returns true when o was handed to the socket (or given up), false when
  * it should be kept for another try. */
 static bool
@@ -379,14 +392,24 @@ try_send(intake_t *in, outgoing_t *o)
     }
     if (o->origin == ORIGIN_ROUTER)
         return router_send(in, o);
-    void *s = zsock_resolve(in->results);
-    /* A PUB drops for a slow or absent subscriber: by nature best effort
-     * (a frontend subscribes before it pushes, and can ask again). */
-    if (zmq_send(s, o->topic, o->topic_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
-        zmq_send(s, o->bytes, o->size, ZMQ_DONTWAIT) >= 0)
-        (*in->answers_out)++;
-    else
-        (*in->answers_lost)++;
+    /* Nobody subscribed to it (yet): a frontend reconnecting to us after
+     * our restart, or one whose subscription is still on its way (the slow
+     * joiner). Held, for HOLD_UNROUTABLE_MS, instead of dropped; then
+     * published all the same (ZeroMQ's own table decides), so that what a
+     * peer may fake on the XPUB (an unsubscribe of another's prefix) can
+     * delay an answer but not lose it. */
+    if (in->subscriptions && (!o->held_until_us || av_mono_us() < o->held_until_us)) {
+        uint64_t generation = subscriptions_generation(in->subscriptions) + 1;
+        if (o->unmatched_at == generation)
+            return false; /* no one came since it was last tried */
+        if (!subscriptions_match(in->subscriptions, o->topic, o->topic_len)) {
+            if (!o->unmatched_at)
+                (*in->answers_held_for_subscriber)++;
+            o->unmatched_at = generation;
+            return false;
+        }
+    }
+    publish(in, o);
     return true;
 }
 
@@ -396,7 +419,10 @@ send_now(intake_t *in, outgoing_t *o)
     if (try_send(in, o))
         outgoing_free(o);
     else if (!hold(in, o)) {
-        (*in->answers_lost)++;
+        if (o->origin == ORIGIN_ROUTER)
+            (*in->answers_lost)++;
+        else
+            publish(in, o); /* no room to hold it: as a plain PUB would */
         outgoing_free(o);
     }
 }
@@ -443,6 +469,15 @@ send_answers(intake_t *in)
             send_now(in, &in->outbox[i]);
     }
     in->n_outbox = 0;
+}
+
+static void retry_held(intake_t *in, uint64_t now_us);
+
+void
+requests_subscriber_came(intake_t *in)
+{
+    if (in->n_held)
+        retry_held(in, av_mono_us());
 }
 
 static void

@@ -358,6 +358,34 @@ def test_a_fresh_subscriber_that_waits_for_the_pong_gets_every_answer(make_clust
         registry.close()
 
 
+def test_an_answer_published_before_its_subscriber_came_is_held_until_it_does(make_cluster):
+    """Intake's results socket is an XPUB that knows its subscribers'
+    prefixes: an answer to a pushed check that nobody is subscribed to yet
+    (a frontend reconnecting to a restarted intake that answers its
+    journal's checks at once, or a slow joiner) is held until a matching
+    subscription comes (5 s at most), not dropped."""
+    registry = FakeRegistry()
+    try:
+        c = cluster_for(make_cluster, registry).start_all()
+        push = c.socket(zmq.PUSH, c.endpoint("intake_pull"))
+        # answered at once (invalid: no name) with nobody listening
+        push.send(msgpack.packb({"t": "check", "v": 1, "id": "early/1"}))
+        push.send(msgpack.packb({"t": "check", "v": 1, "id": "other/1"}))
+        wait_until(lambda: c.status("intake")["counters"]["answers_held_for_subscriber"] == 2, timeout=30,
+                   what="the answers held for their subscribers")
+        sub = c.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"early/")
+        sub.connect(c.endpoint("intake_results"))
+        assert sub.poll(30000), "the held answer did not reach the subscriber that came"
+        topic, body = sub.recv_multipart()
+        a = msgpack.unpackb(body, raw=False)
+        assert (topic, a["id"], a["status"]) == (b"early/1", "early/1", "invalid"), a
+        # the other is not its: not delivered to it
+        assert not sub.poll(500)
+    finally:
+        registry.close()
+
+
 def test_a_ping_on_the_router_is_answered_pong(make_cluster):
     c = cluster_for(make_cluster).start_all()
     s = c.socket(zmq.DEALER, c.endpoint("intake_router"))
