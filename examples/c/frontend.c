@@ -51,6 +51,8 @@ print_reply(zframe_t *reply)
             print_answer(&a);
         }
         n = (int)msg.u.answers.count;
+    } else {
+        fprintf(stderr, "frontend: a %s where an answer was due\n", av_msg_type_name(msg.type));
     }
     av_msg_release(&msg);
     return n;
@@ -90,8 +92,10 @@ request_reply(const char *router, bool batch, char **names, int n)
             fprintf(stderr, "frontend: no reply within %d ms\n", WAIT_MS);
             break;
         }
-        print_reply(reply);
+        int printed = print_reply(reply);
         zframe_destroy(&reply);
+        if (printed == 0)
+            break;
         done += count;
     }
     msgpack_sbuffer_destroy(&sbuf);
