@@ -12,6 +12,7 @@
 #include <availd/av_proto.h>
 
 #include <czmq.h>
+#include <errno.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -64,8 +65,10 @@ static int
 request_reply(const char *router, bool batch, char **names, int n)
 {
     zsock_t *dealer = zsock_new_dealer(router);
-    if (!dealer)
+    if (!dealer) {
+        fprintf(stderr, "frontend: cannot connect to %s\n", router);
         return -1;
+    }
     zsock_set_rcvtimeo(dealer, WAIT_MS);
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init(&sbuf);
@@ -127,8 +130,12 @@ push_subscribe(const char *pull, const char *results, char **names, int n)
     snprintf(id, sizeof id, "c-push-%d", (int)getpid());
     zsock_t *sub = zsock_new_sub(results, id);
     zsock_t *push = zsock_new_push(pull);
-    if (!sub || !push)
+    if (!sub || !push) {
+        fprintf(stderr, "frontend: cannot connect to %s or %s\n", pull, results);
+        zsock_destroy(&sub);
+        zsock_destroy(&push);
         return -1;
+    }
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init(&sbuf);
     msgpack_packer pk;
@@ -199,11 +206,18 @@ gateway(const char *hostport, char **names, int n)
         int fd = socket(ai->ai_family, ai->ai_socktype, 0);
         struct timeval tv = { .tv_sec = WAIT_MS / 1000 };
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            fprintf(stderr, "frontend: gateway %s: %s\n", hostport, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            rc = -1;
+            break;
+        }
         char line[2048];
         int len = snprintf(line, sizeof line, "%s\r\n", names[i]);
         size_t got = 0;
         ssize_t r = -1;
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 && len < (int)sizeof line && write(fd, line, (size_t)len) == len)
+        if (len < (int)sizeof line && write(fd, line, (size_t)len) == len)
             while (got < sizeof line - 1 && (r = read(fd, line + got, sizeof line - 1 - got)) > 0)
                 got += (size_t)r;
         close(fd);

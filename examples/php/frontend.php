@@ -85,7 +85,7 @@ function push_subscribe(string $pull, string $results, array $names): void
 function gateway(string $hostport, array $names): void
 {
     foreach ($names as $name) {
-        $conn = stream_socket_client("tcp://$hostport", $errno, $error, WAIT_MS / 1000)
+        $conn = @stream_socket_client("tcp://$hostport", $errno, $error, WAIT_MS / 1000)
             or exit_with("gateway $hostport: $error");
         stream_set_timeout($conn, WAIT_MS / 1000);
         fwrite($conn, "$name\r\n");
