@@ -97,13 +97,15 @@ const ctl_command_t ctl_commands[] = {
     },
     {
         .name = "metrics",
-        .args = "[--serve HOST:PORT]",
+        .args = "[--serve [HOST:PORT]]",
         .run = cmd_metrics,
         .summary = "Prometheus text format, printed once or served over HTTP",
         .help = "Every daemon's up, uptime, counters and gauges; per registry the\n"
-                "answers, unknown and rate-limited counts, a latency histogram and\n"
-                "the error events held. --serve answers every HTTP request with\n"
-                "them, one at a time: bind it to loopback or a trusted network.",
+                "answers, unknown and rate-limited counts, a latency histogram (fixed\n"
+                "buckets) and the error events held; HELP and TYPE for every family.\n"
+                "--serve answers GET /metrics (404 elsewhere), up to 16 scrapers at\n"
+                "once; without HOST:PORT it takes systemd's socket\n"
+                "(availd-metrics.socket). Bind it to loopback or a trusted network.",
     },
     {
         .name = "classify",
