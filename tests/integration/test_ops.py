@@ -148,6 +148,7 @@ def test_every_unit_verifies_and_is_hardened(tmp_path):
     src = os.path.join(dest, "usr/lib/systemd/system")
     for name in os.listdir(src):
         text = open(os.path.join(src, name)).read().replace("/usr/sbin/", os.path.join(dest, "usr/sbin/"))
+        text = text.replace("/usr/bin/availctl", os.path.join(dest, "usr/bin/availctl"))
         (units / name).write_text(text)
     # an instance of the template, as `systemctl start availd-querier@verisign` makes
     (units / "availd-querier@verisign.service").write_text((units / "availd-querier@.service").read_text())
@@ -228,6 +229,7 @@ def test_the_generator_enables_the_queriers_and_sockets_the_config_names(make_cl
     src = os.path.join(dest, "usr/lib/systemd/system")
     for name in os.listdir(src):
         text = open(os.path.join(src, name)).read().replace("/usr/sbin/", os.path.join(dest, "usr/sbin/"))
+        text = text.replace("/usr/bin/availctl", os.path.join(dest, "usr/bin/availctl"))
         (units / name).write_text(text)
     env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{out}:{units}:")
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", "availd.target", "availd-intake.socket",

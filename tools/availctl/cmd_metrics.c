@@ -22,7 +22,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#define SCRAPE_TIMEOUT_MS 2000   /* a scraper sends its request within this */
+#define SCRAPE_TIMEOUT_MS 5000   /* a scraper sends its request within this */
 #define REQUEST_MAX_BYTES 8192   /* the request line and headers of a scrape */
 #define SCRAPERS_MAX 16          /* scrapes served at once; past it 503 */
 #define DAEMON_TIMEOUT_MS 1000   /* a scrape does not wait for a dead daemon long */
