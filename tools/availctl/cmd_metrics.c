@@ -419,6 +419,15 @@ scrape(void *arg)
         respond(s->fd, "500 Internal Server Error", "text/plain", "out of memory\n", 14, false);
     free(body);
 out:
+    /* A clean close: what the client sent beyond the head (a body, a
+     * pipelined request) is read and dropped, so that it sees the answer
+     * and not a reset. Bounded: a second at most. */
+    shutdown(s->fd, SHUT_WR);
+    for (int i = 0; i < 10; i++) {
+        struct pollfd p = { s->fd, POLLIN, 0 };
+        if (poll(&p, 1, 100) > 0 && recv(s->fd, req, sizeof req, 0) <= 0)
+            break;
+    }
     close(s->fd);
     free(s);
     atomic_fetch_sub(&scrapers, 1);
