@@ -20,6 +20,7 @@ typedef struct {
     av_config_t *cfg;     /* loaded on demand by ctl_config */
     bool json;
     int timeout_ms;
+    bool timeout_set; /* --timeout given: commands keep it as it is */
 } ctl_t;
 
 /* Loads the configuration once; prints the error and returns NULL. */
@@ -42,6 +43,13 @@ typedef struct {
  * replies garbage. */
 int ctl_call(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_reply_t *reply);
 int ctl_call_simple(ctl_t *ctl, const char *ident, const char *cmd, ctl_reply_t *reply);
+/* ctl_call in two halves, to ask several daemons at once: send returns the
+ * socket the reply will come on (NULL with reply->err when the daemon is
+ * plainly not there: no socket file, a stale one, permission denied);
+ * recv, once that socket is readable, decodes the reply and destroys the
+ * socket. */
+zsock_t *ctl_call_send(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_reply_t *reply);
+int ctl_call_recv(zsock_t **sp, const char *ident, ctl_reply_t *reply);
 void ctl_reply_release(ctl_reply_t *reply);
 
 /* Sends request to ident and hands the reply's body to show, whose return

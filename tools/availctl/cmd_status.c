@@ -1,5 +1,8 @@
 /* availctl status [DAEMON...]: every daemon's state from its control
- * endpoint. Exit 1 when any asked-about daemon is down. */
+ * endpoint, all asked at once with a short timeout (1 s unless --timeout),
+ * a stale socket file or a permission problem said at once, then a one-line
+ * summary ("12 up, 0 down", per kind when a kind has several). Exit 1
+ * when any asked-about daemon is down. */
 #include "availctl.h"
 
 #include <stdio.h>
@@ -35,35 +38,89 @@ print_human(const char *ident, const msgpack_object *body)
     }
 }
 
-static int
-status_one(ctl_t *ctl, const char *ident)
-{
+/* One daemon asked: its ident, and its reply or why it has none. */
+typedef struct {
+    char ident[AV_REGISTRY_MAX + 32];
     ctl_reply_t reply;
-    int rc = ctl_call_simple(ctl, ident, "status", &reply);
-    if (rc < 0) {
-        if (ctl->json)
-            ctl_print_json(json_pack("{s:s, s:s, s:s}", "ident", ident, "state", "down", "error", reply.err));
-        else
-            printf("%-24s %-8s %s\n", ident, "down", reply.err);
-    } else if (ctl->json) {
-        ctl_print_json(ctl_to_json(reply.body));
-    } else {
-        print_human(ident, reply.body);
-    }
-    ctl_reply_release(&reply);
-    return rc;
-}
+    zsock_t *sock; /* while its reply is awaited */
+    int rc;
+} asked_t;
 
 typedef struct {
-    ctl_t *ctl;
-    int down;
-} status_walk_t;
+    asked_t *list;
+    size_t n, cap;
+} asked_list_t;
 
 static void
-status_daemon(void *arg, const char *ident)
+collect(void *arg, const char *ident)
 {
-    status_walk_t *w = arg;
-    w->down += status_one(w->ctl, ident) < 0;
+    asked_list_t *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        asked_t *a = realloc(l->list, cap * sizeof *a);
+        if (!a)
+            return;
+        l->list = a;
+        l->cap = cap;
+    }
+    asked_t *a = &l->list[l->n++];
+    memset(a, 0, sizeof *a);
+    snprintf(a->ident, sizeof a->ident, "%s", ident);
+}
+
+/* Every daemon at once: the requests go out together and the replies are
+ * taken as they come, so the whole takes one timeout at most, however
+ * many daemons are down. */
+static void
+ask_all(ctl_t *ctl, asked_list_t *l)
+{
+    msgpack_sbuffer req;
+    msgpack_sbuffer_init(&req);
+    av_encode_ctl(&req, "status");
+    zpoller_t *poller = zpoller_new(NULL);
+    size_t waiting = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        asked_t *a = &l->list[i];
+        a->rc = -1;
+        a->sock = ctl_call_send(ctl, a->ident, &req, &a->reply);
+        if (a->sock && poller && zpoller_add(poller, a->sock) == 0)
+            waiting++;
+        else if (a->sock)
+            zsock_destroy(&a->sock);
+    }
+    msgpack_sbuffer_destroy(&req);
+    int64_t deadline = zclock_mono() + ctl->timeout_ms;
+    while (waiting > 0) {
+        int64_t left = deadline - zclock_mono();
+        void *ready = left > 0 ? zpoller_wait(poller, (int)left) : NULL;
+        if (!ready)
+            break;
+        for (size_t i = 0; i < l->n; i++) {
+            asked_t *a = &l->list[i];
+            if (a->sock && (void *)a->sock == ready) {
+                zpoller_remove(poller, a->sock);
+                a->rc = ctl_call_recv(&a->sock, a->ident, &a->reply);
+                waiting--;
+            }
+        }
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        asked_t *a = &l->list[i];
+        if (a->sock) {
+            snprintf(a->reply.err, sizeof a->reply.err, "no answer from %s within %d ms",
+                     zsock_endpoint(a->sock) ? zsock_endpoint(a->sock) : a->ident, ctl->timeout_ms);
+            zsock_destroy(&a->sock);
+        }
+    }
+    zpoller_destroy(&poller);
+}
+
+/* The kind of a control ident: querier-verisign.2 is a querier. */
+static void
+kind_of(const char *ident, char *out, size_t size)
+{
+    size_t n = strcspn(ident, "-");
+    snprintf(out, size, "%.*s", (int)n, ident);
 }
 
 int
@@ -72,14 +129,69 @@ cmd_status(ctl_t *ctl, int argc, char **argv)
     const av_config_t *cfg = ctl_config(ctl);
     if (!cfg)
         return EXIT_USAGE;
-    int down = 0;
+    if (!ctl->timeout_set)
+        ctl->timeout_ms = 1000; /* a live daemon answers in milliseconds */
+    asked_list_t l = { 0 };
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
-            down += status_one(ctl, argv[i]) < 0;
+            collect(&l, argv[i]);
     } else {
-        status_walk_t walk = { ctl, 0 };
-        ctl_each_daemon(cfg, status_daemon, &walk);
-        down += walk.down;
+        ctl_each_daemon(cfg, collect, &l);
+    }
+    ask_all(ctl, &l);
+    /* Per kind, in the order kinds first appear: up of all. */
+    struct { char kind[32]; int up, all; } kinds[16];
+    size_t n_kinds = 0;
+    int up = 0, down = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        asked_t *a = &l.list[i];
+        if (a->rc < 0) {
+            if (ctl->json)
+                ctl_print_json(json_pack("{s:s, s:s, s:s}", "ident", a->ident, "state", "down", "error", a->reply.err));
+            else
+                printf("%-24s %-8s %s\n", a->ident, "down", a->reply.err);
+            down++;
+        } else {
+            if (ctl->json)
+                ctl_print_json(ctl_to_json(a->reply.body));
+            else
+                print_human(a->ident, a->reply.body);
+            up++;
+        }
+        char kind[32];
+        kind_of(a->ident, kind, sizeof kind);
+        size_t k = 0;
+        while (k < n_kinds && strcmp(kinds[k].kind, kind) != 0)
+            k++;
+        if (k == n_kinds && n_kinds < sizeof kinds / sizeof kinds[0]) {
+            snprintf(kinds[k].kind, sizeof kinds[k].kind, "%s", kind);
+            kinds[k].up = kinds[k].all = 0;
+            n_kinds++;
+        }
+        if (k < n_kinds) {
+            kinds[k].all++;
+            kinds[k].up += a->rc == 0;
+        }
+        ctl_reply_release(&a->reply);
+    }
+    free(l.list);
+    /* The summary: "12 up, 0 down", and per kind when a kind has several. */
+    bool several = false;
+    for (size_t k = 0; k < n_kinds; k++)
+        several |= kinds[k].all > 1;
+    if (ctl->json && l.n == 1) {
+        /* one daemon asked: its object is the whole answer */
+    } else if (ctl->json) {
+        json_t *per = json_object();
+        for (size_t k = 0; k < n_kinds; k++)
+            json_object_set_new(per, kinds[k].kind, json_pack("{s:i, s:i}", "up", kinds[k].up, "down",
+                                                              kinds[k].all - kinds[k].up));
+        ctl_print_json(json_pack("{s:i, s:i, s:o}", "up", up, "down", down, "kinds", per));
+    } else {
+        printf("%d up, %d down", up, down);
+        for (size_t k = 0; several && k < n_kinds; k++)
+            printf("%s%s %d/%d", k ? ", " : " (", kinds[k].kind, kinds[k].up, kinds[k].all);
+        printf("%s\n", several ? " up)" : "");
     }
     return down ? EXIT_NEGATIVE : EXIT_OK;
 }

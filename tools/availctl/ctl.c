@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 const av_config_t *
@@ -18,8 +20,38 @@ ctl_config(ctl_t *ctl)
     return ctl->cfg;
 }
 
-int
-ctl_call(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_reply_t *reply)
+/* Whether something listens on a unix socket file: ZeroMQ would retry a
+ * refused connect in silence until the timeout, so a stale socket file (a
+ * daemon killed) would cost the whole wait. 0: something listens (or we
+ * cannot tell); -1 with err: refused, or permission denied. */
+static int
+probe_unix(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof sa.sun_path)
+        return 0;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return 0;
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS)
+        return 0;
+    if (e == ECONNREFUSED)
+        snprintf(err, errlen, "not running (stale socket %s)", path);
+    else if (e == EACCES || e == EPERM)
+        snprintf(err, errlen, "permission denied on %s", path);
+    else if (e == ENOENT)
+        snprintf(err, errlen, "not running (no %s)", path);
+    else
+        return 0;
+    return -1;
+}
+
+zsock_t *
+ctl_call_send(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_reply_t *reply)
 {
     char endpoint[512];
     char *err = reply->err;
@@ -30,7 +62,7 @@ ctl_call(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_repl
     av_msg_init(&reply->msg);
     if (av_control_endpoint(ctl->cfg, ident, endpoint, sizeof endpoint) < 0) {
         snprintf(err, errlen, "control endpoint of %s too long", ident);
-        return -1;
+        return NULL;
     }
     /* ZeroMQ retries a refused ipc connect in silence: say here what it would
      * not. Connecting to a unix socket takes search permission on its
@@ -40,39 +72,45 @@ ctl_call(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_repl
     if (strncmp(endpoint, "ipc://", 6) == 0 && path[0] != '@') {
         if (stat(path, &st) < 0 && errno != EACCES) {
             snprintf(err, errlen, "not running (no %s)", path);
-            return -1;
+            return NULL;
         }
         if (access(path, W_OK) < 0 && errno == EACCES) {
             snprintf(err, errlen, "permission denied on %s", path);
-            return -1;
+            return NULL;
         }
+        if (probe_unix(path, err, errlen) < 0)
+            return NULL;
     }
     zsock_t *s = zsock_new(ZMQ_DEALER);
     if (!s) {
         snprintf(err, errlen, "cannot create a socket");
-        return -1;
+        return NULL;
     }
     zsock_set_linger(s, 0);
-    int rc = -1;
     if (zsock_connect(s, "%s", endpoint) < 0) {
         snprintf(err, errlen, "cannot connect to %s", endpoint);
-        goto out;
+        zsock_destroy(&s);
+        return NULL;
     }
     zframe_t *req = zframe_new(request->data, request->size);
     if (zframe_send(&req, s, 0) < 0) {
         snprintf(err, errlen, "cannot send to %s", endpoint);
-        goto out;
+        zsock_destroy(&s);
+        return NULL;
     }
-    zpoller_t *poller = zpoller_new(s, NULL);
-    void *ready = zpoller_wait(poller, ctl->timeout_ms);
-    zpoller_destroy(&poller);
-    if (!ready) {
-        snprintf(err, errlen, "no answer from %s within %d ms", endpoint, ctl->timeout_ms);
-        goto out;
-    }
+    return s;
+}
+
+int
+ctl_call_recv(zsock_t **sp, const char *ident, ctl_reply_t *reply)
+{
+    char *err = reply->err;
+    size_t errlen = sizeof reply->err;
+    zsock_t *s = *sp;
+    int rc = -1;
     reply->frame = zframe_recv(s);
     if (!reply->frame) {
-        snprintf(err, errlen, "receive from %s failed", endpoint);
+        snprintf(err, errlen, "receive from %s failed", zsock_endpoint(s) ? zsock_endpoint(s) : ident);
         goto out;
     }
     av_msg_t *msg = &reply->msg;
@@ -90,10 +128,28 @@ ctl_call(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_repl
     reply->body = msg->u.ctl_reply.body;
     rc = 0;
 out:
-    zsock_destroy(&s);
+    zsock_destroy(sp);
     if (rc < 0)
         ctl_reply_release(reply); /* err stays: the caller says it */
     return rc;
+}
+
+int
+ctl_call(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_reply_t *reply)
+{
+    zsock_t *s = ctl_call_send(ctl, ident, request, reply);
+    if (!s)
+        return -1;
+    zpoller_t *poller = zpoller_new(s, NULL);
+    void *ready = zpoller_wait(poller, ctl->timeout_ms);
+    zpoller_destroy(&poller);
+    if (!ready) {
+        snprintf(reply->err, sizeof reply->err, "no answer from %s within %d ms",
+                 zsock_endpoint(s) ? zsock_endpoint(s) : ident, ctl->timeout_ms);
+        zsock_destroy(&s);
+        return -1;
+    }
+    return ctl_call_recv(&s, ident, reply);
 }
 
 int

@@ -52,7 +52,7 @@ main(int argc, char **argv)
         switch (opt) {
         case 'c': ctl.config_path = optarg; break;
         case 'j': ctl.json = true; break;
-        case 't': ctl.timeout_ms = atoi(optarg) > 0 ? atoi(optarg) : 2000; break;
+        case 't': ctl.timeout_ms = atoi(optarg) > 0 ? atoi(optarg) : 2000, ctl.timeout_set = true; break;
         case 'h': ctl_usage(stdout); return EXIT_OK;
         case 'M': ctl_man_commands(stdout); return EXIT_OK;
         default: ctl_usage(stderr); return EXIT_USAGE;
