@@ -105,6 +105,17 @@ int ctl_command_usage(const char *name);
 /* The man page's COMMANDS section, in roff (availctl --man-commands). */
 void ctl_man_commands(FILE *out);
 
+/* The running constellation's config (current.c): `availctl run` sets a
+ * link to it for this user and clears it when it stops; availctl without
+ * -c and $AVAILD_CONFIG, and no default config file, reads it. */
+int ctl_current_path(char *out, size_t size);
+const char *ctl_current_config(char *out, size_t size);
+void ctl_current_set(const char *config_path);
+void ctl_current_clear(const char *config_path);
+/* Removes the *.sock files of runtime_dir that nothing listens on; returns
+ * how many. */
+int ctl_remove_stale_sockets(const char *runtime_dir);
+
 int cmd_config(ctl_t *ctl, int argc, char **argv);
 int cmd_status(ctl_t *ctl, int argc, char **argv);
 int cmd_errors(ctl_t *ctl, int argc, char **argv);

@@ -631,6 +631,7 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
     int refused = refuse_if_running(ctl, 4 + n_queriers, &lock_fd);
     if (refused != EXIT_OK)
         return refused;
+    ctl_current_set(ctl->config_path); /* availctl without -c finds this run */
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
@@ -679,6 +680,11 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
     sd_event_source_disable_unref(r.ready_timer);
     free(r.children);
     sd_event_unref(r.loop);
+    if (!detached) {
+        /* All stopped: what one killed left behind would only mislead. */
+        ctl_remove_stale_sockets(cfg->runtime_dir);
+        ctl_current_clear(ctl->config_path);
+    }
     av_lock_release(&lock_fd);
     if (rc < 0)
         return EXIT_USAGE;
