@@ -148,3 +148,24 @@ def test_dev_run_for_a_user_who_is_not_root_and_no_stale_sockets_after(user):
     left = [f for f in os.listdir(runtime) if f.endswith(".sock")]
     assert left == [], left
     assert not os.path.lexists(f"/tmp/availd-{user.pw_uid}/availd-config")
+
+
+def test_check_reads_names_from_a_file_or_stdin_and_sums_up(cluster, tmp_path):
+    cluster.start_all()
+    names = [f"n{i}.nosuchtld" for i in range(2300)] + ["bad..name", "-dash.nosuchtld"]
+    listing = tmp_path / "names.txt"
+    listing.write_text("# a comment\n\n" + "\n".join(f"  {n}\t" for n in names) + "\n")
+    r = cluster.availctl("check", "-f", str(listing), timeout=300)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 1, r.stderr  # unknown and invalid answers
+    assert [line.split()[0] for line in lines[:-1]] == names
+    assert lines[-1] == "2302 names: 2 invalid, 2300 unknown", lines[-1]
+    assert r.stderr == ""  # no progress bar when stderr is not a terminal
+    with open(listing) as f:
+        r = subprocess.run([binary("availctl"), "-c", cluster.config_path, "--json", "check", "-"], stdin=f,
+                           capture_output=True, text=True, timeout=300)
+    objs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["query"] if "query" in o else o.get("name") for o in objs[:-1]] == names
+    assert objs[-1] == {"summary": {"names": 2302, "invalid": 2, "unknown": 2300}}
+    r = cluster.availctl("check", "-f", str(tmp_path / "missing.txt"), check=2)
+    assert "missing.txt" in r.stderr

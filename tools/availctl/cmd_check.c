@@ -1,13 +1,17 @@
-/* availctl check NAME... [--fresh] [--raw] [--json] [--deadline MS]
+/* availctl check NAME... | -f FILE | - [--fresh] [--raw] [--json] [--deadline MS]
  * Asks intake (request-reply) and prints one line per name: name, status,
- * source, registry, latency, reason. Exit 0 when every name got a definite
+ * source, registry, latency, reason. Names from a file or stdin (one a
+ * line; blank lines and # comments skipped) go in batches of 1,000, with a
+ * progress bar on stderr when it is a terminal, and a summary at the end. Exit 0 when every name got a definite
  * answer (available, registered, reserved), 1 when any is unknown or
  * invalid, 2 on usage or connection errors. */
 #include "availctl.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DEFAULT_DEADLINE_MS 10000
@@ -47,8 +51,15 @@ print_answer(ctl_t *ctl, const av_answer_t *a, const msgpack_object *raw_map)
     }
 }
 
+/* Answers per status, for the summary of a list. */
+typedef struct {
+    uint64_t by_status[8];
+    uint64_t total;
+} tally_t;
+
 static int
-ask(ctl_t *ctl, zsock_t *s, char **names, int n, bool fresh, bool raw, uint32_t deadline_ms, int *unknown)
+ask(ctl_t *ctl, zsock_t *s, char **names, int n, bool fresh, bool raw, uint32_t deadline_ms, int *unknown,
+    tally_t *tally)
 {
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
@@ -93,12 +104,16 @@ ask(ctl_t *ctl, zsock_t *s, char **names, int n, bool fresh, bool raw, uint32_t 
     if (rc == 0 && msg.type == AV_MSG_ANSWER) {
         print_answer(ctl, &msg.u.answer, &msg.root);
         *unknown += !definite(msg.u.answer.status);
+        tally->by_status[msg.u.answer.status & 7]++;
+        tally->total++;
     } else if (rc == 0 && msg.type == AV_MSG_ANSWERS) {
         for (uint32_t i = 0; i < msg.u.answers.count; i++) {
             av_answer_t a;
             av_answers_at(&msg.u.answers, i, &a);
             print_answer(ctl, &a, &msg.u.answers.list->via.array.ptr[i]);
             *unknown += !definite(a.status);
+            tally->by_status[a.status & 7]++;
+            tally->total++;
         }
     } else {
         char why[128];
@@ -111,44 +126,157 @@ ask(ctl_t *ctl, zsock_t *s, char **names, int n, bool fresh, bool raw, uint32_t 
     return result;
 }
 
+#define LINE_MAX_BYTES 1024 /* a name is at most 253 bytes; longer lines are sent as they are, cut */
+
+/* Reads up to max names from f into names (strdup'd); returns how many. */
+static int
+read_names(FILE *f, char **names, int max)
+{
+    char line[LINE_MAX_BYTES];
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            int c;
+            while ((c = fgetc(f)) != EOF && c != '\n') /* the rest of an overlong line */
+                ;
+        }
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        len = strcspn(p, "\r\n");
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        p[len] = '\0';
+        if (len == 0 || p[0] == '#')
+            continue;
+        if (!(names[n] = strdup(p)))
+            break;
+        n++;
+    }
+    return n;
+}
+
+static void
+progress(uint64_t done, uint64_t total)
+{
+    if (total) {
+        int width = 40, filled = (int)(done * (uint64_t)width / total);
+        fprintf(stderr, "\r[%.*s%*s] %llu/%llu", filled, "########################################",
+                width - filled, "", (unsigned long long)done, (unsigned long long)total);
+    } else {
+        fprintf(stderr, "\r%llu names", (unsigned long long)done);
+    }
+    fflush(stderr);
+}
+
+/* Lines of a regular file, for the progress bar's total; 0 when unknown. */
+static uint64_t
+count_lines(FILE *f)
+{
+    struct stat st;
+    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode))
+        return 0;
+    uint64_t lines = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF)
+        lines += c == '\n';
+    rewind(f);
+    return lines;
+}
+
 int
 cmd_check(ctl_t *ctl, int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "fresh", no_argument, NULL, 'f' },    { "raw", no_argument, NULL, 'r' },
+        { "fresh", no_argument, NULL, 'R' },    { "raw", no_argument, NULL, 'r' },
         { "json", no_argument, NULL, 'j' },     { "deadline", required_argument, NULL, 'd' },
-        { NULL, 0, NULL, 0 },
+        { "file", required_argument, NULL, 'f' }, { NULL, 0, NULL, 0 },
     };
     bool fresh = false, raw = false;
     long deadline_ms = DEFAULT_DEADLINE_MS;
+    const char *file = NULL;
     int opt;
     optind = 0; /* 0, not 1: glibc then forgets the main parser's "+" mode */
-    while ((opt = getopt_long(argc, argv, "frjd:", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "f:rjd:", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'f': fresh = true; break;
+        case 'R': fresh = true; break;
+        case 'f': file = optarg; break;
         case 'r': raw = true; break;
         case 'j': ctl->json = true; break;
         case 'd': deadline_ms = atol(optarg); break;
         default: return ctl_command_usage(argv[0]);
         }
     }
-    if (optind >= argc || deadline_ms <= 0 || deadline_ms > 600000)
+    if (!file && optind == argc - 1 && strcmp(argv[optind], "-") == 0)
+        file = "-", optind++;
+    if ((optind >= argc) == !file || deadline_ms <= 0 || deadline_ms > 600000)
         return ctl_command_usage(argv[0]);
-    if (!ctl_config(ctl))
+    FILE *in = NULL;
+    if (file) {
+        in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+        if (!in) {
+            fprintf(stderr, "availctl: %s: %s\n", file, strerror(errno));
+            return EXIT_USAGE;
+        }
+    }
+    if (!ctl_config(ctl)) {
+        if (in && in != stdin)
+            fclose(in);
         return EXIT_USAGE;
+    }
     zsock_t *s = zsock_new(ZMQ_DEALER);
     if (!s || zsock_connect(s, "%s", ctl->cfg->endpoints.intake_router) < 0) {
         fprintf(stderr, "availctl: cannot connect to %s\n", ctl->cfg->endpoints.intake_router);
         zsock_destroy(&s);
+        if (in && in != stdin)
+            fclose(in);
         return EXIT_USAGE;
     }
     zsock_set_linger(s, 0);
     int unknown = 0, rc = EXIT_OK;
-    char **names = argv + optind;
-    int n = argc - optind;
-    for (int off = 0; off < n && rc == EXIT_OK; off += AV_BATCH_MAX) {
-        int chunk = n - off < AV_BATCH_MAX ? n - off : AV_BATCH_MAX;
-        rc = ask(ctl, s, names + off, chunk, fresh, raw, (uint32_t)deadline_ms, &unknown);
+    tally_t tally = { { 0 }, 0 };
+    if (!in) {
+        char **names = argv + optind;
+        int n = argc - optind;
+        for (int off = 0; off < n && rc == EXIT_OK; off += AV_BATCH_MAX) {
+            int chunk = n - off < AV_BATCH_MAX ? n - off : AV_BATCH_MAX;
+            rc = ask(ctl, s, names + off, chunk, fresh, raw, (uint32_t)deadline_ms, &unknown, &tally);
+        }
+    } else {
+        /* A batch at a time: memory stays bounded however long the list. */
+        char **names = calloc(AV_BATCH_MAX, sizeof *names);
+        uint64_t total = count_lines(in);
+        bool bar = isatty(STDERR_FILENO) && (total == 0 || total > AV_BATCH_MAX);
+        int n;
+        while (names && rc == EXIT_OK && (n = read_names(in, names, AV_BATCH_MAX)) > 0) {
+            rc = ask(ctl, s, names, n, fresh, raw, (uint32_t)deadline_ms, &unknown, &tally);
+            for (int i = 0; i < n; i++)
+                free(names[i]);
+            if (bar)
+                progress(tally.total, total);
+        }
+        if (bar)
+            fprintf(stderr, "\n");
+        free(names);
+        if (in != stdin)
+            fclose(in);
+        if (rc == EXIT_OK && ctl->json) {
+            json_t *sum = json_pack("{s:I}", "names", (json_int_t)tally.total);
+            for (int st = 0; st < 8; st++)
+                if (tally.by_status[st])
+                    json_object_set_new(sum, av_status_name((av_status_t)st), json_integer((json_int_t)tally.by_status[st]));
+            ctl_print_json(json_pack("{s:o}", "summary", sum));
+        } else if (rc == EXIT_OK) {
+            printf("%llu names:", (unsigned long long)tally.total);
+            const char *sep = " ";
+            for (int st = 0; st < 8; st++)
+                if (tally.by_status[st]) {
+                    printf("%s%llu %s", sep, (unsigned long long)tally.by_status[st], av_status_name((av_status_t)st));
+                    sep = ", ";
+                }
+            printf("\n");
+        }
     }
     zsock_destroy(&s);
     if (rc != EXIT_OK)

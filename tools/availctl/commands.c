@@ -47,11 +47,14 @@ const ctl_command_t ctl_commands[] = {
     },
     {
         .name = "check",
-        .args = "NAME... [--fresh] [--raw] [--json] [--deadline MS]",
+        .args = "NAME...|-f FILE|- [--fresh] [--raw] [--json] [--deadline MS]",
         .run = cmd_check,
         .summary = "is NAME available? ask availd, one line per name",
         .help = "Asks intake and prints, per name, its status, where the answer came\n"
-                "from, the registry, the latency and the reason. --fresh asks the\n"
+                "from, the registry, the latency and the reason. -f FILE (or -,\n"
+                "stdin) reads names one a line (# comments and blank lines skipped),\n"
+                "1,000 per request, with a progress bar on a terminal and a summary\n"
+                "line at the end (with --json a last {\"summary\": ...}). --fresh asks the\n"
                 "registry even when the cache has a fresh answer; --raw adds the\n"
                 "registry's reply; --deadline MS bounds the wait (default 10000).\n"
                 "Exit 0 when every answer is definite (available, registered,\n"
