@@ -344,6 +344,15 @@ parse_field(parser_t *p, const field_t *f, yaml_node_t *val, char *base)
     return error_at(p, val, "internal: bad field kind");
 }
 
+/* av_config_load_partial: keep the first error skipped, go on. */
+static void
+skip_error(parser_t *p)
+{
+    if (!p->cfg->skipped)
+        p->cfg->skipped = strdup(p->err);
+    p->err[0] = '\0';
+}
+
 static int
 parse_map(parser_t *p, yaml_node_t *node, void *base, const table_t *const *tables, size_t n_tables)
 {
@@ -366,8 +375,13 @@ parse_map(parser_t *p, yaml_node_t *node, void *base, const table_t *const *tabl
                  * while messages point at the first. */
                 if (seen[t] & (1ull << i))
                     return error_at(p, key, "key '%s' given twice in %s", k, tab->what);
-                if (parse_field(p, &tab->fields[i], val, base) < 0)
-                    return -1;
+                if (parse_field(p, &tab->fields[i], val, base) < 0) {
+                    if (!p->cfg->partial)
+                        return -1;
+                    skip_error(p); /* partial: the field keeps its default */
+                    found = true;
+                    break;
+                }
                 seen[t] |= 1ull << i;
                 if (tab->set_offset >= 0)
                     *(uint64_t *)((char *)base + tab->set_offset) |= 1ull << i;
@@ -375,8 +389,12 @@ parse_map(parser_t *p, yaml_node_t *node, void *base, const table_t *const *tabl
                 break;
             }
         }
-        if (!found)
-            return error_at(p, key, "unknown key '%s' in %s", k, tables[0]->what);
+        if (!found) {
+            error_at(p, key, "unknown key '%s' in %s", k, tables[0]->what);
+            if (!p->cfg->partial)
+                return -1;
+            skip_error(p);
+        }
     }
     for (size_t t = 0; t < n_tables; t++)
         for (size_t i = 0; i < tables[t]->n_fields; i++)
@@ -1179,6 +1197,26 @@ av_config_load(const char *path, av_config_t **out, char *err, size_t errlen)
     return 0;
 }
 
+int
+av_config_load_partial(const char *path, av_config_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    av_config_t *c = calloc(1, sizeof *c);
+    if (!c || !(c->path = strdup(path))) {
+        free(c);
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    c->partial = true;
+    defaults(c);
+    if (load_file(c, path, 0, err, errlen, NULL, NULL) < 0 || finish(c, err, errlen) < 0) {
+        av_config_free(&c);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
 static void
 process_free(av_process_cfg_t *pr)
 {
@@ -1197,6 +1235,7 @@ av_config_free(av_config_t **self_p)
     if (!c)
         return;
     free(c->path);
+    free(c->skipped);
     free(c->runtime_dir);
     free(c->state_dir);
     free(c->rdap_bootstrap);

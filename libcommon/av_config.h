@@ -222,11 +222,20 @@ typedef struct {
     av_group_cfg_t *groups;
     uint32_t n_groups;
     av_strlist_t unrouted;       /* TLDs of whois_servers with no service known at all */
+    bool partial;                /* av_config_load_partial: skip what is wrong */
+    char *skipped;               /* ... the first error it skipped; NULL when none */
 } av_config_t;
 
 /* Loads and validates path. On success returns 0 and *out owns a config;
  * on error returns -1 and err holds "path:line:col: what is wrong". */
 int av_config_load(const char *path, av_config_t **out, char *err, size_t errlen);
+/* For tools that need only the endpoints (availctl status, errors,
+ * metrics) while the file on disk is broken: a key whose value is wrong
+ * (and an unknown key) is skipped and keeps its default, and cfg->skipped
+ * says the first such error ("file:line:column: why"). Fails only when the
+ * file cannot be read or parsed as YAML at all, or what is left does not
+ * hold together. */
+int av_config_load_partial(const char *path, av_config_t **out, char *err, size_t errlen);
 void av_config_free(av_config_t **self_p);
 
 /* The process settings of one daemon ("intake", "querier"...), with the

@@ -84,7 +84,7 @@ def test_help_check_prints_checks_synopsis_and_help():
     r = availctl("help", "check")
     assert r.returncode == 0 and r.stderr == ""
     lines = r.stdout.splitlines()
-    assert lines[0] == "usage: availctl check NAME... [--fresh] [--raw] [--json] [--deadline MS]"
+    assert lines[0] == "usage: availctl check NAME...|-f FILE|- [--fresh] [--raw] [--json] [--deadline MS]"
     assert "--deadline MS bounds the wait" in r.stdout
     assert "Exit 0 when every" in r.stdout
 

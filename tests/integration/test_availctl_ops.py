@@ -4,6 +4,7 @@ tools/dev run for a user who is not root (runtime and state in the user's
 own directories, availctl finding the running constellation without -c),
 and no socket files left behind once `availctl run` stops."""
 import json
+import re
 import os
 import pwd
 import signal
@@ -169,3 +170,23 @@ def test_check_reads_names_from_a_file_or_stdin_and_sums_up(cluster, tmp_path):
     assert objs[-1] == {"summary": {"names": 2302, "invalid": 2, "unknown": 2300}}
     r = cluster.availctl("check", "-f", str(tmp_path / "missing.txt"), check=2)
     assert "missing.txt" in r.stderr
+
+
+def test_a_broken_config_does_not_blind_status_errors_and_metrics(cluster):
+    cluster.start("errors")
+    cluster.start("cache")
+    cluster.config["process"]["log_level"] = 99          # out of range
+    cluster.config["bogus_key"] = 1                      # unknown
+    cluster.config["cache"] = {"max_entries": "many"}    # not a number
+    cluster.write_config()
+    for args, rc in ((("status", "errors", "cache"), 0), (("errors", "--counts"), 0), (("metrics",), 0)):
+        r = cluster.availctl(*args)
+        assert r.returncode == rc, (args, r.stdout, r.stderr)
+        assert "log_level" in r.stderr and "warning: the configuration has errors" in r.stderr, r.stderr
+    assert 'availd_up{daemon="errors"} 1' in cluster.availctl("metrics").stdout.splitlines()
+    assert re.search(r"^errors +running", cluster.availctl("status", "errors").stdout, re.M)
+    # the commands that act on the config still refuse it
+    r = cluster.availctl("config", "check")
+    assert r.returncode != 0 and "log_level" in (r.stdout + r.stderr)
+    r = cluster.availctl("check", "x.test")
+    assert r.returncode == 2 and "warning" not in r.stderr

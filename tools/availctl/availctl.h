@@ -21,6 +21,8 @@ typedef struct {
     bool json;
     int timeout_ms;
     bool timeout_set; /* --timeout given: commands keep it as it is */
+    bool endpoints_only; /* the command needs only the endpoints: a broken
+                          * config is read partially, with a warning */
 } ctl_t;
 
 /* Loads the configuration once; prints the error and returns NULL. */

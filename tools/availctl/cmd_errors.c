@@ -231,6 +231,7 @@ cmd_errors(ctl_t *ctl, int argc, char **argv)
         fprintf(stderr, "availctl: errors --limit: 1 to 10000\n");
         return EXIT_USAGE;
     }
+    ctl->endpoints_only = true;
     if (!ctl_config(ctl))
         return EXIT_USAGE;
     if (counts)

@@ -535,6 +535,7 @@ cmd_metrics(ctl_t *ctl, int argc, char **argv)
         serving = true; /* socket activation */
     else if (argc != 1)
         return ctl_command_usage(argv[0]);
+    ctl->endpoints_only = true;
     if (!ctl_config(ctl))
         return EXIT_USAGE;
     if (ctl->timeout_ms > DAEMON_TIMEOUT_MS)

@@ -126,6 +126,7 @@ kind_of(const char *ident, char *out, size_t size)
 int
 cmd_status(ctl_t *ctl, int argc, char **argv)
 {
+    ctl->endpoints_only = true;
     const av_config_t *cfg = ctl_config(ctl);
     if (!cfg)
         return EXIT_USAGE;

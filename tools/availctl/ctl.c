@@ -15,7 +15,15 @@ ctl_config(ctl_t *ctl)
     char err[AV_CONFIG_ERR_MAX];
     if (!ctl->cfg && av_config_load(ctl->config_path, &ctl->cfg, err, sizeof err) < 0) {
         fprintf(stderr, "availctl: %s\n", err);
-        return NULL;
+        if (!ctl->endpoints_only)
+            return NULL;
+        /* A broken file on disk must not blind the commands that only
+         * need to find the running daemons: read what can be read. */
+        char partial_err[AV_CONFIG_ERR_MAX];
+        if (av_config_load_partial(ctl->config_path, &ctl->cfg, partial_err, sizeof partial_err) < 0)
+            return NULL;
+        fprintf(stderr, "availctl: warning: the configuration has errors; the rest of it is used to find "
+                        "the daemons\n");
     }
     return ctl->cfg;
 }
