@@ -190,3 +190,17 @@ def test_a_broken_config_does_not_blind_status_errors_and_metrics(cluster):
     assert r.returncode != 0 and "log_level" in (r.stdout + r.stderr)
     r = cluster.availctl("check", "x.test")
     assert r.returncode == 2 and "warning" not in r.stderr
+
+
+def test_json_output_is_clean(cluster):
+    cluster.start_all()
+    r = cluster.availctl("--json", "check", "a.nosuchtld", "bad..name")
+    for line in r.stdout.splitlines():
+        obj = json.loads(line)
+        assert not {"t", "v", "ok"} & set(obj), obj
+        assert obj["status"] in ("unknown", "invalid")
+    r = cluster.availctl("--json", "status", check=0)
+    for line in r.stdout.splitlines():
+        obj = json.loads(line)
+        assert not {"t", "v", "ok"} & set(obj), obj
+        assert not re.search(r"\d\.\d{13,}", line), line  # no float noise

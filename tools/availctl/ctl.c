@@ -246,8 +246,16 @@ ctl_to_json(const msgpack_object *o)
 void
 ctl_print_json(json_t *j)
 {
-    /* Registry text may be any bytes; JSON output must stay valid. */
-    char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+    /* Output for people and scripts, not the wire: the message's type,
+     * version and ok keys go; reals print with 12 significant digits, so
+     * 0.1 + 0.2 reads 0.3. Registry text may be any bytes; JSON output
+     * must stay valid. */
+    if (json_is_object(j)) {
+        json_object_del(j, "t");
+        json_object_del(j, "v");
+        json_object_del(j, "ok");
+    }
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(12));
     if (s) {
         puts(s);
         free(s);
