@@ -1209,12 +1209,41 @@ test_control_endpoint_fills_the_template_with_the_instance(void **state)
     assert_int_equal(av_control_endpoint(c, "errors", tiny, sizeof tiny), -1);
 }
 
+/* av_config_load_partial: what is wrong is skipped and said; the rest,
+ * the endpoints above all, is read. */
+static void
+test_partial_load_skips_wrong_values_and_keeps_the_endpoints(void **state)
+{
+    fixture_t *f = *state;
+    write_in_dir(f, "availd.yaml",
+                 "runtime_dir: /tmp/partial-run\n"
+                 "bogus: 1\n"
+                 "process:\n  log_level: 99\n"
+                 "endpoints:\n  dispatcher: ipc://d.sock\n");
+    av_config_t *cfg = NULL;
+    char err[AV_CONFIG_ERR_MAX];
+    assert_int_equal(av_config_load(f->path, &cfg, err, sizeof err), -1);
+    assert_null(cfg);
+    assert_int_equal(av_config_load_partial(f->path, &cfg, err, sizeof err), 0);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->runtime_dir, "/tmp/partial-run");
+    assert_string_equal(cfg->endpoints.dispatcher, "ipc:///tmp/partial-run/d.sock");
+    assert_non_null(cfg->skipped);
+    assert_non_null(strstr(cfg->skipped, "bogus"));
+    av_config_free(&cfg);
+    /* not YAML at all: nothing to read */
+    write_in_dir(f, "availd.yaml", "runtime_dir: [\n");
+    assert_int_equal(av_config_load_partial(f->path, &cfg, err, sizeof err), -1);
+    assert_null(cfg);
+}
+
 int
 main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_empty_file_gives_every_default),
+        T(test_partial_load_skips_wrong_values_and_keeps_the_endpoints),
         T(test_shipped_config_loads),
         T(test_full_file_sets_every_section),
         T(test_relative_ipc_endpoints_resolve_against_runtime_dir),
