@@ -460,7 +460,11 @@ api_handle(api_req_t *r, const char *upload, size_t *upload_size)
             return http_respond_error(r, rc == -2 ? MHD_HTTP_CONTENT_TOO_LARGE : MHD_HTTP_BAD_REQUEST, why, 0);
         return start(r);
     }
-    const char *list = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "domain");
+    const char *list = NULL;
+    size_t list_len = 0;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "domain", 6, &list, &list_len) == MHD_YES &&
+        list && strlen(list) != list_len)
+        return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "a name holds a NUL byte", 0);
     int rc = api_split_names(list, cfg->max_names, &r->names, &r->n_names, why, sizeof why);
     if (rc < 0)
         return http_respond_error(r, rc == -2 ? MHD_HTTP_CONTENT_TOO_LARGE : MHD_HTTP_BAD_REQUEST, why, 0);
