@@ -254,3 +254,68 @@ def test_search_page_files_are_served(make_cluster, registry):
     status, doc, _ = get_json(c, "/v1/config")
     assert doc["tlds"] == ["test", "de"]
     assert request(c, "GET", "/../../etc/passwd")[0].status == 404
+
+
+def test_operations_generator_units_status_and_man_page(make_cluster, registry, tmp_path):
+    from test_ops import install, run_generator
+    c = http_cluster(make_cluster, registry)
+    # availctl status lists availd-http when the file has an http section.
+    r = c.availctl("status", check=0)
+    assert any(line.split()[:2] == ["http", "running"] for line in r.stdout.splitlines()), r.stdout
+    dest = str(tmp_path / "root")
+    install(dest)
+    for f in ("usr/sbin/availd-http", "usr/lib/systemd/system/availd-http.service",
+              "usr/lib/systemd/system/availd-http.socket", "usr/share/man/man8/availd-http.8",
+              "usr/share/availd/www/index.html", "usr/share/availd/www/app.js", "usr/share/availd/www/style.css"):
+        assert os.path.exists(os.path.join(dest, f)), f
+    page = open(os.path.join(dest, "usr/share/man/man8/availd-http.8")).read()
+    assert page.startswith(".TH AVAILD-HTTP 8") and "/v1/stream" in page
+    # The generator enables availd-http (and its socket, on http.listen)
+    # when the config has an http section, and not otherwise.
+    out = str(tmp_path / "gen")
+    r = run_generator(dest, c.config_path, out)
+    assert r.returncode == 0, r.stderr
+    wants = os.listdir(os.path.join(out, "availd.target.wants"))
+    assert "availd-http.service" in wants and "availd-http.socket" in wants
+    dropin = open(os.path.join(out, "availd-http.socket.d", "50-availd-yaml.conf")).read()
+    assert f"ListenStream=127.0.0.1:{c.http_port}\n" in dropin
+    del c.config["http"]
+    c.write_config()
+    out2 = str(tmp_path / "gen2")
+    assert run_generator(dest, c.config_path, out2).returncode == 0
+    assert "availd-http.service" not in os.listdir(os.path.join(out2, "availd.target.wants"))
+
+
+def test_socket_activation_and_sighup(make_cluster, registry):
+    """The listening socket as a socket unit passes it (LISTEN_FDS): it stays
+    bound across a restart, so connections queue instead of being refused."""
+    import socket as socketlib
+    port = free_port()
+    lsock = socketlib.socket()
+    lsock.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", port))
+    lsock.listen(128)
+    config = {"registries": {"test": whois_registry(registry.port, ["test"])},
+              "http": {"listen": f"tcp://127.0.0.1:{port}", "www": WWW}}
+    c = make_cluster(config).start_all()
+    c.http_port = port
+    d = c.daemon("http", listen_fds=[lsock]).start()
+    assert "passed by the service manager" in d.log()
+    assert get_json(c, "/v1/status?domain=free-sa.test")[0] == 200
+    d.stop()
+    # Nobody serves now, but the socket is still bound: a connection queues.
+    pending = socketlib.create_connection(("127.0.0.1", port), timeout=30)
+    pending.sendall(b"GET /v1/status?domain=free-sb.test HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    d.start()
+    reply = b""
+    while True:
+        b = pending.recv(65536)
+        if not b:
+            break
+        reply += b
+    assert reply.startswith(b"HTTP/1.1 200") and b"free-sb.test" in reply
+    # SIGHUP with a bad file keeps the running config.
+    c.write_config("http: {max_names: nope}\n")
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: c.status("http")["counters"]["reloads_refused"] >= 1, what="the refused reload")
+    assert get_json(c, "/v1/status?domain=free-sc.test")[0] == 200
