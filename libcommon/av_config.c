@@ -505,6 +505,63 @@ DAEMON_SECTION(parse_querier, querier, querier_table)
 DAEMON_SECTION(parse_cache, cache, cache_table)
 DAEMON_SECTION(parse_errors, errors, errors_table)
 
+static yaml_node_t *map_get(parser_t *p, yaml_node_t *map, const char *key);
+
+static const field_t http_fields[] = {
+    { "listen", K_ENDPOINT, OFF(av_http_cfg_t, listen), 0, 0, false, NULL, NULL },
+    { "www", K_STR, OFF(av_http_cfg_t, www), 0, 0, false, NULL, NULL },
+    { "tlds", K_STRLIST, OFF(av_http_cfg_t, tlds), 0, 100, false, NULL, NULL },
+    { "cors_origins", K_STRLIST, OFF(av_http_cfg_t, cors_origins), 0, 64, false, NULL, NULL },
+    { "api_keys", K_STR, OFF(av_http_cfg_t, api_keys), 0, 0, false, NULL, NULL },
+    U32("max_connections", av_http_cfg_t, max_connections, 1, 1000000),
+    U32("max_connections_per_ip", av_http_cfg_t, max_connections_per_ip, 0, 1000000),
+    U32("idle_timeout_s", av_http_cfg_t, idle_timeout_s, 1, 3600),
+    U32("max_body_bytes", av_http_cfg_t, max_body_bytes, 1024, 16 << 20),
+    U32("max_names", av_http_cfg_t, max_names, 1, 1000) /* the protocol's batch */,
+    U32("client_rate", av_http_cfg_t, client_rate, 1, 100000000),
+    U32("client_burst", av_http_cfg_t, client_burst, 1, 100000000),
+    U32("max_clients", av_http_cfg_t, max_clients, 16, 10000000),
+    U32("max_pending", av_http_cfg_t, max_pending, 1, 10000000),
+    U32("max_streams", av_http_cfg_t, max_streams, 1, 1000000),
+    U32("deadline_ms", av_http_cfg_t, deadline_ms, 0, 3600000),
+    { "cache_direct", K_BOOL, OFF(av_http_cfg_t, cache_direct), 0, 0, false, NULL, NULL },
+};
+static const table_t http_table = { "http", http_fields, NFIELDS(http_fields), -1 };
+
+/* `http:` turns availd-http on; its listen address must be tcp:// and its
+ * search page's TLDs public suffixes as availd keeps them. */
+static int
+parse_http(parser_t *p, yaml_node_t *node, void *base)
+{
+    (void)base;
+    av_http_cfg_t *h = &p->cfg->http;
+    h->enabled = true;
+    if (node->type == YAML_SCALAR_NODE && !*scalar(node))
+        return 0; /* `http:` and nothing: every default */
+    if (node->type != YAML_MAPPING_NODE)
+        return error_at(p, node, "'http' must be a map, not %s", node_kind(node));
+    const table_t *tables[] = { &http_table, &process_table };
+    if (parse_map(p, node, h, tables, 2) < 0)
+        return -1;
+    yaml_node_t *listen = map_get(p, node, "listen");
+    if (h->listen && strncmp(h->listen, "tcp://", 6) != 0)
+        return error_at(p, listen, "'listen' of http must be tcp://HOST:PORT, not '%s'", h->listen);
+    yaml_node_t *tlds = map_get(p, node, "tlds");
+    for (uint32_t i = 0; i < h->tlds.count; i++) {
+        char *t = h->tlds.items[i];
+        if (t[0] == '.')
+            memmove(t, t + 1, strlen(t));
+        if (!av_tld_valid(t))
+            return error_at(p, tlds, "bad TLD '%s' in http.tlds (lower-case A-labels: letters, digits, '-', '.')", t);
+    }
+    if (h->client_burst < h->client_rate && map_get(p, node, "client_burst"))
+        return error_at(p, map_get(p, node, "client_burst"), "'client_burst' must be at least 'client_rate' (%u)",
+                        h->client_rate);
+    if (h->client_burst < h->client_rate)
+        h->client_burst = h->client_rate;
+    return 0;
+}
+
 static const field_t pattern_fields[] = {
     { "available", K_STRLIST, OFF(av_registry_cfg_t, patterns[AV_PAT_AVAILABLE]), 0, 256, false, NULL, NULL },
     { "registered", K_STRLIST, OFF(av_registry_cfg_t, patterns[AV_PAT_REGISTERED]), 0, 256, false, NULL, NULL },
@@ -938,6 +995,7 @@ static const field_t top_fields[] = {
     { "querier", K_CUSTOM, 0, 0, 0, false, NULL, parse_querier },
     { "cache", K_CUSTOM, 0, 0, 0, false, NULL, parse_cache },
     { "errors", K_CUSTOM, 0, 0, 0, false, NULL, parse_errors },
+    { "http", K_CUSTOM, 0, 0, 0, false, NULL, parse_http },
     { "registries", K_CUSTOM, 0, 0, 0, false, NULL, parse_registries },
 };
 static const table_t top_table = { "the top level", top_fields, NFIELDS(top_fields), -1 };
@@ -1027,6 +1085,7 @@ defaults(av_config_t *c)
     process_defaults(&c->querier.process);
     process_defaults(&c->cache.process);
     process_defaults(&c->errors.process);
+    process_defaults(&c->http.process);
     c->intake.deadline_ms = 10000;
     c->intake.max_inflight = 200000;
     c->intake.gateway_clients = 1024;
@@ -1050,6 +1109,16 @@ defaults(av_config_t *c)
     c->errors.batch_max = 1024;
     av_implicit_defaults(&c->implicit_rdap, AV_PROTO_RDAP);
     av_implicit_defaults(&c->implicit_whois, AV_PROTO_WHOIS);
+    c->http.max_connections = 10000;
+    c->http.idle_timeout_s = 30;
+    c->http.max_body_bytes = 1 << 20;
+    c->http.max_names = 1000;
+    c->http.client_rate = 1000;
+    c->http.client_burst = 2000;
+    c->http.max_clients = 100000;
+    c->http.max_pending = 100000;
+    c->http.max_streams = 5000;
+    c->http.cache_direct = true;
 }
 
 /* Copies the process keys a daemon's block did not set from the top-level
@@ -1128,6 +1197,31 @@ resolve_endpoint(char **ep, const char *runtime_dir)
     return 0;
 }
 
+#ifndef AVAILD_WWW_DIR
+#define AVAILD_WWW_DIR "/usr/share/availd/www"
+#endif
+
+/* The search page's defaults: the TLDs a name is checked across, and its
+ * files where the install put them. */
+static int
+http_defaults(av_http_cfg_t *h, const char *cfgdir)
+{
+    static const char *const tlds[] = { "com", "net", "org", "io", "de" };
+    int rc = set_str(&h->listen, "tcp://127.0.0.1:8080");
+    rc |= set_str(&h->www, AVAILD_WWW_DIR);
+    rc |= resolve(&h->www, cfgdir);
+    rc |= set_str(&h->api_keys, "");
+    rc |= resolve(&h->api_keys, cfgdir);
+    if (rc || h->tlds.count)
+        return rc;
+    if (!(h->tlds.items = calloc(sizeof tlds / sizeof tlds[0], sizeof *h->tlds.items)))
+        return -1;
+    for (size_t i = 0; i < sizeof tlds / sizeof tlds[0]; i++, h->tlds.count++)
+        if (!(h->tlds.items[i] = strdup(tlds[i])))
+            return -1;
+    return 0;
+}
+
 static int
 finish(av_config_t *c, char *err, size_t errlen)
 {
@@ -1159,7 +1253,7 @@ finish(av_config_t *c, char *err, size_t errlen)
     for (size_t i = 0; i < NFIELDS(eps); i++)
         rc |= resolve_endpoint(eps[i], c->runtime_dir);
     av_process_cfg_t *procs[] = { &c->intake.process, &c->dispatcher.process, &c->querier.process,
-                                  &c->cache.process, &c->errors.process };
+                                  &c->cache.process, &c->errors.process, &c->http.process };
     for (size_t i = 0; i < NFIELDS(procs); i++) {
         rc |= inherit_process(procs[i], &c->process);
         rc |= resolve(&procs[i]->pid_file, c->runtime_dir);
@@ -1171,6 +1265,7 @@ finish(av_config_t *c, char *err, size_t errlen)
     rc |= resolve(&c->intake.journal, c->state_dir);
     rc |= resolve(&c->cache.path, c->state_dir);
     rc |= resolve(&c->errors.path, c->state_dir);
+    rc |= http_defaults(&c->http, cfgdir);
     if (rc) {
         snprintf(err, errlen, "%s: out of memory", c->path);
         return -1;
@@ -1259,6 +1354,12 @@ av_config_free(av_config_t **self_p)
     process_free(&c->querier.process);
     process_free(&c->cache.process);
     process_free(&c->errors.process);
+    process_free(&c->http.process);
+    free(c->http.listen);
+    free(c->http.www);
+    free(c->http.api_keys);
+    free_strlist(&c->http.tlds);
+    free_strlist(&c->http.cors_origins);
     free(c->intake.journal);
     free(c->cache.path);
     free(c->errors.path);
@@ -1282,6 +1383,8 @@ av_config_process(const av_config_t *self, const char *daemon)
         return &self->cache.process;
     if (strcmp(daemon, "errors") == 0)
         return &self->errors.process;
+    if (strcmp(daemon, "http") == 0)
+        return &self->http.process;
     return NULL;
 }
 

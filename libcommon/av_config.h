@@ -198,6 +198,30 @@ typedef struct {
     uint32_t line; uint32_t column; /* 0 for a group the file does not declare */
 } av_group_cfg_t;
 
+/* availd-http: the web's way in (HTTP/JSON, Server-Sent Events, the search
+ * page). Runs only when the file has an `http:` section. */
+typedef struct {
+    av_process_cfg_t process;
+    bool enabled;                /* the file has an http: section */
+    char *listen;                /* tcp://HOST:PORT */
+    char *www;                   /* the search page's files */
+    av_strlist_t tlds;           /* the search page checks a name across these */
+    av_strlist_t cors_origins;   /* Origins allowed to read answers ("*": any) */
+    char *api_keys;              /* file: one `KEY [NAMES_PER_S [BURST]]` a line; "" none */
+    uint32_t max_connections;    /* open connections, all clients */
+    uint32_t max_connections_per_ip; /* 0: no limit of its own */
+    uint32_t idle_timeout_s;     /* a connection silent this long is closed */
+    uint32_t max_body_bytes;     /* a request body past it: 413 */
+    uint32_t max_names;          /* names in one request (the protocol's 1,000 at most) */
+    uint32_t client_rate;        /* names a second per client (address or key) */
+    uint32_t client_burst;       /* names a client may ask at once */
+    uint32_t max_clients;        /* clients whose budget is tracked */
+    uint32_t max_pending;        /* names waiting for intake, all clients: past it 503 */
+    uint32_t max_streams;        /* open event streams */
+    uint32_t deadline_ms;        /* default budget of a check; 0: intake.deadline_ms */
+    bool cache_direct;           /* answer fresh cached names from the cache's LMDB */
+} av_http_cfg_t;
+
 typedef struct {
     char *path;                  /* the file loaded */
     char *runtime_dir;           /* relative ipc:// endpoints live here */
@@ -217,6 +241,7 @@ typedef struct {
     av_querier_cfg_t querier;
     av_cache_cfg_t cache;
     av_errors_cfg_t errors;
+    av_http_cfg_t http;
     av_registry_cfg_t *registries;
     uint32_t n_registries;
     av_group_cfg_t *groups;

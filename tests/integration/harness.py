@@ -29,6 +29,7 @@ BINARIES = {
     "dispatcher": "daemons/availd-dispatcher",
     "querier": "daemons/availd-querier",
     "cache": "daemons/availd-cache",
+    "http": "daemons/availd-http",
     "availctl": "tools/availctl/availctl",
     "test-registry": "tests/registry/availd-test-registry",
 }

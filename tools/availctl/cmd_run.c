@@ -646,7 +646,7 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
     sd_event_add_signal(r.loop, NULL, SIGINT, on_signal, &r);
     sd_event_add_signal(r.loop, NULL, SIGTERM, on_signal, &r);
     sd_event_add_signal(r.loop, NULL, SIGHUP, on_signal, &r);
-    r.children = calloc(4 + n_queriers, sizeof *r.children);
+    r.children = calloc(5 + n_queriers, sizeof *r.children);
     int rc = r.children ? 0 : -1;
     rc = rc ? rc : add_child(&r, "errors", NULL);
     rc = rc ? rc : add_child(&r, "cache", NULL);
@@ -657,6 +657,8 @@ cmd_run(ctl_t *ctl, int argc, char **argv)
         rc = walk.rc;
     }
     rc = rc ? rc : add_child(&r, "intake", NULL);
+    if (cfg->http.enabled)
+        rc = rc ? rc : add_child(&r, "http", NULL); /* after intake, whose client it is */
     if (rc == 0) {
         r.started_us = av_mono_us();
         start_next(&r);

@@ -46,7 +46,7 @@ typedef struct {
 static int
 stage_of(const char *ident)
 {
-    static const char *const order[] = { "intake", "querier", "dispatcher", "cache", "errors" };
+    static const char *const order[] = { "http", "intake", "querier", "dispatcher", "cache", "errors" };
     size_t len = strcspn(ident, "-");
     for (int i = 0; i < (int)(sizeof order / sizeof order[0]); i++)
         if (strlen(order[i]) == len && strncmp(ident, order[i], len) == 0)

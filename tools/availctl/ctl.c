@@ -327,6 +327,8 @@ ctl_each_daemon(const av_config_t *cfg, void (*fn)(void *arg, const char *ident)
         fn(arg, fixed[i]);
     each_daemon_t e = { fn, arg };
     ctl_each_querier(cfg, each_querier_ident, &e);
+    if (cfg->http.enabled) /* availd-http runs when the file has an http section */
+        fn(arg, "http");
 }
 
 void

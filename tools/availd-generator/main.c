@@ -22,6 +22,11 @@
  *   intake_gateway (an ipc:// endpoint is its socket file, a tcp://HOST:PORT
  *   one its address), so the addresses are written once, in availd.yaml.
  *
+ *   When availd.yaml has an `http:` section: availd-http.service and
+ *   availd-http.socket in availd.target.wants, and
+ *   availd-http.socket.d/50-availd-yaml.conf with ListenStream= from
+ *   http.listen.
+ *
  *   After editing availd.yaml: `systemctl daemon-reload`, then restart
  *   availd.target (or start the new querier units).
  *
@@ -106,6 +111,52 @@ listen_address(const char *endpoint, char *out, size_t size)
 }
 
 static int
+enable_unit(const char *wants_dir, const char *unit)
+{
+    char link[PATH_MAX], target[PATH_MAX];
+    snprintf(link, sizeof link, "%s/%s", wants_dir, unit);
+    snprintf(target, sizeof target, "%s/%s", AVAILD_UNIT_PATH, unit);
+    if (symlink(target, link) < 0 && errno != EEXIST) {
+        report("cannot link %s: %s", link, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* availd-http runs when availd.yaml has an http section: its units, and
+ * its socket's address from http.listen. */
+static int
+write_http_units(const char *normal_dir, const char *wants_dir, const av_config_t *cfg)
+{
+    char dir[PATH_MAX], path[PATH_MAX], address[PATH_MAX];
+    if (!cfg->http.enabled)
+        return 0;
+    if (enable_unit(wants_dir, "availd-http.service") < 0 || enable_unit(wants_dir, "availd-http.socket") < 0)
+        return -1;
+    if (listen_address(cfg->http.listen, address, sizeof address) != 1) {
+        report("%s: http.listen %s cannot be a socket unit's ListenStream=", cfg->path, cfg->http.listen);
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%s/availd-http.socket.d", normal_dir);
+    if (make_dir(dir) < 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/50-availd-yaml.conf", dir);
+    FILE *f = fopen(path, "we");
+    if (!f) {
+        report("cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "# Written by availd-generator from %s: edit that file, then\n"
+               "# systemctl daemon-reload.\n[Socket]\nListenStream=\nListenStream=%s\n",
+            cfg->path, address);
+    if (fclose(f) != 0) {
+        report("cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int
 write_socket_dropin(const char *normal_dir, const av_config_t *cfg)
 {
     char dir[PATH_MAX], path[PATH_MAX];
@@ -172,6 +223,8 @@ main(int argc, char **argv)
     }
     if (rc == 0)
         rc = write_socket_dropin(normal_dir, cfg);
+    if (rc == 0)
+        rc = write_http_units(normal_dir, wants_dir, cfg);
     av_config_free(&cfg);
     return rc == 0 ? 0 : 1;
 }
