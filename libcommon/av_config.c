@@ -1422,8 +1422,16 @@ key_value_text(const field_t *f, const char *base, char *out, size_t size)
         return;
     const void *v = base + f->offset;
     switch (f->kind) {
-    case K_U32: snprintf(out, size, "%u", *(const uint32_t *)v); break;
-    case K_U64: snprintf(out, size, "%llu", (unsigned long long)*(const uint64_t *)v); break;
+    /* Below its range: "not set", decided later (a whois port by protocol,
+     * a burst from queries); the description says how. */
+    case K_U32:
+        if (*(const uint32_t *)v >= f->min)
+            snprintf(out, size, "%u", *(const uint32_t *)v);
+        break;
+    case K_U64:
+        if (*(const uint64_t *)v >= f->min)
+            snprintf(out, size, "%llu", (unsigned long long)*(const uint64_t *)v);
+        break;
     case K_BOOL: snprintf(out, size, "%s", *(const bool *)v ? "true" : "false"); break;
     case K_STR:
     case K_PATH:

@@ -201,4 +201,6 @@ av_daemon_print_restart_keys(const av_daemon_hooks_t *h, FILE *out)
             fprintf(out, "%s\n", s->key);
     for (const av_setting_t *s = process_settings; s->key; s++)
         fprintf(out, "%s.%s\nprocess.%s\n", h->name, s->key, s->key);
+    for (const char *const *k = h->restart_keys_own; k && *k; k++)
+        fprintf(out, "%s\n", *k);
 }

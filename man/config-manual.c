@@ -173,7 +173,7 @@ page_key(const av_config_key_t *key, void *arg)
     printf(".TP\n.B ");
     put_text(key->path);
     printf("\n");
-    printf(".I %s", key->type);
+    printf("\\fI%s\\fR", key->type);
     if (key->required)
         printf(", required");
     if (*key->range_text) {

@@ -145,11 +145,12 @@ def test_installed_generator_enables_the_config_queriers(root, tmp_path):
     assert "availd-querier@verisign.service" in wants, wants
 
 
-def test_sysusers_file_and_its_postinst(deb, root):
+def test_sysusers_file_and_its_postinst(deb, root, tmp_path):
     conf = open(os.path.join(root, "usr/lib/sysusers.d/availd.conf")).read()
     assert re.search(r"^u availd ", conf, re.M), conf
-    with_ctrl = run(["dpkg-deb", "--ctrl-tarfile", deb], text=False)
-    postinst = subprocess.run(["tar", "-xO", "./postinst"], input=with_ctrl.stdout, capture_output=True).stdout
+    control = tmp_path / "control"
+    subprocess.run(["dpkg-deb", "-e", deb, str(control)], check=True)
+    postinst = (control / "postinst").read_bytes()
     assert b"systemd-sysusers" in postinst and b"availd.conf" in postinst
     # Installed disabled: nothing queries a registry before the operator
     # reviewed the config (debian/rules, override_dh_installsystemd).
