@@ -1403,7 +1403,7 @@ typedef struct {
 } custom_section_t;
 
 typedef struct {
-    av_config_t *cfg;            /* every default, strings resolved as for /etc/availd/availd.yaml */
+    av_config_t *cfg;            /* every default, paths resolved as for AVAILD_DEFAULT_CONFIG */
     av_registry_cfg_t registry;
     av_group_cfg_t group;
 } keys_defaults_t;
@@ -1594,7 +1594,7 @@ av_config_keys(void (*fn)(const av_config_key_t *key, void *arg), void *arg)
     keys_defaults_t d = { .group = { .instances = 1 } };
     char err[AV_CONFIG_ERR_MAX];
     av_config_t *c = calloc(1, sizeof *c);
-    if (!c || !(c->path = strdup("/etc/availd/availd.yaml"))) {
+    if (!c || !(c->path = strdup(AVAILD_DEFAULT_CONFIG))) {
         free(c);
         return -1;
     }
