@@ -1402,6 +1402,11 @@ typedef struct {
     size_t defaults_offset;      /* of the section in av_config_t, where its defaults are */
 } custom_section_t;
 
+/* libcommon's build defines it; a fuzz target compiling this file alone may not. */
+#ifndef AVAILD_DEFAULT_CONFIG
+#define AVAILD_DEFAULT_CONFIG "/etc/availd/availd.yaml"
+#endif
+
 typedef struct {
     av_config_t *cfg;            /* every default, paths resolved as for AVAILD_DEFAULT_CONFIG */
     av_registry_cfg_t registry;
