@@ -1531,3 +1531,230 @@ av_control_endpoint(const av_config_t *cfg, const char *ident, char *out, size_t
     }
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }
+
+/* ---- the key table, for the manual -------------------------------------- */
+
+/* Sections the loader parses with code of its own (K_CUSTOM), and which
+ * tables it parses them with: the daemons' blocks (their own keys and the
+ * process keys), the registries and the querier groups (NAME: a map). */
+typedef struct {
+    int (*custom)(parser_t *p, yaml_node_t *node, void *base);
+    const char *name_part;       /* ".NAME" for a map of named entries, else "" */
+    const table_t *tables[2];
+    size_t defaults_offset;      /* of the section in av_config_t, where its defaults are */
+} custom_section_t;
+
+/* libcommon's build defines it; a fuzz target compiling this file alone may not. */
+#ifndef AVAILD_DEFAULT_CONFIG
+#define AVAILD_DEFAULT_CONFIG "/etc/availd/availd.yaml"
+#endif
+
+typedef struct {
+    av_config_t *cfg;            /* every default, paths resolved as for AVAILD_DEFAULT_CONFIG */
+    av_registry_cfg_t registry;
+    av_group_cfg_t group;
+} keys_defaults_t;
+
+typedef struct {
+    void (*fn)(const av_config_key_t *key, void *arg);
+    void *arg;
+    int count;
+} keys_walk_t;
+
+static void
+key_value_text(const field_t *f, const char *base, char *out, size_t size)
+{
+    *out = '\0';
+    if (!base)
+        return;
+    const void *v = base + f->offset;
+    switch (f->kind) {
+    /* Below its range: "not set", decided later (a whois port by protocol,
+     * a burst from queries); the description says how. */
+    case K_U32:
+        if (*(const uint32_t *)v >= f->min)
+            snprintf(out, size, "%u", *(const uint32_t *)v);
+        break;
+    case K_U64:
+        if (*(const uint64_t *)v >= f->min)
+            snprintf(out, size, "%llu", (unsigned long long)*(const uint64_t *)v);
+        break;
+    case K_BOOL: snprintf(out, size, "%s", *(const bool *)v ? "true" : "false"); break;
+    case K_STR:
+    case K_PATH:
+    case K_ENDPOINT: snprintf(out, size, "%s", *(char *const *)v ? *(char *const *)v : ""); break;
+    case K_SYNTAX: snprintf(out, size, "%s", *(const bool *)v ? "posix" : "pcre2"); break;
+    case K_READING:
+        snprintf(out, size, "%s", *(const av_reading_t *)v == AV_READING_GENERIC ? "generic" : "patterns");
+        break;
+    case K_LOG: {
+        const av_log_target_t *t = v;
+        uint32_t n = *(const uint32_t *)(base + OFF(av_process_cfg_t, n_log));
+        size_t used = 0;
+        static const char *const names[] = { "", "stderr", "syslog", "journald", "" };
+        for (uint32_t i = 0; i < n && used < size; i++)
+            used += (size_t)snprintf(out + used, size - used, "%s%s", i ? ", " : "",
+                                     t[i].kind == AV_LOG_FILE ? t[i].path : names[t[i].kind]);
+        break;
+    }
+    case K_STRLIST: {
+        const av_strlist_t *l = v;
+        size_t used = 0;
+        for (uint32_t i = 0; i < l->count && used < size; i++)
+            used += (size_t)snprintf(out + used, size - used, "%s%s", i ? ", " : "", l->items[i]);
+        break;
+    }
+    default: break;
+    }
+}
+
+static const char *
+key_type(const field_t *f)
+{
+    switch (f->kind) {
+    case K_STR: return "string";
+    case K_PATH: return "path";
+    case K_U32:
+    case K_U64: return "integer";
+    case K_BOOL: return "boolean";
+    case K_ENDPOINT: return "endpoint";
+    case K_CIDRS: return "CIDR list";
+    case K_LOG: return "log targets";
+    case K_STRLIST: return "string list";
+    case K_SECTION: return "map";
+    case K_PROTOCOL:
+    case K_SYNTAX:
+    case K_READING: return "word";
+    case K_CUSTOM: return "custom";
+    }
+    return "?";
+}
+
+static void
+key_range_text(const field_t *f, char *out, size_t size)
+{
+    *out = '\0';
+    switch (f->kind) {
+    case K_U32:
+    case K_U64:
+        snprintf(out, size, "%llu..%llu", (unsigned long long)f->min, (unsigned long long)f->max);
+        break;
+    case K_BOOL: snprintf(out, size, "true or false"); break;
+    case K_ENDPOINT:
+        snprintf(out, size, "ipc://PATH or tcp://HOST:PORT%s",
+                 f->min == 1 ? "; \"\" turns it off" : f->min == 2 ? ", with one %s (the daemon's name)" : "");
+        break;
+    case K_CIDRS: snprintf(out, size, "ADDRESS/BITS, at most %d", AV_CIDRS_MAX); break;
+    case K_LOG:
+        snprintf(out, size, "stderr, syslog, journald or an absolute path; at most %d", AV_LOG_TARGETS_MAX);
+        break;
+    case K_STRLIST: snprintf(out, size, "at most %llu entries", (unsigned long long)(f->max ? f->max : 1024)); break;
+    case K_PROTOCOL: snprintf(out, size, "whois, das or rdap"); break;
+    case K_SYNTAX: snprintf(out, size, "pcre2 or posix"); break;
+    case K_READING: snprintf(out, size, "patterns or generic"); break;
+    default: break;
+    }
+}
+
+static void keys_walk_table(keys_walk_t *w, const char *prefix, const table_t *table, const char *base,
+                            const keys_defaults_t *dflt);
+
+static void
+keys_emit(keys_walk_t *w, const char *path, const char *type, const char *def, const char *range, bool required,
+          bool section)
+{
+    av_config_key_t key = { path, type, def, range, required, section };
+    w->fn(&key, w->arg);
+    w->count++;
+}
+
+static void
+keys_walk_custom(keys_walk_t *w, const char *path, const field_t *f, const keys_defaults_t *dflt)
+{
+    const custom_section_t sections[] = {
+        { parse_intake, "", { &intake_table, &process_table }, OFF(av_config_t, intake) },
+        { parse_dispatcher, "", { &dispatcher_table, &process_table }, OFF(av_config_t, dispatcher) },
+        { parse_querier, "", { &querier_table, &process_table }, OFF(av_config_t, querier) },
+        { parse_cache, "", { &cache_table, &process_table }, OFF(av_config_t, cache) },
+        { parse_errors, "", { &errors_table, &process_table }, OFF(av_config_t, errors) },
+        { parse_registries, ".NAME", { &registry_table, NULL }, 0 },
+        { parse_queriers, ".NAME", { &group_table, NULL }, 0 },
+    };
+    for (size_t i = 0; i < NFIELDS(sections); i++) {
+        const custom_section_t *s = &sections[i];
+        if (s->custom != f->custom)
+            continue;
+        keys_emit(w, path, "map", "", "", false, true);
+        char prefix[256];
+        snprintf(prefix, sizeof prefix, "%s%s.", path, s->name_part);
+        const char *base = (const char *)dflt->cfg + s->defaults_offset;
+        if (s->tables[0] == &registry_table)
+            base = (const char *)&dflt->registry;
+        else if (s->tables[0] == &group_table)
+            base = (const char *)&dflt->group;
+        if (*s->name_part) {
+            char named[256];
+            snprintf(named, sizeof named, "%s%s", path, s->name_part);
+            keys_emit(w, named, "map", "", "", false, true);
+        }
+        for (size_t t = 0; t < 2 && s->tables[t]; t++)
+            keys_walk_table(w, prefix, s->tables[t], base, dflt);
+        return;
+    }
+    /* A custom key of its own: its type and range from the code above it. */
+    if (f->custom == parse_include)
+        keys_emit(w, path, "string list", "", "at most 16 files, nested at most 4 deep", false, false);
+    else if (f->custom == parse_implicit_registries)
+        keys_emit(w, path, "boolean", dflt->cfg->implicit_registries ? "true" : "false", "true or false", false,
+                  false);
+    else if (f->custom == parse_serves)
+        keys_emit(w, path, "string list", "", "whois, das, rdap", false, false);
+    else
+        keys_emit(w, path, "custom", "", "", f->required, false);
+}
+
+static void
+keys_walk_table(keys_walk_t *w, const char *prefix, const table_t *table, const char *base,
+                const keys_defaults_t *dflt)
+{
+    for (size_t i = 0; i < table->n_fields; i++) {
+        const field_t *f = &table->fields[i];
+        char path[256], def[512], range[128];
+        snprintf(path, sizeof path, "%s%s", prefix, f->key);
+        if (f->kind == K_SECTION) {
+            keys_emit(w, path, "map", "", "", f->required, true);
+            strcat(path, ".");
+            keys_walk_table(w, path, f->sub, base ? base + f->offset : NULL, dflt);
+        } else if (f->kind == K_CUSTOM) {
+            keys_walk_custom(w, path, f, dflt);
+        } else {
+            key_value_text(f, base, def, sizeof def);
+            key_range_text(f, range, sizeof range);
+            keys_emit(w, path, key_type(f), def, range, f->required, false);
+        }
+    }
+}
+
+int
+av_config_keys(void (*fn)(const av_config_key_t *key, void *arg), void *arg)
+{
+    keys_defaults_t d = { .group = { .instances = 1 } };
+    char err[AV_CONFIG_ERR_MAX];
+    av_config_t *c = calloc(1, sizeof *c);
+    if (!c || !(c->path = strdup(AVAILD_DEFAULT_CONFIG))) {
+        free(c);
+        return -1;
+    }
+    defaults(c);
+    if (finish(c, err, sizeof err) < 0) {
+        av_config_free(&c);
+        return -1;
+    }
+    d.cfg = c;
+    av_registry_defaults(&d.registry);
+    keys_walk_t w = { fn, arg, 0 };
+    keys_walk_table(&w, "", &top_table, (const char *)c, &d);
+    av_registry_clear(&d.registry);
+    av_config_free(&c);
+    return w.count;
+}

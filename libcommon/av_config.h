@@ -292,4 +292,22 @@ int av_control_endpoint(const av_config_t *cfg, const char *ident, char *out, si
 /* Checks a ZeroMQ endpoint of ours: ipc://PATH or tcp://HOST:PORT. */
 bool av_endpoint_valid(const char *endpoint, char *why, size_t whylen);
 
+/* Every key the loader accepts, walked from the tables it validates with
+ * (for availd.yaml(5), made by man/config-manual, and its tests). A key's
+ * path joins its sections with dots; NAME stands for a registry's or a
+ * querier group's name. default_text is the value an absent key takes
+ * ("" when it has none, as for a map or a list). */
+typedef struct {
+    const char *path;          /* "intake.deadline_ms", "registries.NAME.ttl.available" */
+    const char *type;          /* "integer", "boolean", "string", "path", "endpoint", "list", "map"... */
+    const char *default_text;
+    const char *range_text;    /* "1..3600000", "whois, das or rdap"; "" when any value of the type */
+    bool required;
+    bool section;              /* a map whose keys follow */
+} av_config_key_t;
+
+/* Calls fn for each key, in the order of the tables; returns the count, or
+ * -1 when out of memory. */
+int av_config_keys(void (*fn)(const av_config_key_t *key, void *arg), void *arg);
+
 #endif

@@ -775,6 +775,7 @@ av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks)
         { "foreground", no_argument, NULL, 'f' },  { "registry", required_argument, NULL, 'r' },
         { "group", required_argument, NULL, 'r' },
         { "version", no_argument, NULL, 'V' },     { "help", no_argument, NULL, 'h' },
+        { "restart-keys", no_argument, NULL, 'K' },
         { NULL, 0, NULL, 0 },
     };
     av_daemon_t daemon = { .hooks = hooks, .pid_fd = -1, .ready_fd = -1, .lock_fd = -1 };
@@ -797,6 +798,7 @@ av_daemon_main(int argc, char **argv, const av_daemon_hooks_t *hooks)
             break;
         case 'V': printf("availd-%s %s\n", hooks->name, AVAILD_VERSION); return 0;
         case 'h': usage(hooks, stdout); return 0;
+        case 'K': av_daemon_print_restart_keys(hooks, stdout); return 0;
         default: usage(hooks, stderr); return 2;
         }
     }

@@ -75,6 +75,9 @@ typedef struct {
      * skeleton does this for its own: the control and errors endpoints,
      * pid_file, user, group, daemonize). */
     const av_setting_t *restart_settings;
+    /* Keys its on_reload compares itself and keeps running ("registries.NAME.protocol"),
+     * for --restart-keys and availd.yaml(5); NULL-ended, may be NULL. */
+    const char *const *restart_keys_own;
     /* SIGTERM: stop taking work, finish or hand back what is in flight.
      * Return 1 when nothing is left, 0 to keep running until the daemon
      * calls av_daemon_drained or process.drain_ms passes. */

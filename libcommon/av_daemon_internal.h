@@ -5,6 +5,7 @@
 
 #include "av_daemon.h"
 
+#include <stdio.h>
 #include <sys/types.h>
 
 #define AV_NAME_LEN 48
@@ -97,6 +98,9 @@ int av_daemon_reload(av_daemon_t *d, char *err, size_t errlen);
 void av_daemon_apply_logging(av_daemon_t *d);
 /* `needs_restart`: [KEY...], one map pair of a control reply. */
 void av_daemon_pack_needs_restart(const av_daemon_t *d, msgpack_packer *pk);
+/* --restart-keys: the keys this daemon applies only at start, one a line
+ * (its process keys as DAEMON.KEY and process.KEY), for availd.yaml(5). */
+void av_daemon_print_restart_keys(const av_daemon_hooks_t *h, FILE *out);
 void av_watches_close(av_daemon_t *d);
 void av_zap_close(av_daemon_t *d);
 

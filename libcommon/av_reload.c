@@ -8,6 +8,7 @@
 #include "av_daemon_internal.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,4 +186,21 @@ av_daemon_pack_needs_restart(const av_daemon_t *d, msgpack_packer *pk)
     msgpack_pack_array(pk, d->n_needs_restart);
     for (uint32_t i = 0; i < d->n_needs_restart; i++)
         av_pack_str(pk, d->needs_restart[i]);
+}
+
+void
+av_daemon_print_restart_keys(const av_daemon_hooks_t *h, FILE *out)
+{
+    if (!h->on_reload) {
+        fprintf(out, "*\n"); /* every setting */
+        return;
+    }
+    const av_setting_t *lists[] = { skeleton_settings, h->restart_settings };
+    for (size_t i = 0; i < 2; i++)
+        for (const av_setting_t *s = lists[i]; s && s->key; s++)
+            fprintf(out, "%s\n", s->key);
+    for (const av_setting_t *s = process_settings; s->key; s++)
+        fprintf(out, "%s.%s\nprocess.%s\n", h->name, s->key, s->key);
+    for (const char *const *k = h->restart_keys_own; k && *k; k++)
+        fprintf(out, "%s\n", *k);
 }

@@ -138,6 +138,7 @@ main(int argc, char **argv)
                               .init = querier_init,
                               .on_reload = querier_on_reload,
                               .restart_settings = querier_restart_settings,
+                              .restart_keys_own = (const char *const[]){ "registries.NAME.protocol", NULL },
                               .on_stop = querier_on_stop,
                               .fini = querier_fini,
                           });
