@@ -1677,6 +1677,7 @@ keys_walk_custom(keys_walk_t *w, const char *path, const field_t *f, const keys_
         { parse_querier, "", { &querier_table, &process_table }, OFF(av_config_t, querier) },
         { parse_cache, "", { &cache_table, &process_table }, OFF(av_config_t, cache) },
         { parse_errors, "", { &errors_table, &process_table }, OFF(av_config_t, errors) },
+        { parse_http, "", { &http_table, &process_table }, OFF(av_config_t, http) },
         { parse_registries, ".NAME", { &registry_table, NULL }, 0 },
         { parse_queriers, ".NAME", { &group_table, NULL }, 0 },
     };
