@@ -332,7 +332,13 @@ const char *av_msg_type_name(av_msg_type_t type);
 #define AV_REASON_TIMEOUT        "timeout"
 #define AV_REASON_RATE_LIMITED   "rate_limited"
 #define AV_REASON_UNPARSEABLE    "unparseable"
-#define AV_REASON_REGISTRY_ERROR "registry_error"
+#define AV_REASON_REGISTRY_ERROR "registry_error"     /* the registry answered with an error of its own */
+#define AV_REASON_DNS_FAILURE    "dns_failure"        /* the registry's host name could not be resolved */
+#define AV_REASON_CONNECT_FAILED "connect_failed"     /* the registry refused or did not take the connection */
+#define AV_REASON_CONNECTION_LOST "connection_lost"   /* the connection broke before the reply was whole */
+#define AV_REASON_TLS_ERROR      "tls_error"          /* the registry's TLS (RDAP) failed: handshake, certificate */
+#define AV_REASON_HTTP_STATUS    "http_status"        /* the RDAP service answered an HTTP status that says nothing */
+#define AV_REASON_QUERIER_ERROR  "querier_error"      /* the querier itself failed (out of memory, a socket) */
 #define AV_REASON_NO_QUERIER     "no_querier"
 #define AV_REASON_OVERLOADED     "overloaded"
 #define AV_REASON_DEADLINE       "deadline"

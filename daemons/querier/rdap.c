@@ -158,7 +158,7 @@ rdap_start(registry_t *r, void *self, query_t *x)
     char url[2048 + AV_DOMAIN_MAX + 16];
     CURL *easy = curl_easy_init();
     if (!easy) {
-        registry_fail(r, x, AV_REASON_REGISTRY_ERROR, "cannot start an HTTP transfer");
+        registry_fail(r, x, AV_REASON_QUERIER_ERROR, "cannot start an HTTP transfer");
         return;
     }
     snprintf(url, sizeof url, "%sdomain/%s", rdap->base, x->name);
@@ -183,7 +183,7 @@ rdap_start(registry_t *r, void *self, query_t *x)
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, &accept);
     t->easy = easy;
     if (curl_multi_add_handle(rdap->multi, easy) != CURLM_OK)
-        registry_fail(r, x, AV_REASON_REGISTRY_ERROR, "cannot queue the HTTP transfer");
+        registry_fail(r, x, AV_REASON_QUERIER_ERROR, "cannot queue the HTTP transfer");
 }
 
 static void
@@ -197,6 +197,40 @@ rdap_abort(registry_t *r, void *self, query_t *x)
     curl_multi_remove_handle(rdap->multi, t->easy);
     curl_easy_cleanup(t->easy);
     t->easy = NULL;
+}
+
+/* What a transfer's failure says to a frontend (its unknown's reason). */
+static const char *
+failure_reason(CURLcode result)
+{
+    switch (result) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+        return AV_REASON_DNS_FAILURE;
+    case CURLE_COULDNT_CONNECT:
+        return AV_REASON_CONNECT_FAILED;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_USE_SSL_FAILED:
+        return AV_REASON_TLS_ERROR;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return AV_REASON_CONNECTION_LOST;
+    case CURLE_OUT_OF_MEMORY:
+        return AV_REASON_QUERIER_ERROR;
+    default:
+        return AV_REASON_REGISTRY_ERROR;
+    }
 }
 
 static void
@@ -213,7 +247,7 @@ complete(rdap_t *rdap, query_t *x, CURLcode result)
             return;
         }
         snprintf(why, sizeof why, "RDAP %sdomain/%s: %s", rdap->base, x->name, curl_easy_strerror(result));
-        registry_fail(r, x, AV_REASON_REGISTRY_ERROR, why);
+        registry_fail(r, x, failure_reason(result), why);
         return;
     }
     evidence_t e = {

@@ -262,7 +262,7 @@ pump_once(registry_t *r)
         query_t *x;
         while ((x = TAILQ_FIRST(&r->waiting.head))) {
             list_remove(x);
-            answer_unasked(r, x, AV_REASON_REGISTRY_ERROR, NULL);
+            answer_unasked(r, x, AV_REASON_QUERIER_ERROR, NULL);
             registry_query_free(r, x);
         }
         return;

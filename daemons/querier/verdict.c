@@ -16,8 +16,20 @@
 
 static const verdict_reason_t reasons[] = {
     { AV_REASON_TIMEOUT, "no complete reply within the registry's timeout", "timeouts", false, AV_LEVEL_WARNING },
-    { AV_REASON_REGISTRY_ERROR, "the registry could not be reached or reported an error of its own",
-      "registry_errors", false, AV_LEVEL_WARNING },
+    { AV_REASON_REGISTRY_ERROR, "the registry reported an error of its own", "registry_errors", false,
+      AV_LEVEL_WARNING },
+    { AV_REASON_DNS_FAILURE, "the registry's host name could not be resolved", "dns_failures", false,
+      AV_LEVEL_WARNING },
+    { AV_REASON_CONNECT_FAILED, "the registry refused the connection or did not take it", "connect_failures",
+      false, AV_LEVEL_WARNING },
+    { AV_REASON_CONNECTION_LOST, "the connection broke before the reply was whole", "connections_lost", false,
+      AV_LEVEL_WARNING },
+    { AV_REASON_TLS_ERROR, "the registry's TLS failed (handshake, certificate)", "tls_errors", false,
+      AV_LEVEL_WARNING },
+    { AV_REASON_HTTP_STATUS, "the RDAP service answered an HTTP status that decides nothing (not 200, 404, 429 "
+      "or 503)", "http_statuses", false, AV_LEVEL_WARNING },
+    { AV_REASON_QUERIER_ERROR, "the querier itself failed (out of memory, no socket)", "querier_errors", false,
+      AV_LEVEL_ERR },
     /* The backoff it starts is reported once, not every answer. */
     { AV_REASON_RATE_LIMITED, "the registry says we exceed its rate limit, or we wait out its backoff",
       "rate_limited", true, NO_REPORT },
@@ -392,7 +404,7 @@ decide_http(const evidence_t *e, verdict_t *out)
         out->backoff_s = e->retry_after_s;
         return;
     default:
-        unknown(out, AV_REASON_REGISTRY_ERROR, NULL);
+        unknown(out, AV_REASON_HTTP_STATUS, NULL);
     }
 }
 

@@ -171,11 +171,11 @@ format_request(const registry_t *r, const query_t *x, exchange_t *ex)
 }
 
 static void
-fail_errno(registry_t *r, query_t *x, const char *what, int err)
+fail_errno(registry_t *r, query_t *x, const char *reason, const char *what, int err)
 {
     char why[200];
     snprintf(why, sizeof why, "%s %s:%u: %s", what, r->cfg->host, r->cfg->port, strerror(err));
-    registry_fail(r, x, AV_REASON_REGISTRY_ERROR, why);
+    registry_fail(r, x, reason, why);
 }
 
 static void
@@ -186,24 +186,24 @@ whois_start(registry_t *r, void *self, query_t *x)
     ex->fd = -1;
     ex->poll.fd = -1;
     if (!w->ready) {
-        registry_fail(r, x, AV_REASON_REGISTRY_ERROR, w->error);
+        registry_fail(r, x, AV_REASON_DNS_FAILURE, w->error);
         return;
     }
     if (format_request(r, x, ex) < 0) {
-        registry_fail(r, x, AV_REASON_REGISTRY_ERROR, "out of memory");
+        registry_fail(r, x, AV_REASON_QUERIER_ERROR, "out of memory");
         return;
     }
     ex->fd = socket(w->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (ex->fd < 0) {
-        fail_errno(r, x, "socket for", errno);
+        fail_errno(r, x, AV_REASON_QUERIER_ERROR, "socket for", errno);
         return;
     }
     if (connect(ex->fd, (struct sockaddr *)&w->addr, w->addr_len) < 0 && errno != EINPROGRESS) {
-        fail_errno(r, x, "connect to", errno);
+        fail_errno(r, x, AV_REASON_CONNECT_FAILED, "connect to", errno);
         return;
     }
     if (av_poller_add(r->q->poller, &ex->poll, ex->fd, EPOLLOUT, on_io, x) < 0)
-        registry_fail(r, x, AV_REASON_REGISTRY_ERROR, "cannot watch the connection");
+        registry_fail(r, x, AV_REASON_QUERIER_ERROR, "cannot watch the connection");
 }
 
 static void
@@ -236,7 +236,7 @@ on_writable(registry_t *r, query_t *x, exchange_t *ex)
         socklen_t len = sizeof err;
         getsockopt(ex->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) {
-            fail_errno(r, x, "connect to", err);
+            fail_errno(r, x, AV_REASON_CONNECT_FAILED, "connect to", err);
             return;
         }
     }
@@ -247,7 +247,7 @@ on_writable(registry_t *r, query_t *x, exchange_t *ex)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            fail_errno(r, x, "send to", errno);
+            fail_errno(r, x, AV_REASON_CONNECTION_LOST, "send to", errno);
             return;
         }
         ex->request_sent += (size_t)n;
@@ -265,7 +265,7 @@ on_readable(registry_t *r, query_t *x, exchange_t *ex)
             if (x->truncated)
                 finish(r, x); /* enough to classify; the rest is not read */
             else
-                registry_fail(r, x, AV_REASON_REGISTRY_ERROR, "out of memory for the reply");
+                registry_fail(r, x, AV_REASON_QUERIER_ERROR, "out of memory for the reply");
             return;
         }
         ssize_t n = recv(ex->fd, at, room, 0);
@@ -285,7 +285,7 @@ on_readable(registry_t *r, query_t *x, exchange_t *ex)
             finish(r, x); /* some servers reset after writing it all */
             return;
         }
-        fail_errno(r, x, "receive from", errno);
+        fail_errno(r, x, AV_REASON_CONNECTION_LOST, "receive from", errno);
         return;
     }
 }

@@ -2,7 +2,7 @@
  * with EVIDENCE_HTTP. Whatever the status code and body: 404 is the only
  * available, 200 is registered or reserved (never available), 429 and 503
  * are unknown (rate_limited) with the Retry-After as backoff, anything else
- * unknown (registry_error); every verdict final, every unknown with a
+ * unknown (http_status); every verdict final, every unknown with a
  * reason of the table.
  *
  * Input: byte 0 picks the status code (by its value modulo 6: 200, 404,
@@ -91,8 +91,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         must(v.backoff_s == e.retry_after_s, "the registry's Retry-After is not the backoff", status);
         break;
     default:
-        must(v.status == AV_STATUS_UNKNOWN && strcmp(v.reason, AV_REASON_REGISTRY_ERROR) == 0,
-             "an unexpected status is not unknown (registry_error)", status);
+        must(v.status == AV_STATUS_UNKNOWN && strcmp(v.reason, AV_REASON_HTTP_STATUS) == 0,
+             "an unexpected status is not unknown (http_status)", status);
     }
     if (status != 429 && status != 503)
         must(v.backoff_s == 0, "a backoff without a rate limit", status);

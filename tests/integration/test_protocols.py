@@ -116,9 +116,9 @@ def test_rdap_statuses_from_an_https_server(make_cluster, nginx):
     assert c.ask("redemption-r.test", fresh=True)["matched"] == "rdap: status in redemption or pending delete"
     # TLS is verified: a server whose CA is not trusted gets no verdict
     a = c.ask("x.untrusted")
-    assert (a["status"], a["reason"]) == ("unknown", "registry_error")
-    a = c.ask("x.broken")
-    assert (a["status"], a["reason"]) == ("unknown", "registry_error")
+    assert (a["status"], a["reason"]) == ("unknown", "tls_error")
+    a = c.ask("x.broken")  # HTTP 500
+    assert (a["status"], a["reason"]) == ("unknown", "http_status")
 
 
 def test_rdap_rate_limit_with_retry_after_backs_off(make_cluster, nginx):

@@ -636,14 +636,14 @@ test_rdap_429_and_503_are_rate_limited_with_the_pause_asked(void **state)
 }
 
 static void
-test_rdap_other_statuses_are_registry_errors(void **state)
+test_rdap_other_statuses_are_unknown_http_status(void **state)
 {
     (void)state;
     const long codes[] = { 0, 301, 400, 403, 500, 502 };
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         verdict_t v = decide_http(codes[i], "{\"status\":[]}", 0);
         assert_int_equal(v.status, AV_STATUS_UNKNOWN);
-        assert_string_equal(v.reason, AV_REASON_REGISTRY_ERROR);
+        assert_string_equal(v.reason, AV_REASON_HTTP_STATUS);
     }
 }
 
@@ -953,7 +953,7 @@ main(void)
         cmocka_unit_test(test_rdap_404_is_available_and_200_registered),
         cmocka_unit_test(test_rdap_statuses_reserved_and_redemption),
         cmocka_unit_test(test_rdap_429_and_503_are_rate_limited_with_the_pause_asked),
-        cmocka_unit_test(test_rdap_other_statuses_are_registry_errors),
+        cmocka_unit_test(test_rdap_other_statuses_are_unknown_http_status),
         cmocka_unit_test(test_a_delegation_is_registered_and_none_decides_nothing),
         cmocka_unit_test(test_failures_are_unknown_with_their_reason),
         cmocka_unit_test_setup_teardown(test_every_unknown_verdict_has_a_row_in_the_reasons_table, setup, teardown),
