@@ -602,7 +602,22 @@ static const table_t dispatcher_table = { "dispatcher", dispatcher_fields, NFIEL
 
 /* The querier block holds process settings only: its heartbeat is the
  * dispatcher's, so the two cannot disagree. */
-static const table_t querier_table = { "querier", NULL, 0, -1 };
+static int
+parse_source_address(parser_t *p, yaml_node_t *node, void *base)
+{
+    char **dst = &((av_querier_cfg_t *)base)->source_address;
+    if (get_string(p, node, "source_address", dst) < 0)
+        return -1;
+    struct in6_addr a;
+    if (**dst && inet_pton(AF_INET, *dst, &a) != 1 && inet_pton(AF_INET6, *dst, &a) != 1)
+        return error_at(p, node, "'source_address' must be an IPv4 or IPv6 address, not '%s'", *dst);
+    return 0;
+}
+
+static const field_t querier_fields[] = {
+    { "source_address", K_CUSTOM, 0, 0, 0, false, NULL, parse_source_address },
+};
+static const table_t querier_table = { "querier", querier_fields, NFIELDS(querier_fields), -1 };
 
 static const field_t cache_fields[] = {
     { "path", K_PATH, OFF(av_cache_cfg_t, path), 0, 0, false, NULL, NULL },
@@ -718,6 +733,23 @@ static const field_t rate_fields[] = {
 };
 static const table_t rate_table = { "rate_limit", rate_fields, NFIELDS(rate_fields), -1 };
 
+/* budget: global (the dispatcher holds the rate limit and concurrency for
+ * every querier of the registry, on any host) or per_address (the registry
+ * limits each source address: each querier spends the whole budget). */
+static int
+parse_budget(parser_t *p, yaml_node_t *node, void *base)
+{
+    const char *s = scalar(node);
+    bool *per_address = &((av_registry_cfg_t *)base)->budget_per_address;
+    if (s && strcmp(s, "global") == 0)
+        *per_address = false;
+    else if (s && strcmp(s, "per_address") == 0)
+        *per_address = true;
+    else
+        return error_at(p, node, "'budget' must be global or per_address, not %s", s ? s : node_kind(node));
+    return 0;
+}
+
 static const field_t registry_fields[] = {
     { "tlds", K_STRLIST, OFF(av_registry_cfg_t, tlds), 0, 4096, true, NULL, NULL },
     { "protocol", K_PROTOCOL, OFF(av_registry_cfg_t, protocol), 0, 0, true, NULL, NULL },
@@ -741,6 +773,7 @@ static const field_t registry_fields[] = {
     { "dns_servers", K_STRLIST, OFF(av_registry_cfg_t, dns_servers), 0, 16, false, NULL, NULL },
     { "ca_file", K_STR, OFF(av_registry_cfg_t, ca_file), 0, 0, false, NULL, NULL },
     U32("connections", av_registry_cfg_t, connections, 1, 1024),
+    { "budget", K_CUSTOM, 0, 0, 0, false, NULL, parse_budget },
 };
 static const table_t registry_table = { "registry", registry_fields, NFIELDS(registry_fields), -1 };
 
@@ -1496,6 +1529,7 @@ av_config_free(av_config_t **self_p)
     free(c->http.api_keys);
     free_strlist(&c->http.tlds);
     free_strlist(&c->http.cors_origins);
+    free(c->querier.source_address);
     free(c->intake.journal);
     free(c->cache.path);
     free(c->errors.path);

@@ -94,6 +94,7 @@ typedef struct {
 
 typedef struct {
     av_process_cfg_t process;
+    char *source_address;        /* bind outgoing queries to this address ("" = the system's choice) */
 } av_querier_cfg_t;
 
 typedef struct {
@@ -181,6 +182,7 @@ typedef struct {
     av_registry_origin_t origin;
     uint32_t group;              /* its querier group: an index into av_config_t.groups */
     uint32_t line; uint32_t column; /* where it was defined, for messages */
+    bool budget_per_address;     /* budget: per_address (each source address its own); else global */
 } av_registry_cfg_t;
 
 /* A querier group: availd-querier@NAME serves these registries, each with

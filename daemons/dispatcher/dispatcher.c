@@ -424,6 +424,7 @@ sync_registries(dispatcher_t *ds, const av_config_t *cfg)
             SLIST_INSERT_HEAD(&ds->registries, r, entry);
         }
         registry_configure(r, rc);
+        grants_configure(r, rc, ds);
     }
     return 0;
 }
@@ -529,6 +530,7 @@ dispatcher_close(dispatcher_t *ds)
     registry_state_t *r;
     while ((r = SLIST_FIRST(&ds->registries))) {
         SLIST_REMOVE_HEAD(&ds->registries, entry);
+        grants_release(r);
         free(r);
     }
     if (ds->frontend)
