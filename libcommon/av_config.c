@@ -305,6 +305,28 @@ get_curve_path(parser_t *p, yaml_node_t *node, const char *key, char **out)
 }
 
 static int
+add_runs(parser_t *p, yaml_node_t *node, const char *s, void *arg)
+{
+    uint32_t *runs = arg;
+    for (int i = 0; i < AV_RUNS_KINDS; i++)
+        if (strcmp(s, av_daemon_kind_name((av_daemon_kind_t)i)) == 0)
+            return *runs |= 1u << i, 0;
+    return error_at(p, node, "'runs' names daemons (intake, dispatcher, cache, errors, querier), not '%s'", s);
+}
+
+static int
+parse_runs(parser_t *p, yaml_node_t *node, void *base)
+{
+    (void)base;
+    p->cfg->runs = 0;
+    if (each_string(p, node, "runs", AV_RUNS_KINDS, add_runs, &p->cfg->runs) < 0)
+        return -1;
+    if (!p->cfg->runs)
+        return error_at(p, node, "'runs' names no daemon (leave it out to run every one)");
+    return 0;
+}
+
+static int
 parse_curve(parser_t *p, yaml_node_t *node, void *base)
 {
     (void)base;
@@ -1163,6 +1185,7 @@ static const field_t top_fields[] = {
     { "http", K_CUSTOM, 0, 0, 0, false, NULL, parse_http },
     { "registries", K_CUSTOM, 0, 0, 0, false, NULL, parse_registries },
     { "curve", K_CUSTOM, 0, 0, 0, false, NULL, parse_curve },
+    { "runs", K_CUSTOM, 0, 0, 0, false, NULL, parse_runs },
 };
 static const table_t top_table = { "the top level", top_fields, NFIELDS(top_fields), -1 };
 

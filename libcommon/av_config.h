@@ -279,6 +279,7 @@ typedef struct {
     char *skipped;               /* ... the first error it skipped; NULL when none */
 
     av_curve_cfg_t curve;
+    uint32_t runs;               /* runs: the daemons this host runs, 1 << av_daemon_kind_t; 0 = every one */
     av_endpoint_note_t *endpoint_notes;
     uint32_t n_endpoint_notes;
 } av_config_t;
@@ -320,6 +321,13 @@ bool av_cidr_allowed(const av_cidr_list_t *allow, const av_cidr_list_t *deny,
 
 /* The control endpoint of a daemon instance ("errors", "querier-verisign"). */
 int av_control_endpoint(const av_config_t *cfg, const char *ident, char *out, size_t size);
+
+/* Daemons, for `runs:` (which of them this host runs: availd-generator
+ * enables only those units, so availd.target works on a querier host). */
+typedef enum { AV_RUNS_INTAKE = 0, AV_RUNS_DISPATCHER, AV_RUNS_CACHE, AV_RUNS_ERRORS, AV_RUNS_QUERIER,
+               AV_RUNS_KINDS } av_daemon_kind_t;
+bool av_config_runs(const av_config_t *cfg, av_daemon_kind_t kind);
+const char *av_daemon_kind_name(av_daemon_kind_t kind);
 
 /* Did the file say `insecure: true` for this endpoint? */
 bool av_endpoint_insecure(const av_config_t *cfg, const char *endpoint);

@@ -20,6 +20,20 @@ struct av_curve {
 
 static const char *const peers_names[AV_PEERS_KINDS] = { "frontends", "queriers", "monitoring", "control", "core" };
 
+static const char *const kind_names[AV_RUNS_KINDS] = { "intake", "dispatcher", "cache", "errors", "querier" };
+
+const char *
+av_daemon_kind_name(av_daemon_kind_t kind)
+{
+    return kind < AV_RUNS_KINDS ? kind_names[kind] : "?";
+}
+
+bool
+av_config_runs(const av_config_t *cfg, av_daemon_kind_t kind)
+{
+    return cfg->runs == 0 || (cfg->runs & (1u << kind));
+}
+
 const char *
 av_peers_name(av_peers_t kind)
 {

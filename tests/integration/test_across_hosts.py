@@ -112,7 +112,11 @@ def availctl_keys(directory, name):
 
 
 class Constellation:
-    def __init__(self, n_queriers, delay_ms=50, router_tcp=False):
+    def __init__(self, n_queriers, delay_ms=50, router_tcp=False, shared_registry_port=None, registry_extra=None):
+        # shared_registry_port: the queriers ask one registry on the core
+        # host (port there), each from its own address (budget: per_address)
+        self.shared_registry_port = shared_registry_port
+        self.registry_extra = registry_extra or {}
         self.hosts = Hosts()
         self.clusters = []
         self.registries = []
@@ -139,6 +143,7 @@ class Constellation:
         for i in range(1, n_queriers + 1):
             shutil.copy(os.path.join(keys, f"q{i}"), allow["queriers"])
         registry = whois_registry(1, ["test"], queriers=n_queriers, concurrency=32, timeout_ms=3000)
+        registry.update(self.registry_extra)
         core.config["endpoints"].update({"dispatcher_workers": f"tcp://0.0.0.0:{WORKERS_PORT}",
                                          "errors_events": f"tcp://0.0.0.0:{EVENTS_PORT}"})
         if router_tcp:
@@ -153,15 +158,21 @@ class Constellation:
         for i in range(1, n_queriers + 1):
             h.add(f"q{i}")
             addr = h.link("core", f"q{i}", i)
-            reg = NsRegistry(h, f"q{i}", delay_ms)
-            self.registries.append(reg)
+            if self.shared_registry_port:
+                reg_host, reg_port = addr, self.shared_registry_port
+            else:
+                reg = NsRegistry(h, f"q{i}", delay_ms)
+                self.registries.append(reg)
+                reg_host, reg_port = "127.0.0.1", reg.port
             qc = Cluster()
             self.clusters.append(qc)
             qc.config["endpoints"].update({"dispatcher_workers": f"tcp://{addr}:{WORKERS_PORT}",
                                            "errors_events": f"tcp://{addr}:{EVENTS_PORT}"})
             qc.config["curve"] = {"secret_key": os.path.join(keys, f"q{i}"),
                                   "server_key": os.path.join(keys, "core")}
-            qc.config["registries"] = {"test": dict(registry, port=reg.port)}
+            qc.config["registries"] = {"test": dict(registry, host=reg_host, port=reg_port)}
+            if self.shared_registry_port:
+                qc.config["querier"] = {"source_address": f"10.211.{i}.2"}
             qc.write_config()
             self.queriers.append(qc)
 
