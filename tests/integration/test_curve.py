@@ -248,3 +248,17 @@ def counters_over(c, server):
         return msgpack.unpackb(s.recv(), raw=False)["counters"]["zap_denied"] if s.poll(2000) else 0
     finally:
         s.close(0)
+
+
+def test_new_keys_in_the_file_wait_for_a_restart_and_the_running_ones_stay(curve_cluster):
+    c = curve_cluster
+    server = c.keys["core"][0]
+    c.config["curve"]["secret_key"] = os.path.join(c.keys["dir"], "stranger")
+    c.write_config()
+    reply = c.control("intake", "reload")
+    assert "curve.secret_key" in reply.get("needs_restart", []), reply
+    # still the core's key: a frontend that knows it gets its answer
+    fe = curve_socket(c.ctx, zmq.DEALER, c.tcp["intake_router"], c.keys["frontend"], server)
+    c.sockets.append(fe)
+    answer = ask(fe, "taken-reload.test", "r1")
+    assert answer and answer["status"] == "registered", answer
