@@ -476,6 +476,7 @@ dispatcher_start(dispatcher_t *ds, av_daemon_t *d)
     ds->no_querier = av_daemon_counter(d, "no_querier");
     ds->overloaded = av_daemon_counter(d, "overloaded");
     ds->stale_answers = av_daemon_counter(d, "stale_answers");
+    ds->budget_waits = av_daemon_counter(d, "budget_waits");
     ds->malformed = av_daemon_counter(d, "malformed");
     ds->workers_lost = av_daemon_counter(d, "workers_lost");
     SLIST_INIT(&ds->registries);

@@ -103,6 +103,7 @@ typedef struct {
     uint64_t *no_querier;
     uint64_t *overloaded;
     uint64_t *stale_answers;
+    uint64_t *budget_waits;    /* a check held for its registry's global rate limit */
     uint64_t *malformed;
     uint64_t *workers_lost;
 } dispatcher_t;

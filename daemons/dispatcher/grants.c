@@ -57,6 +57,7 @@ grants_available(registry_state_t *r, uint64_t now_us)
         return true;
     uint64_t due = now_us + (uint64_t)((1 - r->tokens) / per_us) + 1;
     dispatcher_t *ds = r->grant_owner;
+    (*ds->budget_waits)++;
     if (!r->grant_timer) {
         if (sd_event_add_time(av_daemon_loop(ds->d), &r->grant_timer, CLOCK_MONOTONIC, due, 1000, on_grant_timer, r) < 0)
             r->grant_timer = NULL; /* the scan's next turn retries */
