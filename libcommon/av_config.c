@@ -4,6 +4,7 @@
 #include "av_config.h"
 
 #include "av_config_internal.h"
+#include "av_curve.h"
 #include "av_patterns.h"
 
 #include <arpa/inet.h>
@@ -229,6 +230,151 @@ add_log(parser_t *p, yaml_node_t *node, const char *s, void *arg)
 
 static int parse_map(parser_t *p, yaml_node_t *node, void *base, const table_t *const *tables, size_t n_tables);
 
+/* ---- endpoints as maps, and CURVE (av_curve.c checks the files) --------- */
+
+static int
+parse_endpoint_map(parser_t *p, yaml_node_t *node, const char *key, char **out, bool *insecure, yaml_node_t **at)
+{
+    bool have = false;
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(p->doc, pair->key);
+        yaml_node_t *v = yaml_document_get_node(p->doc, pair->value);
+        const char *ks = scalar(k);
+        if (ks && strcmp(ks, "endpoint") == 0) {
+            if (get_string(p, v, "endpoint", out) < 0)
+                return -1;
+            *at = v;
+            have = true;
+        } else if (ks && strcmp(ks, "insecure") == 0) {
+            if (get_bool(p, v, "insecure", insecure) < 0)
+                return -1;
+        } else {
+            return error_at(p, k, "unknown key '%s' in endpoint '%s' (endpoint, insecure)", ks ? ks : "?", key);
+        }
+    }
+    if (!have)
+        return error_at(p, node, "endpoint '%s' as a map needs 'endpoint: ipc://PATH or tcp://HOST:PORT'", key);
+    return 0;
+}
+
+static int
+note_endpoint(parser_t *p, yaml_node_t *at, const char *endpoint, bool insecure)
+{
+    av_config_t *c = p->cfg;
+    if (c->n_endpoint_notes >= 256)
+        return error_at(p, at, "more than 256 endpoints");
+    av_endpoint_note_t *grown = realloc(c->endpoint_notes, (c->n_endpoint_notes + 1) * sizeof *grown);
+    if (!grown)
+        return error_at(p, at, "out of memory");
+    c->endpoint_notes = grown;
+    av_endpoint_note_t *n = &grown[c->n_endpoint_notes];
+    n->insecure = insecure;
+    n->endpoint = strdup(endpoint);
+    if (asprintf(&n->at, "%s:%zu:%zu", p->path, at->start_mark.line + 1, at->start_mark.column + 1) < 0)
+        n->at = NULL;
+    if (!n->endpoint || !n->at) {
+        free(n->endpoint);
+        free(n->at);
+        return error_at(p, at, "out of memory");
+    }
+    c->n_endpoint_notes++;
+    return 0;
+}
+
+/* A key file or directory named in curve:, relative to the file that names it. */
+static int
+get_curve_path(parser_t *p, yaml_node_t *node, const char *key, char **out)
+{
+    if (get_string(p, node, key, out) < 0)
+        return -1;
+    if (!**out)
+        return error_at(p, node, "'%s' must not be empty", key);
+    if ((*out)[0] != '/') {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s", p->path);
+        char *full;
+        if (asprintf(&full, "%s/%s", dirname(dir), *out) < 0)
+            return error_at(p, node, "out of memory");
+        free(*out);
+        *out = full;
+    }
+    char why[256];
+    if (av_curve_path_check(key, *out, why, sizeof why) < 0)
+        return error_at(p, node, "%s", why);
+    return 0;
+}
+
+static int
+add_runs(parser_t *p, yaml_node_t *node, const char *s, void *arg)
+{
+    uint32_t *runs = arg;
+    for (int i = 0; i < AV_RUNS_KINDS; i++)
+        if (strcmp(s, av_daemon_kind_name((av_daemon_kind_t)i)) == 0)
+            return *runs |= 1u << i, 0;
+    return error_at(p, node, "'runs' names daemons (intake, dispatcher, cache, errors, querier), not '%s'", s);
+}
+
+static int
+parse_runs(parser_t *p, yaml_node_t *node, void *base)
+{
+    (void)base;
+    p->cfg->runs = 0;
+    if (each_string(p, node, "runs", AV_RUNS_KINDS, add_runs, &p->cfg->runs) < 0)
+        return -1;
+    if (!p->cfg->runs)
+        return error_at(p, node, "'runs' names no daemon (leave it out to run every one)");
+    return 0;
+}
+
+static int
+parse_curve(parser_t *p, yaml_node_t *node, void *base)
+{
+    (void)base;
+    av_curve_cfg_t *cv = &p->cfg->curve;
+    if (node->type != YAML_MAPPING_NODE)
+        return error_at(p, node, "'curve' must be a map (secret_key, server_key, allow), not %s", node_kind(node));
+    free(cv->at);
+    if (asprintf(&cv->at, "%s:%zu:%zu", p->path, node->start_mark.line + 1, node->start_mark.column + 1) < 0) {
+        cv->at = NULL;
+        return error_at(p, node, "out of memory");
+    }
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *k = yaml_document_get_node(p->doc, pair->key);
+        yaml_node_t *v = yaml_document_get_node(p->doc, pair->value);
+        const char *ks = scalar(k);
+        if (ks && strcmp(ks, "secret_key") == 0) {
+            if (get_curve_path(p, v, "secret_key", &cv->secret_key) < 0)
+                return -1;
+        } else if (ks && strcmp(ks, "server_key") == 0) {
+            if (get_curve_path(p, v, "server_key", &cv->server_key) < 0)
+                return -1;
+        } else if (ks && strcmp(ks, "allow") == 0) {
+            if (v->type != YAML_MAPPING_NODE)
+                return error_at(p, v, "'allow' must be a map of directories (frontends, queriers, monitoring, "
+                                      "control, core), not %s", node_kind(v));
+            for (yaml_node_pair_t *ap = v->data.mapping.pairs.start; ap < v->data.mapping.pairs.top; ap++) {
+                yaml_node_t *ak = yaml_document_get_node(p->doc, ap->key);
+                yaml_node_t *av = yaml_document_get_node(p->doc, ap->value);
+                const char *aks = scalar(ak);
+                int kind = -1;
+                for (int i = 0; i < AV_PEERS_KINDS && aks; i++)
+                    if (strcmp(aks, av_peers_name((av_peers_t)i)) == 0)
+                        kind = i;
+                if (kind < 0)
+                    return error_at(p, ak, "unknown key '%s' in curve.allow (frontends, queriers, monitoring, "
+                                           "control, core)", aks ? aks : "?");
+                if (get_curve_path(p, av, "allow directory", &cv->allow[kind]) < 0)
+                    return -1;
+            }
+        } else {
+            return error_at(p, k, "unknown key '%s' in curve (secret_key, server_key, allow)", ks ? ks : "?");
+        }
+    }
+    if (!cv->secret_key)
+        return error_at(p, node, "'curve' needs 'secret_key: FILE' (made by availctl keys new NAME)");
+    return 0;
+}
+
 static void
 free_log(av_log_target_t *targets, uint32_t *count)
 {
@@ -260,7 +406,15 @@ parse_field(parser_t *p, const field_t *f, yaml_node_t *val, char *base)
         return get_string(p, val, f->key, (char **)dst);
     case K_ENDPOINT: {
         char why[128];
-        if (get_string(p, val, f->key, (char **)dst) < 0)
+        bool insecure = false;
+        yaml_node_t *at = val;
+        if (val->type == YAML_MAPPING_NODE) {
+            /* {endpoint: tcp://..., insecure: true}: plain tcp beyond this host, on purpose */
+            if (parse_endpoint_map(p, val, f->key, (char **)dst, &insecure, &at) < 0)
+                return -1;
+        } else if (get_string(p, val, f->key, (char **)dst) < 0)
+            return -1;
+        if (note_endpoint(p, at, *(char **)dst, insecure) < 0)
             return -1;
         const char *s = *(char **)dst;
         if (!*s && f->min == 1)
@@ -470,7 +624,22 @@ static const table_t dispatcher_table = { "dispatcher", dispatcher_fields, NFIEL
 
 /* The querier block holds process settings only: its heartbeat is the
  * dispatcher's, so the two cannot disagree. */
-static const table_t querier_table = { "querier", NULL, 0, -1 };
+static int
+parse_source_address(parser_t *p, yaml_node_t *node, void *base)
+{
+    char **dst = &((av_querier_cfg_t *)base)->source_address;
+    if (get_string(p, node, "source_address", dst) < 0)
+        return -1;
+    struct in6_addr a;
+    if (**dst && inet_pton(AF_INET, *dst, &a) != 1 && inet_pton(AF_INET6, *dst, &a) != 1)
+        return error_at(p, node, "'source_address' must be an IPv4 or IPv6 address, not '%s'", *dst);
+    return 0;
+}
+
+static const field_t querier_fields[] = {
+    { "source_address", K_CUSTOM, 0, 0, 0, false, NULL, parse_source_address },
+};
+static const table_t querier_table = { "querier", querier_fields, NFIELDS(querier_fields), -1 };
 
 static const field_t cache_fields[] = {
     { "path", K_PATH, OFF(av_cache_cfg_t, path), 0, 0, false, NULL, NULL },
@@ -586,6 +755,23 @@ static const field_t rate_fields[] = {
 };
 static const table_t rate_table = { "rate_limit", rate_fields, NFIELDS(rate_fields), -1 };
 
+/* budget: global (the dispatcher holds the rate limit and concurrency for
+ * every querier of the registry, on any host) or per_address (the registry
+ * limits each source address: each querier spends the whole budget). */
+static int
+parse_budget(parser_t *p, yaml_node_t *node, void *base)
+{
+    const char *s = scalar(node);
+    bool *per_address = &((av_registry_cfg_t *)base)->budget_per_address;
+    if (s && strcmp(s, "global") == 0)
+        *per_address = false;
+    else if (s && strcmp(s, "per_address") == 0)
+        *per_address = true;
+    else
+        return error_at(p, node, "'budget' must be global or per_address, not %s", s ? s : node_kind(node));
+    return 0;
+}
+
 static const field_t registry_fields[] = {
     { "tlds", K_STRLIST, OFF(av_registry_cfg_t, tlds), 0, 4096, true, NULL, NULL },
     { "protocol", K_PROTOCOL, OFF(av_registry_cfg_t, protocol), 0, 0, true, NULL, NULL },
@@ -609,6 +795,7 @@ static const field_t registry_fields[] = {
     { "dns_servers", K_STRLIST, OFF(av_registry_cfg_t, dns_servers), 0, 16, false, NULL, NULL },
     { "ca_file", K_STR, OFF(av_registry_cfg_t, ca_file), 0, 0, false, NULL, NULL },
     U32("connections", av_registry_cfg_t, connections, 1, 1024),
+    { "budget", K_CUSTOM, 0, 0, 0, false, NULL, parse_budget },
 };
 static const table_t registry_table = { "registry", registry_fields, NFIELDS(registry_fields), -1 };
 
@@ -997,6 +1184,8 @@ static const field_t top_fields[] = {
     { "errors", K_CUSTOM, 0, 0, 0, false, NULL, parse_errors },
     { "http", K_CUSTOM, 0, 0, 0, false, NULL, parse_http },
     { "registries", K_CUSTOM, 0, 0, 0, false, NULL, parse_registries },
+    { "curve", K_CUSTOM, 0, 0, 0, false, NULL, parse_curve },
+    { "runs", K_CUSTOM, 0, 0, 0, false, NULL, parse_runs },
 };
 static const table_t top_table = { "the top level", top_fields, NFIELDS(top_fields), -1 };
 
@@ -1270,6 +1459,8 @@ finish(av_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "%s: out of memory", c->path);
         return -1;
     }
+    if (av_curve_config_check(c, err, errlen) < 0)
+        return -1;
     return av_routes_build(c, err, errlen);
 }
 
@@ -1342,6 +1533,7 @@ av_config_free(av_config_t **self_p)
         av_group_clear(&c->groups[i]);
     free(c->groups);
     free_strlist(&c->unrouted);
+    av_curve_config_clear(c);
     char **eps[] = { &c->endpoints.intake_pull, &c->endpoints.intake_router, &c->endpoints.intake_results,
                      &c->endpoints.intake_gateway, &c->endpoints.dispatcher, &c->endpoints.dispatcher_workers,
                      &c->endpoints.cache_puts, &c->endpoints.errors_events, &c->endpoints.errors_publish,
@@ -1360,6 +1552,7 @@ av_config_free(av_config_t **self_p)
     free(c->http.api_keys);
     free_strlist(&c->http.tlds);
     free_strlist(&c->http.cors_origins);
+    free(c->querier.source_address);
     free(c->intake.journal);
     free(c->cache.path);
     free(c->errors.path);

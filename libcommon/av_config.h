@@ -94,6 +94,7 @@ typedef struct {
 
 typedef struct {
     av_process_cfg_t process;
+    char *source_address;        /* bind outgoing queries to this address ("" = the system's choice) */
 } av_querier_cfg_t;
 
 typedef struct {
@@ -181,6 +182,7 @@ typedef struct {
     av_registry_origin_t origin;
     uint32_t group;              /* its querier group: an index into av_config_t.groups */
     uint32_t line; uint32_t column; /* where it was defined, for messages */
+    bool budget_per_address;     /* budget: per_address (each source address its own); else global */
 } av_registry_cfg_t;
 
 /* A querier group: availd-querier@NAME serves these registries, each with
@@ -222,6 +224,32 @@ typedef struct {
     bool cache_direct;           /* answer fresh cached names from the cache's LMDB */
 } av_http_cfg_t;
 
+/* CURVE across hosts (`curve:`, see av_curve.h): which peers may connect
+ * to a tcp:// endpoint is decided per kind of endpoint. */
+typedef enum {
+    AV_PEERS_FRONTENDS = 0,      /* intake_pull, intake_router, intake_results */
+    AV_PEERS_QUERIERS,           /* dispatcher_workers, errors_events */
+    AV_PEERS_MONITORING,         /* errors_publish */
+    AV_PEERS_CONTROL,            /* every daemon's control endpoint */
+    AV_PEERS_CORE,               /* dispatcher, cache_puts: the core's own daemons */
+    AV_PEERS_KINDS
+} av_peers_t;
+
+typedef struct {
+    char *secret_key;            /* this host's key pair (CZMQ certificate: FILE_secret or FILE) */
+    char *server_key;            /* public certificate of the host we connect to; default: our own */
+    char *allow[AV_PEERS_KINDS]; /* directories of public certificates, per kind of endpoint */
+    char *at;                    /* "path:line:col" of curve:, for messages */
+} av_curve_cfg_t;
+
+/* Every endpoint the file names, with where: for the refusal of a tcp://
+ * endpoint beyond loopback without CURVE, and its `insecure: true`. */
+typedef struct {
+    char *endpoint;
+    bool insecure;
+    char *at;                    /* "path:line:col" */
+} av_endpoint_note_t;
+
 typedef struct {
     char *path;                  /* the file loaded */
     char *runtime_dir;           /* relative ipc:// endpoints live here */
@@ -249,6 +277,11 @@ typedef struct {
     av_strlist_t unrouted;       /* TLDs of whois_servers with no service known at all */
     bool partial;                /* av_config_load_partial: skip what is wrong */
     char *skipped;               /* ... the first error it skipped; NULL when none */
+
+    av_curve_cfg_t curve;
+    uint32_t runs;               /* runs: the daemons this host runs, 1 << av_daemon_kind_t; 0 = every one */
+    av_endpoint_note_t *endpoint_notes;
+    uint32_t n_endpoint_notes;
 } av_config_t;
 
 /* Loads and validates path. On success returns 0 and *out owns a config;
@@ -288,6 +321,22 @@ bool av_cidr_allowed(const av_cidr_list_t *allow, const av_cidr_list_t *deny,
 
 /* The control endpoint of a daemon instance ("errors", "querier-verisign"). */
 int av_control_endpoint(const av_config_t *cfg, const char *ident, char *out, size_t size);
+
+/* Daemons, for `runs:` (which of them this host runs: availd-generator
+ * enables only those units, so availd.target works on a querier host). */
+typedef enum { AV_RUNS_INTAKE = 0, AV_RUNS_DISPATCHER, AV_RUNS_CACHE, AV_RUNS_ERRORS, AV_RUNS_QUERIER,
+               AV_RUNS_KINDS } av_daemon_kind_t;
+bool av_config_runs(const av_config_t *cfg, av_daemon_kind_t kind);
+const char *av_daemon_kind_name(av_daemon_kind_t kind);
+
+/* Did the file say `insecure: true` for this endpoint? */
+bool av_endpoint_insecure(const av_config_t *cfg, const char *endpoint);
+/* Which peers connect to one of our endpoints (control when it is none of
+ * the endpoints: section). */
+av_peers_t av_endpoint_peers(const av_config_t *cfg, const char *endpoint);
+const char *av_peers_name(av_peers_t kind);
+/* tcp:// on an address other than loopback (127.0.0.0/8, ::1, localhost). */
+bool av_endpoint_beyond_host(const char *endpoint);
 
 /* Checks a ZeroMQ endpoint of ours: ipc://PATH or tcp://HOST:PORT. */
 bool av_endpoint_valid(const char *endpoint, char *why, size_t whylen);

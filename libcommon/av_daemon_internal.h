@@ -64,7 +64,8 @@ struct av_daemon {
 
     zsock_t *control;
     zsock_t *zap;            /* ZAP handler, once a tcp:// endpoint is bound */
-    uint64_t *zap_refused;
+    uint64_t *zap_denied;
+    struct av_curve *curve;  /* CURVE keys, once a tcp:// endpoint needs them */
 
     zsock_t *reporter;
     uint64_t *events_sent;

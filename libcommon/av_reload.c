@@ -17,6 +17,14 @@
 static const av_setting_t skeleton_settings[] = {
     AV_SETTING("endpoints.control", endpoints.control, AV_SETTING_STR),
     AV_SETTING("endpoints.errors_events", endpoints.errors_events, AV_SETTING_STR),
+    /* keys are read at start; the allow directories at every connection */
+    AV_SETTING("curve.secret_key", curve.secret_key, AV_SETTING_STR),
+    AV_SETTING("curve.server_key", curve.server_key, AV_SETTING_STR),
+    AV_SETTING("curve.allow.frontends", curve.allow[AV_PEERS_FRONTENDS], AV_SETTING_STR),
+    AV_SETTING("curve.allow.queriers", curve.allow[AV_PEERS_QUERIERS], AV_SETTING_STR),
+    AV_SETTING("curve.allow.monitoring", curve.allow[AV_PEERS_MONITORING], AV_SETTING_STR),
+    AV_SETTING("curve.allow.control", curve.allow[AV_PEERS_CONTROL], AV_SETTING_STR),
+    AV_SETTING("curve.allow.core", curve.allow[AV_PEERS_CORE], AV_SETTING_STR),
     { NULL, 0, 0 },
 };
 

@@ -1,5 +1,6 @@
 /* ZeroMQ sockets with availd's defaults, and ROUTER envelope handling. */
 #include "av_daemon_internal.h"
+#include "av_curve.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -96,11 +97,25 @@ av_inherited_socket(const char *endpoint)
     return -1;
 }
 
-/* ---- ZAP: cidr_allow and cidr_deny on tcp:// endpoints ------------------
+/* ---- ZAP: cidr_allow, cidr_deny and CURVE keys on tcp:// endpoints -------
  * ZeroMQ asks a ZAP handler (RFC 27) about every peer of a socket that has
- * a ZAP domain; ours answers from the daemon's cidr lists. */
+ * a ZAP domain; ours answers from the daemon's cidr lists and, for a CURVE
+ * peer, from the allow directory of the endpoint's kind (the domain). */
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+
+static bool
+zap_address_allowed(const av_process_cfg_t *p, const char *address)
+{
+    struct sockaddr_storage ss = { 0 };
+    if (address && inet_pton(AF_INET, address, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
+        ss.ss_family = AF_INET;
+    else if (address && inet_pton(AF_INET6, address, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
+        ss.ss_family = AF_INET6;
+    else
+        return false;
+    return av_cidr_allowed(&p->cidr_allow, &p->cidr_deny, (struct sockaddr *)&ss);
+}
 
 static bool
 on_zap(av_daemon_t *d, zsock_t *sock, void *arg)
@@ -113,26 +128,34 @@ on_zap(av_daemon_t *d, zsock_t *sock, void *arg)
     char *request_id = zmsg_popstr(req);
     char *domain = zmsg_popstr(req);
     char *address = zmsg_popstr(req);
-    const av_process_cfg_t *p = av_daemon_process(d);
-    struct sockaddr_storage ss = { 0 };
-    bool parsed = false;
-    if (address && inet_pton(AF_INET, address, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-        ss.ss_family = AF_INET;
-        parsed = true;
-    } else if (address && inet_pton(AF_INET6, address, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-        ss.ss_family = AF_INET6;
-        parsed = true;
+    char *identity = zmsg_popstr(req);
+    char *mechanism = zmsg_popstr(req);
+    zframe_t *credentials = zmsg_pop(req);
+    char key[AV_CURVE_KEY_TXT] = "";
+    const char *why = NULL;
+    if (!zap_address_allowed(av_daemon_process(d), address)) {
+        why = "address not allowed (cidr_allow/cidr_deny)";
+    } else if (mechanism && strcmp(mechanism, "CURVE") == 0) {
+        av_peers_t kind = AV_PEERS_KINDS;
+        for (int i = 0; i < AV_PEERS_KINDS; i++)
+            if (domain && strcmp(domain, av_peers_name((av_peers_t)i)) == 0)
+                kind = (av_peers_t)i;
+        if (!d->curve || !credentials ||
+            !av_curve_allows(d->curve, kind, zframe_data(credentials), zframe_size(credentials), key))
+            why = "key not allowed";
+    } else if (!mechanism || strcmp(mechanism, "NULL") != 0) {
+        why = "mechanism not allowed";
     }
-    bool allowed = parsed && av_cidr_allowed(&p->cidr_allow, &p->cidr_deny, (struct sockaddr *)&ss);
-    if (!allowed) {
-        (*d->zap_refused)++;
-        av_log_info("refused a ZeroMQ peer from %s (cidr_allow/cidr_deny)", address ? address : "?");
+    if (why) {
+        (*d->zap_denied)++;
+        av_report(d, AV_LOG_WARNING, NULL, "zap_denied", "refused a ZeroMQ peer on %s endpoints: %s (address %s, key %s)",
+                  domain && *domain ? domain : "?", why, address ? address : "?", *key ? key : "none");
     }
     zmsg_t *rep = zmsg_new();
     zmsg_addstr(rep, "1.0");
     zmsg_addstr(rep, request_id ? request_id : "");
-    zmsg_addstr(rep, allowed ? "200" : "400");
-    zmsg_addstr(rep, allowed ? "OK" : "address not allowed");
+    zmsg_addstr(rep, why ? "400" : "200");
+    zmsg_addstr(rep, why ? why : "OK");
     zmsg_addstr(rep, "");
     zmsg_addmem(rep, "", 0);
     zmsg_send(&rep, sock);
@@ -140,6 +163,9 @@ on_zap(av_daemon_t *d, zsock_t *sock, void *arg)
     free(request_id);
     free(domain);
     free(address);
+    free(identity);
+    free(mechanism);
+    zframe_destroy(&credentials);
     zmsg_destroy(&req);
     return true;
 }
@@ -149,10 +175,10 @@ zap_start(av_daemon_t *d)
 {
     if (d->zap)
         return 0;
-    d->zap_refused = av_daemon_counter(d, "zap_refused");
+    d->zap_denied = av_daemon_counter(d, "zap_denied");
     d->zap = zsock_new_rep("@" ZAP_ENDPOINT);
     if (!d->zap || av_daemon_watch(d, d->zap, on_zap, NULL) < 0) {
-        av_log_err("cannot start the ZAP handler for cidr_allow/cidr_deny");
+        av_log_err("cannot start the ZAP handler for cidr_allow/cidr_deny and CURVE");
         return -1;
     }
     return 0;
@@ -164,6 +190,26 @@ av_zap_close(av_daemon_t *d)
     if (d->zap)
         av_daemon_unwatch(d, d->zap);
     zsock_destroy(&d->zap);
+    av_curve_destroy(&d->curve);
+}
+
+/* The daemon's CURVE keys when endpoint is a tcp:// one that CURVE covers
+ * (curve.secret_key set and not insecure), else NULL; *failed on error. */
+static av_curve_t *
+curve_for(av_daemon_t *d, const char *endpoint, bool *failed)
+{
+    *failed = false;
+    if (!d || !d->cfg->curve.secret_key || strncmp(endpoint, "tcp://", 6) != 0 ||
+        av_endpoint_insecure(d->cfg, endpoint))
+        return NULL;
+    if (!d->curve) {
+        char err[AV_CONFIG_ERR_MAX];
+        if (!(d->curve = av_curve_new(d->cfg, err, sizeof err))) {
+            av_log_err("CURVE: %s", err);
+            *failed = true;
+        }
+    }
+    return d->curve;
 }
 
 zsock_t *
@@ -174,13 +220,19 @@ av_daemon_bind(av_daemon_t *d, int type, const char *endpoint)
         av_log_err("cannot create a socket for %s: %s", endpoint, zmq_strerror(zmq_errno()));
         return NULL;
     }
-    /* tcp:// reaches beyond this host: peers pass cidr_allow/cidr_deny. */
+    /* tcp:// reaches beyond this host: peers pass cidr_allow/cidr_deny and,
+     * with curve:, hold a key of the endpoint's allow directory. */
     if (d && strncmp(endpoint, "tcp://", 6) == 0) {
-        if (zap_start(d) < 0) {
+        bool failed;
+        av_curve_t *curve = curve_for(d, endpoint, &failed);
+        if (failed || zap_start(d) < 0) {
             zsock_destroy(&s);
             return NULL;
         }
-        zsock_set_zap_domain(s, "availd");
+        if (curve)
+            av_curve_server(curve, s, av_endpoint_peers(d->cfg, endpoint));
+        else
+            zsock_set_zap_domain(s, "availd");
     }
     /* A listening socket inherited from systemd (a socket unit) stays
      * bound while we restart: frontends queue instead of being refused. */
@@ -210,6 +262,14 @@ av_daemon_connect(av_daemon_t *d, int type, const char *endpoint)
         av_log_err("cannot create a socket for %s: %s", endpoint, zmq_strerror(zmq_errno()));
         return NULL;
     }
+    bool failed;
+    av_curve_t *curve = curve_for(d, endpoint, &failed);
+    if (failed) {
+        zsock_destroy(&s);
+        return NULL;
+    }
+    if (curve)
+        av_curve_client(curve, s);
     if (zsock_connect(s, "%s", endpoint) < 0) {
         av_log_err("cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zsock_destroy(&s);

@@ -424,6 +424,7 @@ sync_registries(dispatcher_t *ds, const av_config_t *cfg)
             SLIST_INSERT_HEAD(&ds->registries, r, entry);
         }
         registry_configure(r, rc);
+        grants_configure(r, rc, ds);
     }
     return 0;
 }
@@ -475,6 +476,7 @@ dispatcher_start(dispatcher_t *ds, av_daemon_t *d)
     ds->no_querier = av_daemon_counter(d, "no_querier");
     ds->overloaded = av_daemon_counter(d, "overloaded");
     ds->stale_answers = av_daemon_counter(d, "stale_answers");
+    ds->budget_waits = av_daemon_counter(d, "budget_waits");
     ds->malformed = av_daemon_counter(d, "malformed");
     ds->workers_lost = av_daemon_counter(d, "workers_lost");
     SLIST_INIT(&ds->registries);
@@ -529,6 +531,7 @@ dispatcher_close(dispatcher_t *ds)
     registry_state_t *r;
     while ((r = SLIST_FIRST(&ds->registries))) {
         SLIST_REMOVE_HEAD(&ds->registries, entry);
+        grants_release(r);
         free(r);
     }
     if (ds->frontend)

@@ -46,6 +46,15 @@ struct registry_state {
     uint64_t workers_gone_us;  /* when the last querier left (or we started) */
     task_list_t pending;       /* waiting for a querier with credit */
     task_list_t sent;          /* at a querier, in send order */
+    /* budget: global (grants.c): the registry's limits, held here for all
+     * its queriers; sent.count is what is granted of its concurrency */
+    bool global;
+    uint32_t concurrency;
+    uint32_t rate_queries, rate_period_s, rate_burst;
+    double tokens;
+    uint64_t tokens_at_us;
+    sd_event_source *grant_timer;
+    void *grant_owner;         /* the dispatcher_t */
 };
 
 /* An intake we answer. One that says it reads batches gets the answers of
@@ -94,6 +103,7 @@ typedef struct {
     uint64_t *no_querier;
     uint64_t *overloaded;
     uint64_t *stale_answers;
+    uint64_t *budget_waits;    /* a check held for its registry's global rate limit */
     uint64_t *malformed;
     uint64_t *workers_lost;
 } dispatcher_t;
@@ -102,7 +112,14 @@ int dispatcher_start(dispatcher_t *ds, av_daemon_t *d);
 int dispatcher_reload(dispatcher_t *ds, const av_config_t *next);
 void dispatcher_close(dispatcher_t *ds);
 
+/* grants.c */
+void grants_configure(registry_state_t *r, const av_registry_cfg_t *cfg, void *ds);
+bool grants_available(registry_state_t *r, uint64_t now_us);
+void grants_take(registry_state_t *r);
+void grants_release(registry_state_t *r);
+
 /* workers.c */
+void dispatch_pending(dispatcher_t *ds, registry_state_t *r);
 bool workers_on_message(av_daemon_t *d, zsock_t *sock, void *arg);
 void workers_scan(dispatcher_t *ds, uint64_t now_us);
 /* Sends the task to the querier with the most credit, or leaves it

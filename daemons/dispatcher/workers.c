@@ -83,9 +83,10 @@ dispatch_task(dispatcher_t *ds, task_t *t)
     uint64_t now = av_mono_us();
     task_detach(t);
     worker_t *w;
-    while ((w = best_worker(r))) {
+    while (grants_available(r, now) && (w = best_worker(r))) {
         if (send_check(ds, w, t) == 0) {
             task_sent(t, w, now + overdue_us(ds, t, now));
+            grants_take(r);
             (*ds->dispatched)++;
             return true;
         }
@@ -106,12 +107,12 @@ dispatch_task(dispatcher_t *ds, task_t *t)
     return r->n_workers > 0;
 }
 
-static void
+void
 dispatch_pending(dispatcher_t *ds, registry_state_t *r)
 {
     worker_t *w;
     task_t *t;
-    while ((t = TAILQ_FIRST(&r->pending.tasks)) && (w = best_worker(r)))
+    while ((t = TAILQ_FIRST(&r->pending.tasks)) && grants_available(r, av_mono_us()) && (w = best_worker(r)))
         dispatch_task(ds, t);
 }
 

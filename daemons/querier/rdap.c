@@ -163,6 +163,9 @@ rdap_start(registry_t *r, void *self, query_t *x)
     }
     snprintf(url, sizeof url, "%sdomain/%s", rdap->base, x->name);
     curl_easy_setopt(easy, CURLOPT_URL, url);
+    const char *source = av_daemon_config(r->q->d)->querier.source_address;
+    if (source && *source) /* querier.source_address, for budget: per_address */
+        curl_easy_setopt(easy, CURLOPT_INTERFACE, source);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, x);

@@ -8,6 +8,7 @@
  * nobody asks (the default table) sends nothing anywhere, not even DNS. */
 #include "resolver.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -178,6 +179,27 @@ fail_errno(registry_t *r, query_t *x, const char *reason, const char *what, int 
     registry_fail(r, x, reason, why);
 }
 
+static int
+bind_source(registry_t *r, int fd, int family)
+{
+    const char *src = av_daemon_config(r->q->d)->querier.source_address;
+    struct sockaddr_storage ss = { 0 };
+    socklen_t len;
+    if (!src || !*src)
+        return 0;
+    if (family == AF_INET && inet_pton(AF_INET, src, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+        ss.ss_family = AF_INET;
+        len = sizeof(struct sockaddr_in);
+    } else if (family == AF_INET6 && inet_pton(AF_INET6, src, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+        ss.ss_family = AF_INET6;
+        len = sizeof(struct sockaddr_in6);
+    } else {
+        errno = EAFNOSUPPORT; /* an IPv4 source for an IPv6 server, or the reverse */
+        return -1;
+    }
+    return bind(fd, (struct sockaddr *)&ss, len);
+}
+
 static void
 whois_start(registry_t *r, void *self, query_t *x)
 {
@@ -196,6 +218,12 @@ whois_start(registry_t *r, void *self, query_t *x)
     ex->fd = socket(w->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (ex->fd < 0) {
         fail_errno(r, x, AV_REASON_QUERIER_ERROR, "socket for", errno);
+        return;
+    }
+    /* querier.source_address: this querier's own address, for a registry
+     * that limits each source address (budget: per_address) */
+    if (bind_source(r, ex->fd, w->addr.ss_family) < 0) {
+        fail_errno(r, x, "bind querier.source_address for", errno);
         return;
     }
     if (connect(ex->fd, (struct sockaddr *)&w->addr, w->addr_len) < 0 && errno != EINPROGRESS) {

@@ -113,8 +113,9 @@ class Notify:
 
 
 class Daemon:
-    def __init__(self, cluster, kind, instance=None, extra_args=(), env=None, listen_fds=()):
+    def __init__(self, cluster, kind, instance=None, extra_args=(), env=None, listen_fds=(), wrap=()):
         self.listen_fds = list(listen_fds)  # sockets passed as a socket unit would
+        self.wrap = list(wrap)  # a command the daemon runs under: ["ip", "netns", "exec", NS]
         self.cluster = cluster
         self.kind = kind
         self.instance = instance
@@ -131,7 +132,7 @@ class Daemon:
         self.cluster.notify_seq += 1
         notify_path = os.path.join(self.cluster.dir, f"notify-{self.cluster.notify_seq}")
         self.notify = Notify(notify_path)
-        args = [binary(self.kind), "-f", "-c", self.cluster.config_path]
+        args = [*self.wrap, binary(self.kind), "-f", "-c", self.cluster.config_path]
         if self.instance:
             args += ["--registry", self.instance]
         args += self.extra_args

@@ -92,17 +92,17 @@ def test_cidr_rules_apply_to_zeromq_tcp_endpoints_through_zap(make_cluster):
         s.connect(f"tcp://127.0.0.2;127.0.0.1:{port}".replace("tcp://127.0.0.2;", "tcp://127.0.0.2:0;"))
         s.send(msgpack.packb({"t": "check", "v": 1, "id": "denied", "name": "taken-zap.test"}))
         assert not s.poll(1500)
-        wait_until(lambda: c.status("intake")["counters"]["zap_refused"] >= 1, what="a ZAP refusal")
+        wait_until(lambda: c.status("intake")["counters"]["zap_denied"] >= 1, what="a ZAP refusal")
         # and an address not in cidr_allow is refused the same way
         c.config["intake"]["cidr_allow"] = ["10.0.0.0/8"]
         c.write_config()
         intake = next(d for d in c.daemons if d.kind == "intake")
         intake.restart()
-        refused_before = c.status("intake")["counters"]["zap_refused"]
+        refused_before = c.status("intake")["counters"]["zap_denied"]
         s2 = c.socket(zmq.DEALER, f"tcp://127.0.0.1:{port}")
         s2.send(msgpack.packb({"t": "check", "v": 1, "id": "not-allowed", "name": "taken-zap.test"}))
         assert not s2.poll(1500)
-        assert c.status("intake")["counters"]["zap_refused"] > refused_before
+        assert c.status("intake")["counters"]["zap_denied"] > refused_before
     finally:
         registry.close()
 

@@ -144,7 +144,10 @@ def test_a_querier_stopping_hands_back_what_it_has_not_sent(make_cluster):
     try:
         c = make_cluster({
             "dispatcher": {"heartbeat_ms": 100, "heartbeat_misses": 3},
-            "registries": {"test": whois_registry(registry.port, ["test"], concurrency=5, queue=500, queriers=2)},
+            # per_address: each querier holds its own queue (under a global budget
+            # the dispatcher holds the waiting checks, and a querier has none to hand back)
+            "registries": {"test": whois_registry(registry.port, ["test"], concurrency=5, queue=500, queriers=2,
+                                                  budget="per_address")},
         }).start_all()
         fe = Frontend(c)
         names = {f"h{i}": f"hand{i}.test" for i in range(60)}

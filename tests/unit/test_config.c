@@ -205,7 +205,7 @@ test_full_file_sets_every_section(void **state)
         "  intake_router: ipc://router.sock\n"
         "  intake_results: ipc://results.sock\n"
         "  intake_gateway: \"\"\n"
-        "  dispatcher: tcp://10.0.0.1:5500\n"
+        "  dispatcher: {endpoint: tcp://10.0.0.1:5500, insecure: true}\n"
         "  dispatcher_workers: tcp://[::1]:5501\n"
         "  cache_puts: ipc:///var/run/cache.sock\n"
         "  errors_events: ipc://@availd-errors\n"
@@ -289,6 +289,16 @@ test_full_file_sets_every_section(void **state)
     assert_string_equal(c->endpoints.intake_results, "ipc:///srv/availd/run/results.sock");
     assert_string_equal(c->endpoints.intake_gateway, ""); /* "" turns the gateway off */
     assert_string_equal(c->endpoints.dispatcher, "tcp://10.0.0.1:5500");
+    /* {endpoint:, insecure: true}: plain tcp beyond this host, on purpose */
+    assert_true(av_endpoint_insecure(c, "tcp://10.0.0.1:5500"));
+    assert_false(av_endpoint_insecure(c, "tcp://[::1]:5501"));
+    assert_true(av_endpoint_beyond_host("tcp://10.0.0.1:5500"));
+    assert_true(av_endpoint_beyond_host("tcp://0.0.0.0:5500"));
+    assert_true(av_endpoint_beyond_host("tcp://eth0:5500"));
+    assert_false(av_endpoint_beyond_host("tcp://[::1]:5501"));
+    assert_false(av_endpoint_beyond_host("tcp://127.0.0.2:5501"));
+    assert_false(av_endpoint_beyond_host("tcp://localhost:5501"));
+    assert_false(av_endpoint_beyond_host("ipc://x.sock"));
     assert_string_equal(c->endpoints.dispatcher_workers, "tcp://[::1]:5501");
     assert_string_equal(c->endpoints.cache_puts, "ipc:///var/run/cache.sock");
     assert_string_equal(c->endpoints.errors_events, "ipc://@availd-errors");

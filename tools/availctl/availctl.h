@@ -130,5 +130,6 @@ int cmd_registries(ctl_t *ctl, int argc, char **argv);
 int cmd_metrics(ctl_t *ctl, int argc, char **argv);
 int cmd_classify(ctl_t *ctl, int argc, char **argv);
 int cmd_journal(ctl_t *ctl, int argc, char **argv);
+int cmd_keys(ctl_t *ctl, int argc, char **argv); /* keys.c */
 
 #endif

@@ -164,6 +164,15 @@ const ctl_command_t ctl_commands[] = {
                 "intake runs, 2 when it failed.",
     },
     {
+        .name = "keys",
+        .args = "new NAME | show FILE",
+        .run = cmd_keys,
+        .summary = "CURVE key pairs for tcp:// across hosts",
+        .help = "new writes NAME (the public key, for the allow directories of the hosts\n"
+                "it connects to) and NAME_secret (the key pair, mode 0600, for\n"
+                "curve.secret_key) and prints the public key; show prints a file's key.",
+    },
+    {
         .name = "help",
         .args = "[COMMAND]",
         .run = cmd_help,

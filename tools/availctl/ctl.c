@@ -1,5 +1,6 @@
 /* What availctl's commands share: the config, control requests, JSON. */
 #include "availctl.h"
+#include "av_curve.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -95,6 +96,10 @@ ctl_call_send(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl
         return NULL;
     }
     zsock_set_linger(s, 0);
+    if (av_curve_client_setup(s, ctl->cfg, endpoint, err, errlen) < 0) { /* tcp:// with curve: (av_curve.h) */
+        zsock_destroy(&s);
+        return NULL;
+    }
     if (zsock_connect(s, "%s", endpoint) < 0) {
         snprintf(err, errlen, "cannot connect to %s", endpoint);
         zsock_destroy(&s);

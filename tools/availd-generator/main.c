@@ -76,6 +76,18 @@ make_dir(const char *path)
 }
 
 static int
+mask_unit(const char *normal_dir, const char *daemon, const char *type)
+{
+    char link[PATH_MAX];
+    snprintf(link, sizeof link, "%s/availd-%s.%s", normal_dir, daemon, type);
+    if (symlink("/dev/null", link) < 0 && errno != EEXIST) {
+        report("cannot mask %s: %s", link, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int
 enable_querier(const char *wants_dir, const char *instance)
 {
     char link[PATH_MAX], target[PATH_MAX];
@@ -210,7 +222,7 @@ main(int argc, char **argv)
     char wants_dir[PATH_MAX];
     snprintf(wants_dir, sizeof wants_dir, "%s/availd.target.wants", normal_dir);
     int rc = make_dir(wants_dir);
-    for (uint32_t i = 0; rc == 0 && i < cfg->n_groups; i++) {
+    for (uint32_t i = 0; rc == 0 && av_config_runs(cfg, AV_RUNS_QUERIER) && i < cfg->n_groups; i++) {
         const av_group_cfg_t *g = &cfg->groups[i];
         for (uint32_t n = 1; rc == 0 && n <= g->instances; n++) {
             char instance[AV_REGISTRY_MAX + 16];
@@ -221,7 +233,14 @@ main(int argc, char **argv)
             rc = enable_querier(wants_dir, instance);
         }
     }
-    if (rc == 0)
+    /* runs: a daemon this host does not run is masked here, so that
+     * availd.target's Wants= on it is a no-op (a querier host runs queriers). */
+    for (int k = 0; rc == 0 && k < AV_RUNS_QUERIER; k++)
+        if (!av_config_runs(cfg, (av_daemon_kind_t)k))
+            rc = mask_unit(normal_dir, av_daemon_kind_name((av_daemon_kind_t)k), "service");
+    if (rc == 0 && !av_config_runs(cfg, AV_RUNS_INTAKE))
+        rc = mask_unit(normal_dir, "intake", "socket");
+    else if (rc == 0)
         rc = write_socket_dropin(normal_dir, cfg);
     if (rc == 0)
         rc = write_http_units(normal_dir, wants_dir, cfg);
