@@ -223,7 +223,7 @@ whois_start(registry_t *r, void *self, query_t *x)
     /* querier.source_address: this querier's own address, for a registry
      * that limits each source address (budget: per_address) */
     if (bind_source(r, ex->fd, w->addr.ss_family) < 0) {
-        fail_errno(r, x, "bind querier.source_address for", errno);
+        fail_errno(r, x, AV_REASON_QUERIER_ERROR, "bind querier.source_address for", errno);
         return;
     }
     if (connect(ex->fd, (struct sockaddr *)&w->addr, w->addr_len) < 0 && errno != EINPROGRESS) {
