@@ -204,3 +204,28 @@ def test_json_output_is_clean(cluster):
         obj = json.loads(line)
         assert not {"t", "v", "ok"} & set(obj), obj
         assert not re.search(r"\d\.\d{13,}", line), line  # no float noise
+
+
+def test_config_check_reload_and_keys_speak_json_too(cluster, tmp_path):
+    def objects(r):
+        objs = [json.loads(line) for line in r.stdout.splitlines()]
+        assert objs, r
+        for obj in objs:
+            assert not {"t", "v", "ok"} & set(obj), obj
+        return objs
+
+    [ok] = objects(cluster.availctl("--json", "config", "check", check=0))
+    assert ok["valid"] is True and ok["config"] == cluster.config_path
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("intake: [\n")
+    [refused] = objects(cluster.availctl("--json", "config", "check", str(bad), check=1))
+    assert refused["valid"] is False and str(bad) in refused["error"]
+    cluster.start("errors")
+    reloaded = {o["ident"]: o for o in objects(cluster.availctl("--json", "reload", check=0))}
+    assert reloaded["errors"]["state"] == "reloaded"
+    assert reloaded["intake"]["state"] == "not running"
+    key = tmp_path / "host1"
+    [made] = objects(cluster.availctl("--json", "keys", "new", str(key), check=0))
+    assert made["public_file"] == str(key) and len(made["public"]) == 40
+    [shown] = objects(cluster.availctl("--json", "keys", "show", f"{key}_secret", check=0))
+    assert shown["public"] == made["public"] and shown["secret"] is True

@@ -20,6 +20,24 @@ reload_one(void *arg, const char *ident)
 {
     reload_walk_t *w = arg;
     ctl_reply_t reply;
+    if (w->ctl->json) {
+        int rc = ctl_call_simple(w->ctl, ident, "reload", &reply);
+        bool not_running = rc != 0 && strncmp(reply.err, "not running", 11) == 0;
+        json_t *j = json_pack("{s:s, s:s}", "ident", ident, "state",
+                              rc == 0 ? "reloaded" : not_running ? "not running" : "not reloaded");
+        if (rc == 0) {
+            char pending[1024];
+            ctl_needs_restart(reply.body, pending, sizeof pending);
+            if (pending[0])
+                json_object_set_new(j, "needs_restart", json_string(pending));
+        } else {
+            json_object_set_new(j, "error", json_string(reply.err));
+            w->failed += !not_running;
+        }
+        ctl_print_json(j);
+        ctl_reply_release(&reply);
+        return;
+    }
     if (ctl_call_simple(w->ctl, ident, "reload", &reply) == 0) {
         char pending[1024];
         ctl_needs_restart(reply.body, pending, sizeof pending);

@@ -14,7 +14,7 @@
 #define NO_SECRET "0000000000000000000000000000000000000000"
 
 static int
-keys_new(const char *name)
+keys_new(const ctl_t *ctl, const char *name)
 {
     char secret[4096];
     if (!*name || snprintf(secret, sizeof secret, "%s_secret", name) >= (int)sizeof secret) {
@@ -45,6 +45,12 @@ keys_new(const char *name)
         return EXIT_USAGE;
     }
     chmod(secret, 0600);
+    if (ctl->json) {
+        ctl_print_json(json_pack("{s:s, s:s, s:s}", "public", zcert_public_txt(cert), "public_file", name,
+                                 "secret_file", secret));
+        zcert_destroy(&cert);
+        return EXIT_OK;
+    }
     printf("%s\n", zcert_public_txt(cert));
     fprintf(stderr, "wrote %s (public: copy it to the allow directories of the hosts it connects to)\n"
                     "  and %s (secret: name it as curve.secret_key on this host only)\n", name, secret);
@@ -53,7 +59,7 @@ keys_new(const char *name)
 }
 
 static int
-keys_show(const char *file)
+keys_show(const ctl_t *ctl, const char *file)
 {
     zcert_t *cert = zcert_load(file);
     if (!cert) {
@@ -61,6 +67,15 @@ keys_show(const char *file)
         return EXIT_NEGATIVE;
     }
     const char *name = zcert_meta(cert, "name");
+    if (ctl->json) {
+        json_t *j = json_pack("{s:s, s:s, s:b}", "file", file, "public", zcert_public_txt(cert), "secret",
+                              strcmp(zcert_secret_txt(cert), NO_SECRET) != 0);
+        if (name)
+            json_object_set_new(j, "name", json_string(name));
+        ctl_print_json(j);
+        zcert_destroy(&cert);
+        return EXIT_OK;
+    }
     printf("public %s\nsecret %s\nname %s\n", zcert_public_txt(cert),
            strcmp(zcert_secret_txt(cert), NO_SECRET) ? "present" : "absent", name ? name : "-");
     zcert_destroy(&cert);
@@ -70,10 +85,9 @@ keys_show(const char *file)
 int
 cmd_keys(ctl_t *ctl, int argc, char **argv)
 {
-    (void)ctl;
     if (argc == 3 && strcmp(argv[1], "new") == 0)
-        return keys_new(argv[2]);
+        return keys_new(ctl, argv[2]);
     if (argc == 3 && strcmp(argv[1], "show") == 0)
-        return keys_show(argv[2]);
+        return keys_show(ctl, argv[2]);
     return ctl_command_usage("keys");
 }
