@@ -93,7 +93,7 @@ def test_a_querier_binds_its_source_address(make_cluster):
             "registries": {"test": whois_registry(registry.port, ["test"])},
         }).start_all()
         a = c.ask("free-src.test", fresh=True)
-        assert a["status"] == "unknown" and a["reason"] == "registry_error", a
+        assert a["status"] == "unknown" and a["reason"] == "querier_error", a
         querier = next(d for d in c.daemons if d.kind == "querier")
         wait_until(lambda: "bind querier.source_address" in querier.log(), what="the querier saying why")
         # 127.0.0.2 is on loopback: bound, and answered
