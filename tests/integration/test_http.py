@@ -25,7 +25,9 @@ def http_cluster(make_cluster, registry, start_intake=True, **http):
     port = free_port()
     config = {
         "dispatcher": {"heartbeat_ms": 100, "heartbeat_misses": 3},
-        "registries": {"test": whois_registry(registry.port, ["test", "de"])},
+        # slow-* names take the fake registry 2 s: its timeout well past that
+        # (at 2 s, the default here, a CI run timed one out)
+        "registries": {"test": whois_registry(registry.port, ["test", "de"], timeout_ms=10000)},
         "http": dict({"listen": f"tcp://127.0.0.1:{port}", "www": WWW}, **http),
     }
     c = make_cluster(config)
