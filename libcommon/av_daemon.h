@@ -152,6 +152,9 @@ zsock_t *av_daemon_bind(av_daemon_t *d, int type, const char *endpoint);
 /* The listening socket for endpoint (ipc://PATH or tcp://HOST:PORT) that a
  * service manager passed (LISTEN_FDS), or -1. */
 int av_inherited_socket(const char *endpoint);
+/* A listening TCP socket (non-blocking, SO_REUSEADDR) on tcp://HOST:PORT
+ * (HOST may be *, a name or a [v6] literal), or -1 with why. */
+int av_tcp_listen(const char *endpoint, int backlog, char *why, size_t whylen);
 zsock_t *av_daemon_connect(av_daemon_t *d, int type, const char *endpoint);
 /* chown a file the daemon created while root to its configured user. */
 void av_daemon_own(av_daemon_t *d, const char *path);

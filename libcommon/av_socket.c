@@ -4,10 +4,13 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 /* Queue bound per socket and peer, in messages. Past it a send would block,
@@ -327,3 +330,43 @@ av_zsock_send_nowait(zsock_t *sock, const void *body, size_t size)
     return zmq_send(zsock_resolve(sock), body, size, ZMQ_DONTWAIT) < 0 ? -1 : 0;
 }
 
+int
+av_tcp_listen(const char *endpoint, int backlog, char *why, size_t whylen)
+{
+    char host[256];
+    const char *hostport = strncmp(endpoint, "tcp://", 6) == 0 ? endpoint + 6 : NULL;
+    const char *colon = hostport ? strrchr(hostport, ':') : NULL;
+    if (!colon) {
+        snprintf(why, whylen, "not tcp://HOST:PORT");
+        return -1;
+    }
+    size_t hlen = (size_t)(colon - hostport);
+    if (hlen >= sizeof host) {
+        snprintf(why, whylen, "host too long");
+        return -1;
+    }
+    memcpy(host, hostport, hlen);
+    host[hlen] = '\0';
+    if (host[0] == '[' && hlen > 1 && host[hlen - 1] == ']') {
+        memmove(host, host + 1, hlen - 2);
+        host[hlen - 2] = '\0';
+    }
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res;
+    int rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, colon + 1, &hints, &res);
+    if (rc != 0) {
+        snprintf(why, whylen, "%s", gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}

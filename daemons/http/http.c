@@ -437,37 +437,6 @@ on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 
 /* ---- the listening socket ------------------------------------------------- */
 
-static int
-listen_on(const char *endpoint, char *why, size_t whylen)
-{
-    char host[256];
-    const char *hostport = endpoint + 6, *colon = strrchr(hostport, ':');
-    size_t hlen = (size_t)(colon - hostport);
-    if (hlen >= sizeof host)
-        return snprintf(why, whylen, "host too long"), -1;
-    memcpy(host, hostport, hlen);
-    host[hlen] = '\0';
-    if (host[0] == '[' && hlen >= 2) {
-        memmove(host, host + 1, hlen - 2);
-        host[hlen - 2] = '\0';
-    }
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-    struct addrinfo *res;
-    int rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, colon + 1, &hints, &res);
-    if (rc != 0)
-        return snprintf(why, whylen, "%s", gai_strerror(rc)), -1;
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
-        snprintf(why, whylen, "%s", strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
 
 /* ---- lifecycle --------------------------------------------------------------- */
 
@@ -521,7 +490,7 @@ start_mhd(http_t *h)
     h->listen_fd = av_inherited_socket(cfg->listen);
     if (h->listen_fd >= 0) {
         av_log_info("%s: using the listening socket passed by the service manager", cfg->listen);
-    } else if ((h->listen_fd = listen_on(cfg->listen, why, sizeof why)) < 0) {
+    } else if ((h->listen_fd = av_tcp_listen(cfg->listen, LISTEN_BACKLOG, why, sizeof why)) < 0) {
         av_log_err("cannot listen on %s: %s", cfg->listen, why);
         return -1;
     }

@@ -379,42 +379,6 @@ gateway_scan(gateway_t *gw, uint64_t now_us)
     }
 }
 
-static int
-listen_on(const char *endpoint, char *why, size_t whylen)
-{
-    char host[256];
-    const char *hostport = endpoint + strlen("tcp://");
-    const char *colon = strrchr(hostport, ':');
-    size_t hlen = (size_t)(colon - hostport);
-    if (hlen >= sizeof host) {
-        snprintf(why, whylen, "host too long");
-        return -1;
-    }
-    memcpy(host, hostport, hlen);
-    host[hlen] = '\0';
-    if (host[0] == '[' && hlen > 1 && host[hlen - 1] == ']') {
-        memmove(host, host + 1, hlen - 2);
-        host[hlen - 2] = '\0';
-    }
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res;
-    int rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, colon + 1, &hints, &res);
-    if (rc != 0) {
-        snprintf(why, whylen, "%s", gai_strerror(rc));
-        return -1;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
-        snprintf(why, whylen, "%s", strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
 
 gateway_t *
 gateway_open(intake_t *in, const char *endpoint)
@@ -442,7 +406,7 @@ gateway_open(intake_t *in, const char *endpoint)
         fcntl(gw->fd, F_SETFD, FD_CLOEXEC);
         av_log_info("%s: using the listening socket passed by the service manager", endpoint);
     } else {
-        gw->fd = listen_on(endpoint, why, sizeof why);
+        gw->fd = av_tcp_listen(endpoint, 4096, why, sizeof why);
     }
     if (gw->fd < 0) {
         av_log_err("cannot listen on %s: %s", endpoint, why);

@@ -46,7 +46,7 @@ def deb():
     if os.environ.get("AVAILD_DEB"):
         return os.environ["AVAILD_DEB"]
     if not shutil.which("dpkg-buildpackage"):
-        pytest.skip("dpkg-buildpackage is not installed (apt-get install dpkg-dev debhelper)")
+        pytest.fail("dpkg-buildpackage is not installed: tools/dev deps installs it (dpkg-dev debhelper)")
     files = source_files()
     digest = source_hash(files)
     stamp = os.path.join(CACHE, "source.sha256")

@@ -28,7 +28,7 @@ def registry():
 @pytest.fixture
 def browser():
     if not os.path.exists(CHROMEDRIVER):
-        pytest.skip("chromium-driver is not installed")
+        pytest.fail("chromium-driver is not installed: tools/dev deps installs it")
     profile = tempfile.mkdtemp(prefix="av-chrome-")
     opts = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
