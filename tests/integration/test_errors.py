@@ -36,9 +36,16 @@ def test_pushed_events_come_back_by_query_and_by_topic_prefix(cluster):
     sub_all.setsockopt(zmq.SUBSCRIBE, b"")
     sub_prefix = cluster.socket(zmq.SUB, cluster.endpoint("errors_publish"))
     sub_prefix.setsockopt(zmq.SUBSCRIBE, b"err.querier-denic.")
+    # The prefix subscriber also takes the probes' topic, so that the wait
+    # below shows both subscriptions have reached the publisher.
+    sub_prefix.setsockopt(zmq.SUBSCRIBE, b"notice.probe.")
     push = pusher(cluster)
-    # PUB/SUB joins asynchronously: wait until a probe event arrives.
-    wait_until(lambda: push.send(event(text="probe")) or sub_all.poll(100), what="subscription")
+    # PUB/SUB joins asynchronously: wait until a probe event reaches both.
+    probe = event(daemon="probe", registry="", level="notice", code="probe", text="probe")
+    wait_until(lambda: push.send(probe) or sub_all.poll(100), what="subscription of sub_all")
+    wait_until(lambda: push.send(probe) or sub_prefix.poll(100), what="subscription of sub_prefix")
+    while sub_prefix.poll(300):
+        sub_prefix.recv_multipart()
     sent = [
         ("querier-denic", "denic", "err", "timeout"),
         ("querier-denic", "denic", "warning", "rate_limited"),
