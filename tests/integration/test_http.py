@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -136,6 +137,32 @@ def test_stream_sends_cached_answers_first_then_each_as_it_is_final(make_cluster
     # The slow registry answer came last, well after the cached one.
     assert events[2][1]["domain"] == "slow-s.test"
     assert by_name["slow-s.test"][2] > by_name["taken-s.test"][2]
+
+
+def test_stream_to_an_http_1_0_client_is_whole_without_chunks(make_cluster, registry):
+    """HTTP/1.0 has no chunked encoding: the stream is read through the
+    response's own small buffer (a few hundred bytes a call, each event
+    longer than that) and ends when the connection closes."""
+    c = http_cluster(make_cluster, registry)
+    long_label = "x" * 55  # an event of some 300 bytes: each one takes MHD more than one read
+    names = [f"free-{long_label}{i}.test" for i in range(5)] + [f"slow-{long_label}.test", "taken-h.test"]
+    with socket.create_connection(("127.0.0.1", c.http_port), timeout=30) as s:
+        s.sendall(f"GET /v1/stream?domain={','.join(names)} HTTP/1.0\r\nHost: t\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].endswith(b"200 OK"), head
+    assert b"chunked" not in head.lower(), head
+    events = [block.split(b"\n") for block in body.split(b"\n\n") if block]
+    kinds = [e[0].decode() for e in events]
+    assert kinds == ["event: answer"] * len(names) + ["event: done"], body[:400]
+    answers = [json.loads(e[1][len(b"data: "):]) for e in events[:-1]]
+    assert sorted(a["domain"] for a in answers) == sorted(names)
+    assert max(len(e[1]) for e in events[:-1]) > 256, "events shorter than the buffer test nothing"
 
 
 def test_errors_are_json_with_fitting_statuses(make_cluster, registry):
