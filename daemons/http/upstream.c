@@ -88,7 +88,7 @@ on_reply(av_daemon_t *d, zsock_t *sock, void *arg)
                 api_answer(p->r, p->idx[a.idx], &a);
         }
     } else {
-        av_report(self->h->d, AV_LEVEL_WARNING, NULL, "malformed_message", "intake's reply to %s unreadable: %s",
+        av_report(self->h->d, AV_LOG_WARNING, NULL, "malformed_message", "intake's reply to %s unreadable: %s",
                   id, rc ? av_proto_strerror(rc) : av_msg_type_name(self->msg.type));
     }
     free(p);

@@ -3,7 +3,8 @@ its code (indented blocks and `code spans`) is a command availctl knows
 (`availctl help COMMAND`), every querier instance it names
 (`availd-querier@NAME`, `--group NAME`) is one the shipped config has
 (`availd-querier -n --group NAME` accepts it), and every `systemctl` unit it
-names is a unit of systemd/."""
+names is a unit of systemd/; and proto/README.md's table of error event
+codes is the codes the daemons report."""
 import os
 import re
 import subprocess
@@ -70,3 +71,42 @@ def test_every_systemd_unit_in_the_readme_exists():
         if unit not in units:
             missing.append(u)
     assert not missing, f"README names units systemd/ does not have: {missing}"
+
+
+def reported_codes():
+    """The codes the sources pass to av_report as string literals, and the
+    journal's, which it picks by the failure (journal_describe_failure)."""
+    codes = {}
+    for base in ("daemons", "libcommon", "tools"):
+        for root, _, files in os.walk(os.path.join(TOP, base)):
+            for f in files:
+                if not f.endswith(".c"):
+                    continue
+                path = os.path.join(root, f)
+                text = open(path).read()
+                for m in re.finditer(r"\bav_report\s*\(\s*[^,]+,\s*[^,]+,\s*[^,]+,\s*\"([a-z_]+)\"", text):
+                    codes.setdefault(m.group(1), os.path.relpath(path, TOP))
+                if f == "journal.c":
+                    body = text[text.index("journal_describe_failure("):]
+                    body = body[:body.index("\n}\n")]
+                    for code in re.findall(r"return \"([a-z_]+)\"", body):
+                        codes.setdefault(code, os.path.relpath(path, TOP))
+    return codes
+
+
+def test_every_error_event_code_is_in_the_protocol_table():
+    """Monitoring matches on codes: proto/README.md's table of error event
+    codes names every one a daemon reports, and nothing else."""
+    text = open(os.path.join(TOP, "proto", "README.md")).read()
+    table = text[text.index("| code | level | from | what happened |"):]
+    documented = set()
+    for row in table.split("\n")[2:]:
+        if not row.startswith("|"):
+            break
+        documented.update(re.findall(r"`([a-z_]+)`", row.split("|")[1]))
+    codes = reported_codes()
+    assert len(codes) >= 15, codes
+    undocumented = {c: where for c, where in codes.items() if c not in documented}
+    assert not undocumented, f"error event codes missing from proto/README.md: {undocumented}"
+    stale = documented - set(codes)
+    assert not stale, f"proto/README.md documents codes no daemon reports: {stale}"
