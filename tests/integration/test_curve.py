@@ -262,3 +262,33 @@ def test_new_keys_in_the_file_wait_for_a_restart_and_the_running_ones_stay(curve
     c.sockets.append(fe)
     answer = ask(fe, "taken-reload.test", "r1")
     assert answer and answer["status"] == "registered", answer
+
+
+def test_availctl_check_and_errors_follow_reach_curve_endpoints(curve_cluster):
+    """availctl's own frontends (check to intake, errors --follow to the
+    errors' PUB) speak CURVE where the config secures the endpoint: without
+    it intake and availd-errors would never hear them."""
+    c = curve_cluster
+    r = c.availctl("--timeout", "15000", "check", "taken-ctl.test", "free-ctl.test")
+    assert r.returncode == 0 and "registered" in r.stdout and "available" in r.stdout, r.stdout + r.stderr
+    follower = subprocess.Popen([binary("availctl"), "-c", c.config_path, "errors", "--follow", "--exit-after", "1",
+                                 "--daemon", "probe"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        push = curve_socket(c.ctx, zmq.PUSH, c.tcp["errors_events"], c.keys["core"], c.keys["core"][0])
+        c.sockets.append(push)
+        n = 0
+
+        def follower_exited():
+            nonlocal n
+            n += 1
+            push.send(msgpack.packb({"t": "error", "v": 1, "daemon": "probe", "registry": "", "level": "notice",
+                                     "code": "probe", "text": f"probe {n}"}), zmq.NOBLOCK)
+            return follower.poll() is not None
+
+        wait_until(follower_exited, timeout=30, interval=0.2, what="availctl errors --follow to see a pushed event")
+        out, err = follower.communicate(timeout=10)
+        assert follower.returncode == 0 and "probe" in out, out + err
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()

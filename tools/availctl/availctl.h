@@ -28,6 +28,11 @@ typedef struct {
 /* Loads the configuration once; prints the error and returns NULL. */
 const av_config_t *ctl_config(ctl_t *ctl);
 
+/* A socket of type connected to one of the config's endpoints, with
+ * CURVE where the config secures that tcp:// endpoint (av_curve.h) and
+ * linger 0; NULL after printing "availctl: why" on stderr. */
+zsock_t *ctl_connect(ctl_t *ctl, int type, const char *endpoint);
+
 /* A daemon's reply to a control request. body points into bytes the reply
  * holds until ctl_reply_release. A failed request holds nothing but err
  * (releasing it anyway is harmless, as is releasing twice). */

@@ -225,15 +225,12 @@ cmd_check(ctl_t *ctl, int argc, char **argv)
             fclose(in);
         return EXIT_USAGE;
     }
-    zsock_t *s = zsock_new(ZMQ_DEALER);
-    if (!s || zsock_connect(s, "%s", ctl->cfg->endpoints.intake_router) < 0) {
-        fprintf(stderr, "availctl: cannot connect to %s\n", ctl->cfg->endpoints.intake_router);
-        zsock_destroy(&s);
+    zsock_t *s = ctl_connect(ctl, ZMQ_DEALER, ctl->cfg->endpoints.intake_router);
+    if (!s) {
         if (in && in != stdin)
             fclose(in);
         return EXIT_USAGE;
     }
-    zsock_set_linger(s, 0);
     int unknown = 0, rc = EXIT_OK;
     tally_t tally = { { 0 }, 0 };
     if (!in) {

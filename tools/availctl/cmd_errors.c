@@ -152,12 +152,9 @@ subscribe(zsock_t *sub, const filter_t *f)
 static int
 follow(ctl_t *ctl, filter_t *f, uint32_t limit, uint64_t exit_after)
 {
-    zsock_t *sub = zsock_new(ZMQ_SUB);
-    if (!sub || zsock_connect(sub, "%s", ctl->cfg->endpoints.errors_publish) < 0) {
-        fprintf(stderr, "availctl: cannot connect to %s\n", ctl->cfg->endpoints.errors_publish);
-        zsock_destroy(&sub);
+    zsock_t *sub = ctl_connect(ctl, ZMQ_SUB, ctl->cfg->endpoints.errors_publish);
+    if (!sub)
         return EXIT_USAGE;
-    }
     subscribe(sub, f);
     int rc = show_recent(ctl, f, limit);
     zpoller_t *poller = zpoller_new(sub, NULL);

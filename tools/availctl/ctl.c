@@ -59,6 +59,37 @@ probe_unix(const char *path, char *err, size_t errlen)
     return -1;
 }
 
+static zsock_t *
+connect_to(const av_config_t *cfg, int type, const char *endpoint, char *err, size_t errlen)
+{
+    zsock_t *s = zsock_new(type);
+    if (!s) {
+        snprintf(err, errlen, "cannot create a socket");
+        return NULL;
+    }
+    zsock_set_linger(s, 0);
+    if (av_curve_client_setup(s, cfg, endpoint, err, errlen) < 0) {
+        zsock_destroy(&s);
+        return NULL;
+    }
+    if (zsock_connect(s, "%s", endpoint) < 0) {
+        snprintf(err, errlen, "cannot connect to %s", endpoint);
+        zsock_destroy(&s);
+        return NULL;
+    }
+    return s;
+}
+
+zsock_t *
+ctl_connect(ctl_t *ctl, int type, const char *endpoint)
+{
+    char err[AV_CONFIG_ERR_MAX + 128];
+    zsock_t *s = connect_to(ctl->cfg, type, endpoint, err, sizeof err);
+    if (!s)
+        fprintf(stderr, "availctl: %s\n", err);
+    return s;
+}
+
 zsock_t *
 ctl_call_send(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl_reply_t *reply)
 {
@@ -90,21 +121,9 @@ ctl_call_send(ctl_t *ctl, const char *ident, const msgpack_sbuffer *request, ctl
         if (probe_unix(path, err, errlen) < 0)
             return NULL;
     }
-    zsock_t *s = zsock_new(ZMQ_DEALER);
-    if (!s) {
-        snprintf(err, errlen, "cannot create a socket");
+    zsock_t *s = connect_to(ctl->cfg, ZMQ_DEALER, endpoint, err, errlen);
+    if (!s)
         return NULL;
-    }
-    zsock_set_linger(s, 0);
-    if (av_curve_client_setup(s, ctl->cfg, endpoint, err, errlen) < 0) { /* tcp:// with curve: (av_curve.h) */
-        zsock_destroy(&s);
-        return NULL;
-    }
-    if (zsock_connect(s, "%s", endpoint) < 0) {
-        snprintf(err, errlen, "cannot connect to %s", endpoint);
-        zsock_destroy(&s);
-        return NULL;
-    }
     zframe_t *req = zframe_new(request->data, request->size);
     if (zframe_send(&req, s, 0) < 0) {
         snprintf(err, errlen, "cannot send to %s", endpoint);
