@@ -156,6 +156,9 @@ int av_inherited_socket(const char *endpoint);
  * (HOST may be *, a name or a [v6] literal), or -1 with why. */
 int av_tcp_listen(const char *endpoint, int backlog, char *why, size_t whylen);
 zsock_t *av_daemon_connect(av_daemon_t *d, int type, const char *endpoint);
+/* The same with a fixed routing id (up to 255 bytes), set before it
+ * connects: a ROUTER peer then knows it again after a reconnect. */
+zsock_t *av_daemon_connect_as(av_daemon_t *d, int type, const char *endpoint, const char *routing_id);
 /* chown a file the daemon created while root to its configured user. */
 void av_daemon_own(av_daemon_t *d, const char *path);
 

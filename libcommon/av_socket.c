@@ -260,9 +260,20 @@ av_daemon_bind(av_daemon_t *d, int type, const char *endpoint)
 zsock_t *
 av_daemon_connect(av_daemon_t *d, int type, const char *endpoint)
 {
+    return av_daemon_connect_as(d, type, endpoint, NULL);
+}
+
+zsock_t *
+av_daemon_connect_as(av_daemon_t *d, int type, const char *endpoint, const char *routing_id)
+{
     zsock_t *s = new_socket(d, type);
     if (!s) {
         av_log_err("cannot create a socket for %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        return NULL;
+    }
+    if (routing_id && zmq_setsockopt(zsock_resolve(s), ZMQ_ROUTING_ID, routing_id, strlen(routing_id)) < 0) {
+        av_log_err("cannot set the routing id '%s' for %s: %s", routing_id, endpoint, zmq_strerror(zmq_errno()));
+        zsock_destroy(&s);
         return NULL;
     }
     bool failed;

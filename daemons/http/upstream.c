@@ -1,13 +1,22 @@
 /* Intake's request-reply endpoint, as any frontend uses it: a DEALER that
  * sends `check` messages (one name, or a batch) with ids of ours and reads
  * `answer` and `answers` replies, and `ping` for /healthz. The checks out
- * are a table id -> the HTTP request and the positions of its names. */
+ * are a table id -> the HTTP request and the positions of its names.
+ *
+ * The DEALER has a fixed routing id, as proto/README.md asks of a frontend
+ * that wants its answers across an intake restart: intake answers what its
+ * journal held to the routing id that asked. Check ids then carry this
+ * process's start time, so that a restarted availd-http never takes an
+ * answer meant for its predecessor as one of its own. */
 #include "http.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define ID_MAX 32
+#define ROUTING_ID_MAX 255
 
 typedef struct {
     api_req_t *r;
@@ -20,6 +29,7 @@ struct upstream {
     zsock_t *dealer;
     zhashx_t *pending;       /* id -> pending_t */
     uint64_t seq;
+    uint64_t started_us;     /* in every check id: unique to this process */
     uint64_t last_heard_us;
     av_msg_t msg;
     msgpack_sbuffer sbuf;
@@ -107,7 +117,17 @@ upstream_open(http_t *h)
     av_msg_init(&self->msg);
     msgpack_sbuffer_init(&self->sbuf);
     self->pending = zhashx_new();
-    self->dealer = av_daemon_connect(h->d, ZMQ_DEALER, cfg->endpoints.intake_router);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    self->started_us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+    /* One per host and listening address: two availd-http of one intake
+     * must not share it (intake hands a routing id to its newest
+     * connection). */
+    char host[64] = "", routing_id[ROUTING_ID_MAX + 1];
+    if (gethostname(host, sizeof host - 1) < 0)
+        host[0] = '\0';
+    snprintf(routing_id, sizeof routing_id, "availd-http %s %s", host, cfg->http.listen);
+    self->dealer = av_daemon_connect_as(h->d, ZMQ_DEALER, cfg->endpoints.intake_router, routing_id);
     if (!self->pending || !self->dealer || av_daemon_watch(h->d, self->dealer, on_reply, self) < 0) {
         upstream_close(&self);
         return NULL;
@@ -142,7 +162,7 @@ upstream_close(upstream_t **self_p)
 static pending_t *
 remember(upstream_t *self, api_req_t *r, const uint32_t *idx, uint32_t n, char id[ID_MAX])
 {
-    snprintf(id, ID_MAX, "http-%llx", (unsigned long long)++self->seq);
+    snprintf(id, ID_MAX, "h%llx-%llx", (unsigned long long)self->started_us, (unsigned long long)++self->seq);
     pending_t *p = malloc(sizeof *p + n * sizeof p->idx[0]);
     char **ids = realloc(r->pending_ids, (r->n_pending + 1) * sizeof *ids);
     if (!p || !ids) {

@@ -985,7 +985,13 @@ resubmit(void *arg, journal_record_t *rec)
     r->raw = rec->raw;
     r->journaled = true;
     r->durable = true;
-    if (rec->peer.len) {
+    /* A routing id that libzmq made up (its first byte is 0) named a
+     * connection to our predecessor: the same bytes may name another
+     * frontend's connection now (libzmq numbers them from a start that is
+     * the same in every process). Its answers go to the cache, and are
+     * counted lost; a frontend that wants them sets its own routing id. */
+    bool routable = rec->peer.len && rec->peer.ptr[0] != '\0';
+    if (routable) {
         r->env.identity = zframe_new(rec->peer.ptr, rec->peer.len);
         r->env.delimiter = rec->delimiter;
     }
@@ -994,7 +1000,7 @@ resubmit(void *arg, journal_record_t *rec)
         r->encoded_len = calloc(r->n_names, sizeof *r->encoded_len);
     }
     bool storage_failed = r->origin == ORIGIN_ROUTER && r->batch && (!r->encoded || !r->encoded_len);
-    if ((rec->peer.len && !r->env.identity) || storage_failed) {
+    if ((routable && !r->env.identity) || storage_failed) {
         request_destroy(r);
         return -1;
     }

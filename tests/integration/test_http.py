@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -210,6 +211,34 @@ def test_a_client_past_its_budget_gets_429_with_retry_after(make_cluster, regist
     c.write_config()
     c.daemons[-1].signal(signal.SIGHUP)
     wait_until(lambda: get_json(c, "/v1/status?domain=a7.test")[0] == 200, what="the reloaded budget")
+
+
+def test_checks_in_flight_are_answered_across_an_intake_crash(make_cluster, registry):
+    """availd-http's DEALER has a fixed routing id: intake, restarted after
+    a SIGKILL, answers what its journal held to it, and the HTTP client
+    gets its answers, not a 504 at the deadline."""
+    c = http_cluster(make_cluster, registry)
+    names = [f"slow-crash{i}.test" for i in range(5)]
+    result = {}
+
+    def ask():
+        result["reply"] = post_json(c, "/v1/check", {"names": names, "deadline_ms": 10000})
+
+    t = threading.Thread(target=ask)
+    t.start()
+    try:
+        wait_until(lambda: registry.stats()["open"] == len(names), what="the checks at the registry")
+        intake = next(d for d in c.daemons if d.kind == "intake")
+        intake.kill()
+        intake.start()
+    finally:
+        t.join(60)
+    assert not t.is_alive(), "the HTTP request never ended"
+    status, doc, _ = result["reply"]
+    assert status == 200, doc
+    assert [(a["domain"], a["availability"]) for a in doc["status"]] == [(n, "available") for n in names], doc
+    print(c.status("intake")["counters"], doc)
+    assert c.status("intake")["counters"]["resubmitted"] >= 1  # the batch, from the journal
 
 
 def test_healthz_metrics_and_the_deadline_without_intake(make_cluster, registry):

@@ -81,6 +81,53 @@ def test_intake_killed_mid_flight_answers_every_journaled_request_once(make_clus
         registry.close()
 
 
+def test_answers_of_a_frontend_without_routing_id_do_not_reach_another_after_an_intake_crash(make_cluster):
+    """libzmq names a DEALER without a routing id of its own by a number it
+    counts from the same start in every process: after intake restarts,
+    the id that asked may name another frontend. Intake must not send the
+    journaled answers there (before: the other frontend got them all).
+    The start is CZMQ's seed, time(NULL): the ids repeat when intake starts
+    again within the second it started in, which this test arranges (on a
+    busy machine it may not manage; what it asserts holds either way)."""
+    registry = FakeRegistry(delay_ms=1500)
+    try:
+        c = cluster_for(make_cluster, registry).start_all()
+        intake = next(d for d in c.daemons if d.kind == "intake")
+        intake.kill()
+        wait_until(lambda: time.time() % 1 < 0.05, interval=0.005, what="a new second")
+        intake.start()
+        asker = c.socket(zmq.DEALER)
+        asker.setsockopt(zmq.RECONNECT_IVL, 2000)  # comes back last
+        asker.connect(c.endpoint("intake_router"))
+        ping = {"t": "check", "v": 1, "id": "warm", "name": "not_a_name!.test"}  # answered by intake itself
+        asker.send(msgpack.packb(ping))
+        assert asker.poll(15000), "no answer before the crash"
+        asker.recv()
+        other = c.socket(zmq.DEALER)
+        other.setsockopt(zmq.RECONNECT_IVL, 10)   # comes back first
+        other.connect(c.endpoint("intake_router"))
+        other.send(msgpack.packb(dict(ping, id="other-warm")))
+        assert other.poll(15000), "no answer to the other frontend before the crash"
+        other.recv()
+        names = {f"anon{i}": f"anon{i}.test" for i in range(20)}
+        for rid, name in names.items():
+            asker.send(msgpack.packb({"t": "check", "v": 1, "id": rid, "name": name}))
+        wait_until(lambda: registry.stats()["open"] == len(names), interval=0.01, what="the checks at the registry")
+        intake.kill()
+        intake.start()
+        wait_until(lambda: other.poll(0) or c.status("intake")["counters"]["answers_lost"] >= len(names),
+                   timeout=30, what="the journaled answers counted lost")
+        strays = []
+        while other.poll(500):
+            strays.append(msgpack.unpackb(other.recv(), raw=False)["id"])
+        assert not strays, f"another frontend got the answers of {strays}"
+        # the other frontend is served as ever
+        other.send(msgpack.packb(dict(ping, id="other-after")))
+        assert other.poll(15000) and msgpack.unpackb(other.recv(), raw=False)["id"] == "other-after"
+    finally:
+        registry.close()
+
+
 def test_a_journaled_pushed_batch_is_not_published_twice_after_a_restart(make_cluster):
     registry = FakeRegistry()
     try:
