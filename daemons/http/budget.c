@@ -27,11 +27,13 @@ typedef struct {
     uint32_t line;       /* its line in the file: the client is "key:LINE" */
     uint32_t rate;
     uint32_t burst;
+    char key[KEY_MAX];
 } key_t_;
 
 struct budgets {
     zhashx_t *buckets;   /* client -> bucket_t */
     zhashx_t *keys;      /* API key -> key_t_ */
+    zhashx_t *key_clients; /* "key:LINE" -> the key_t_ of keys */
     uint32_t rate;
     uint32_t burst;
     uint32_t max_clients;
@@ -87,7 +89,11 @@ load_keys(budgets_t *self, const char *path, char *err, size_t errlen)
         k->line = no;
         k->rate = (uint32_t)rate;
         k->burst = burst >= rate ? (uint32_t)burst : (uint32_t)rate * 2;
+        snprintf(k->key, sizeof k->key, "%s", key);
+        char client[32];
+        snprintf(client, sizeof client, "key:%u", no);
         zhashx_insert(self->keys, key, k);
+        zhashx_insert(self->key_clients, client, k);
     }
     fclose(f);
     return rc;
@@ -104,7 +110,8 @@ budgets_new(const av_http_cfg_t *cfg, char *err, size_t errlen)
     self->max_clients = cfg->max_clients;
     self->buckets = zhashx_new();
     self->keys = zhashx_new();
-    if (!self->buckets || !self->keys) {
+    self->key_clients = zhashx_new();
+    if (!self->buckets || !self->keys || !self->key_clients) {
         budgets_destroy(&self);
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -123,6 +130,7 @@ budgets_destroy(budgets_t **self_p)
     if (!self)
         return;
     zhashx_destroy(&self->buckets);
+    zhashx_destroy(&self->key_clients);
     zhashx_destroy(&self->keys);
     free(self);
     *self_p = NULL;
@@ -198,17 +206,10 @@ budgets_take(budgets_t *self, const char *client, uint32_t n, uint64_t now_us)
             return 1;
         b->rate = self->rate;
         b->burst = self->burst;
-        if (strncmp(client, "key:", 4) == 0) {
-            /* its own limits, from the keys file */
-            for (const key_t_ *k = zhashx_first(self->keys); k; k = zhashx_next(self->keys)) {
-                char id[32];
-                snprintf(id, sizeof id, "key:%u", k->line);
-                if (strcmp(id, client) == 0) {
-                    b->rate = k->rate;
-                    b->burst = k->burst;
-                    break;
-                }
-            }
+        const key_t_ *k = zhashx_lookup(self->key_clients, client);
+        if (k) { /* its own limits, from the keys file */
+            b->rate = k->rate;
+            b->burst = k->burst;
         }
         b->tokens = b->burst;
         b->at_us = now_us;
@@ -228,4 +229,37 @@ uint32_t
 budgets_count(const budgets_t *self)
 {
     return self ? (uint32_t)zhashx_size(self->buckets) : 0;
+}
+
+/* A reload must not hand every client a full bucket: what each has left
+ * goes over to the new table, under its new limits (no more than its new
+ * burst), an API key's under its line in the new file, and a key that is
+ * gone with it. */
+void
+budgets_carry_over(budgets_t *next, const budgets_t *prev)
+{
+    if (!prev)
+        return;
+    for (const bucket_t *b = zhashx_first(prev->buckets); b && zhashx_size(next->buckets) < next->max_clients;
+         b = zhashx_next(prev->buckets)) {
+        const char *client = zhashx_cursor(prev->buckets);
+        char moved[32];
+        const key_t_ *k = NULL;
+        if (strncmp(client, "key:", 4) == 0) {
+            const key_t_ *was = zhashx_lookup(prev->key_clients, client);
+            if (!was || !(k = zhashx_lookup(next->keys, was->key)))
+                continue;
+            snprintf(moved, sizeof moved, "key:%u", k->line);
+            client = moved;
+        }
+        bucket_t *copy = malloc(sizeof *copy);
+        if (!copy)
+            return;
+        copy->rate = k ? k->rate : next->rate;
+        copy->burst = k ? k->burst : next->burst;
+        copy->tokens = b->tokens < copy->burst ? b->tokens : copy->burst;
+        copy->at_us = b->at_us;
+        if (zhashx_insert(next->buckets, client, copy) != 0)
+            free(copy);
+    }
 }

@@ -603,6 +603,7 @@ http_reload(av_daemon_t *d, const av_config_t *next)
     www_t *www = www_load(next->http.www, err, sizeof err);
     if (!www)
         av_log_warning("no search page: %s", err);
+    budgets_carry_over(budgets, h->budgets);
     budgets_destroy(&h->budgets);
     h->budgets = budgets;
     av_names_destroy(&h->names);

@@ -152,6 +152,8 @@ uint64_t upstream_last_heard_us(const upstream_t *self);
 /* budget.c: names a second per client, by address or API key */
 budgets_t *budgets_new(const av_http_cfg_t *cfg, char *err, size_t errlen);
 void budgets_destroy(budgets_t **self_p);
+/* On reload: what prev's clients have left, into next. */
+void budgets_carry_over(budgets_t *next, const budgets_t *prev);
 /* The client a request is counted against: "key:NAME" for a known key,
  * "ip:ADDR" (an IPv6 /64) otherwise; -1 for an unknown key. */
 int budgets_client(const budgets_t *self, const char *api_key, const struct sockaddr *addr, char *out,

@@ -62,7 +62,8 @@
  *   listed in http.cors_origins ("*": any) may read the answers.
  *
  *   SIGHUP reloads budgets, keys, CORS origins, TLDs, the page's files and
- *   the routes; http.listen and the connection limits need a restart.
+ *   the routes (a client keeps what is left of its budget, within the new
+ *   burst); http.listen and the connection limits need a restart.
  *   SIGTERM stops accepting, lets waiting requests and streams finish
  *   (within process.drain_ms), and exits. The listening socket may come
  *   from a socket unit (availd-http.socket).

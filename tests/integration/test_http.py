@@ -195,7 +195,9 @@ def test_errors_are_json_with_fitting_statuses(make_cluster, registry):
 def test_a_client_past_its_budget_gets_429_with_retry_after(make_cluster, registry, tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("# key names/s burst\nsecret-one 100 100\n")
-    c = http_cluster(make_cluster, registry, client_rate=5, client_burst=5, api_keys=str(keys))
+    # 1 name a second: a drained bucket takes 5 s to hold 5 names again,
+    # far longer than the steps below take
+    c = http_cluster(make_cluster, registry, client_rate=1, client_burst=5, api_keys=str(keys))
     assert get_json(c, "/v1/status?domain=a1.test,a2.test,a3.test,a4.test,a5.test")[0] == 200
     status, doc, r = get_json(c, "/v1/status?domain=a6.test")
     assert status == 429 and int(r.getheader("Retry-After")) >= 1 and "budget" in doc["error"]["message"]
@@ -205,6 +207,12 @@ def test_a_client_past_its_budget_gets_429_with_retry_after(make_cluster, regist
     assert get_json(c, "/v1/status?domain=k.test", headers={"Authorization": "Bearer secret-one"})[0] == 200
     assert get_json(c, "/v1/status?domain=k.test", headers={"X-API-Key": "wrong"})[0] == 401
     assert c.status("http")["counters"]["rate_limited"] >= 1
+    # A reload keeps what a client has left: no fresh burst for it.
+    reloads = c.status("http")["counters"]["reloads"]
+    c.daemons[-1].signal(signal.SIGHUP)
+    wait_until(lambda: c.status("http")["counters"]["reloads"] > reloads, what="the reload")
+    status, doc, r = get_json(c, "/v1/status?domain=" + ",".join(f"b{i}.test" for i in range(5)))
+    assert status == 429, doc
     # A reload with a larger budget applies at once.
     c.config["http"]["client_rate"] = 1000
     c.config["http"]["client_burst"] = 1000

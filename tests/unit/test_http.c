@@ -93,6 +93,48 @@ test_clients_by_address_and_by_key(void **state)
 }
 
 static void
+test_a_reload_keeps_what_each_client_has_left(void **state)
+{
+    (void)state;
+    char err[256], path[512], client[64];
+    char *dir = unit_tmpdir_new("http");
+    unit_path(path, sizeof path, dir, "keys");
+    assert_int_equal(unit_write_file(path, "shop-one 10 10\nshop-two 10 10\n"), 0);
+    av_http_cfg_t cfg = cfg_with(10, 10, path);
+    budgets_t *prev = budgets_new(&cfg, err, sizeof err);
+    assert_non_null(prev);
+    assert_int_equal(budgets_take(prev, "ip:192.0.2.1", 10, 0), 0); /* its bucket empty */
+    assert_int_equal(budgets_client(prev, "shop-two", NULL, client, sizeof client), 0);
+    assert_string_equal(client, "key:2");
+    assert_int_equal(budgets_take(prev, client, 10, 0), 0);
+    /* The same settings again, the keys file reordered and one key gone. */
+    assert_int_equal(unit_write_file(path, "# moved\n# down\nshop-two 10 10\n"), 0);
+    budgets_t *next = budgets_new(&cfg, err, sizeof err);
+    assert_non_null(next);
+    budgets_carry_over(next, prev);
+    budgets_destroy(&prev);
+    assert_int_equal(budgets_take(next, "ip:192.0.2.1", 1, 0), 1);  /* still empty: no fresh burst */
+    assert_int_equal(budgets_client(next, "shop-two", NULL, client, sizeof client), 0);
+    assert_string_equal(client, "key:3");                            /* its new line */
+    assert_int_equal(budgets_take(next, client, 1, 0), 1);
+    assert_int_equal(budgets_take(next, "ip:192.0.2.1", 5, 500000), 0); /* refilled at its rate */
+    assert_int_equal(budgets_count(next), 2);
+    budgets_destroy(&next);
+    /* A smaller burst after the reload caps what is left. */
+    cfg = cfg_with(10, 100, "");
+    prev = budgets_new(&cfg, err, sizeof err);
+    assert_int_equal(budgets_take(prev, "ip:192.0.2.2", 1, 0), 0); /* 99 left */
+    cfg = cfg_with(10, 5, "");
+    next = budgets_new(&cfg, err, sizeof err);
+    budgets_carry_over(next, prev);
+    budgets_destroy(&prev);
+    assert_int_equal(budgets_take(next, "ip:192.0.2.2", 5, 0), 0);
+    assert_int_equal(budgets_take(next, "ip:192.0.2.2", 1, 0), 1);
+    budgets_destroy(&next);
+    unit_tmpdir_remove(&dir);
+}
+
+static void
 free_names(char **names, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++)
@@ -188,6 +230,7 @@ main(void)
         cmocka_unit_test(test_budget_refills_at_its_rate_and_says_how_long_to_wait),
         cmocka_unit_test(test_a_full_table_forgets_idle_clients_then_shares_one_bucket),
         cmocka_unit_test(test_clients_by_address_and_by_key),
+        cmocka_unit_test(test_a_reload_keeps_what_each_client_has_left),
         cmocka_unit_test(test_names_from_a_query_string),
         cmocka_unit_test(test_answer_json_has_domainr_and_availd_keys),
         cmocka_unit_test(test_config_http_section),
