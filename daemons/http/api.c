@@ -449,8 +449,16 @@ api_handle(api_req_t *r, const char *upload, size_t *upload_size)
             size_t n = *upload_size;
             *upload_size = 0;
             if (r->body_too_big || r->body_len + n > cfg->max_body_bytes) {
+                /* Dropped up to a bound, then refused once the body is in
+                 * (see on_request); past the bound refused at once. */
                 r->body_too_big = true;
-                return http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large", 0);
+                free(r->body);
+                r->body = NULL;
+                r->body_len = 0;
+                r->body_dropped += n;
+                if (r->body_dropped > http_drop_max(r->h))
+                    return http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large", 0);
+                return MHD_YES;
             }
             char *grown = realloc(r->body, r->body_len + n + 1);
             if (!grown)
@@ -460,6 +468,8 @@ api_handle(api_req_t *r, const char *upload, size_t *upload_size)
             r->body_len += n;
             return MHD_YES;
         }
+        if (r->body_too_big)
+            return http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large", 0);
         int rc = parse_body(r, why, sizeof why);
         if (rc < 0)
             return http_respond_error(r, rc == -2 ? MHD_HTTP_CONTENT_TOO_LARGE : MHD_HTTP_BAD_REQUEST, why, 0);

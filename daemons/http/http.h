@@ -49,7 +49,8 @@ struct api_req {
     /* the body of a POST, up to http.max_body_bytes */
     char *body;
     size_t body_len;
-    bool body_too_big;
+    bool body_too_big;       /* past the bound: the rest is read and dropped */
+    size_t body_dropped;     /* bytes dropped so, bounded by http_drop_max() */
     /* the names as asked, and each one's answer once final */
     uint32_t n_names;
     char **names;
@@ -119,6 +120,8 @@ enum MHD_Result http_respond_error(api_req_t *r, unsigned status, const char *me
  * connection so MHD calls the handler again, which responds. */
 void http_wake(api_req_t *r);
 const av_http_cfg_t *http_cfg(const http_t *h);
+/* How much of a too-large body is read and dropped before its 413. */
+size_t http_drop_max(const http_t *h);
 
 /* api.c */
 /* The handler of an API route, called by MHD until it responds. */

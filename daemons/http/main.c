@@ -43,7 +43,10 @@
  *   Errors are JSON, {"error": {"code", "message"}}: 400 an invalid request
  *   (with the reason: not JSON, a name that is empty, too long or not
  *   UTF-8...), 401 an unknown API key, 404, 405, 413 a body past
- *   http.max_body_bytes or more than http.max_names names, 429 with
+ *   http.max_body_bytes (the rest read and dropped up to 16 MiB or twice
+ *   the bound, so that the 413 is not lost to a TCP reset; before the
+ *   body to a client that asks for 100 Continue) or more than
+ *   http.max_names names, 429 with
  *   Retry-After when a client has spent its budget, 503 overloaded
  *   (http.max_pending names waiting for intake, http.max_streams open
  *   streams, intake's queue full) or stopping, 504 when intake said
