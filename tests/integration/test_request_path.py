@@ -92,6 +92,41 @@ def test_unsupported_tld_and_invalid_names_are_answered_at_once(make_cluster, re
     assert registry.stats()["total"] == 0, "invalid or unsupported names reached the registry"
 
 
+def test_a_registry_host_that_cannot_be_resolved_is_unknown_dns_failure(make_cluster, registry):
+    """The registry's host name does not resolve: `unknown dns_failure`, not
+    a bare registry_error. Its querier runs in a network namespace of its
+    own (`unshare -n`, only a downed loopback): the lookup fails at once on
+    this machine and no packet leaves it, while the querier still talks to
+    the dispatcher over ipc://."""
+    config = {
+        "dispatcher": {"heartbeat_ms": 100, "heartbeat_misses": 3},
+        "registries": {
+            "test": whois_registry(registry.port, ["test"]),
+            "nodns": {**whois_registry(43, ["nodns"], timeout_ms=3000), "host": "whois.nic.nodns.invalid"},
+            "nodnsrdap": {"tlds": ["nodnsrdap"], "protocol": "rdap", "timeout_ms": 3000, "backoff_s": 1,
+                          "base_url": "https://rdap.nic.nodnsrdap.invalid/rdap/"},
+        },
+        "queriers": {"isolated": {"registries": ["nodns", "nodnsrdap"]}},
+    }
+    c = make_cluster(config)
+    assert c.endpoint("dispatcher_workers").startswith("ipc://")
+    c.start("errors")
+    c.start("cache")
+    c.start("dispatcher")
+    c.start("querier", "test")
+    c.start("querier", "isolated", wrap=["unshare", "-n"])
+    c.start("intake")
+    for name in ("anything.nodns", "anything.nodnsrdap"):
+        t0 = time.monotonic()
+        a = c.ask(name, timeout=30)
+        assert (a["status"], a["reason"]) == ("unknown", "dns_failure"), (name, a)
+        assert time.monotonic() - t0 < 15, name
+    # The querier counts it under its own name, and the rest keeps answering.
+    counters = c.status("querier-isolated")["counters"]
+    assert any(k.endswith("dns_failures") and v >= 1 for k, v in counters.items()), counters
+    assert c.ask("free-x.test")["status"] == "available"
+
+
 def test_registry_down_or_silent_gives_unknown_within_the_timeout(make_cluster, registry):
     dead_port = free_port()  # nothing listens there
     c = constellation(make_cluster, registry,
