@@ -190,8 +190,11 @@ class Daemon:
         if not self.alive():
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
+            self.last_stop_s = time.monotonic() - t0  # SIGTERM to exit
+            return rc
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)

@@ -124,16 +124,19 @@ def test_roll_every_daemon_under_load_loses_nothing(make_cluster):
 
         events = []
 
-        def event(name, action):
+        def event(name, action, daemon=None):
             t = time.monotonic()
             in_flight = load.outstanding()
             action()
-            events.append({"event": name, "at": t, "in_flight": in_flight})
+            e = {"event": name, "at": t, "in_flight": in_flight}
+            if daemon is not None and name.endswith("SIGTERM"):
+                e["stop_ms"] = round(1000 * daemon.last_stop_s)  # SIGTERM to exit, under the load
+            events.append(e)
             time.sleep(SETTLE_S)
 
         order = ["errors", "cache", "dispatcher", "querier-test", "querier-other", "intake"]
         for ident in order:
-            event(f"{ident} SIGTERM", lambda d=by_ident[ident]: d.restart(hard=False))
+            event(f"{ident} SIGTERM", lambda d=by_ident[ident]: d.restart(hard=False), by_ident[ident])
         for ident in order:
             event(f"{ident} SIGKILL", lambda d=by_ident[ident]: d.restart(hard=True))
         event("querier-test.2 restart (one of two)", lambda: by_ident["querier-test.2"].restart())
@@ -171,6 +174,7 @@ def test_roll_every_daemon_under_load_loses_nothing(make_cluster):
                                    if r["answers"] and r["answers"][0][1]["status"] == "unknown"}),
                 "unknown_count": sum(1 for r in window if r["answers"] and r["answers"][0][1]["status"] == "unknown"),
                 "longest_delay_ms": round(1000 * max(delays), 1) if delays else None,
+                **({"stop_ms": e["stop_ms"]} if "stop_ms" in e else {}),
             })
         report = {"checks": len(load.requests), "lost": len(lost), "duplicated": len(duplicated),
                   "wrong": len(wrong), "unknown": len(unknown), "events": figures,
