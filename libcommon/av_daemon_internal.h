@@ -11,6 +11,7 @@
 #define AV_NAME_LEN 48
 #define AV_RESTART_MAX 16
 #define AV_RESTART_KEY_MAX 160
+#define AV_BOUND_FILES_MAX 16 /* a daemon binds at most five endpoints and its control */
 
 typedef struct {
     char name[AV_NAME_LEN];
@@ -87,6 +88,10 @@ struct av_daemon {
     char needs_restart[AV_RESTART_MAX][AV_RESTART_KEY_MAX];
     uint32_t n_needs_restart;
     int lock_fd;             /* the instance lock (av_lock_take), -1 when none */
+    /* ipc:// socket files this process bound (not those systemd passed):
+     * removed at the stop, under the instance lock (libzmq leaves them). */
+    char *bound_files[AV_BOUND_FILES_MAX];
+    uint32_t n_bound_files;
 };
 
 int av_control_open(av_daemon_t *d);

@@ -253,6 +253,9 @@ av_daemon_bind(av_daemon_t *d, int type, const char *endpoint)
         /* Peers running as the daemons' user must be able to connect. */
         chmod(endpoint + 6, 0660);
         av_daemon_own(d, endpoint + 6);
+        char *file = d->n_bound_files < AV_BOUND_FILES_MAX ? strdup(endpoint + 6) : NULL;
+        if (file)
+            d->bound_files[d->n_bound_files++] = file;
     }
     return s;
 }

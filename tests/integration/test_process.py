@@ -30,6 +30,31 @@ def test_a_daemon_started_as_root_drops_to_its_user_and_group(make_cluster):
     st = os.stat(os.path.join(c.state_dir, "errors", "data.mdb"))
     assert st.st_uid == 65534
     assert errors.stop() == 0
+    # as that user it still removes its socket files at the stop
+    assert [f for f in os.listdir(c.run_dir) if f.endswith(".sock")] == []
+
+
+def test_a_stopped_daemon_leaves_no_socket_files_and_a_killed_one_is_replaced(make_cluster):
+    """libzmq leaves a bound ipc:// file behind; a daemon removes its own
+    at a graceful stop, so that only a daemon that died leaves a stale one
+    (which availctl status reports as such) and the next start binds over
+    it."""
+    c = make_cluster()
+    sockets = lambda: sorted(f for f in os.listdir(c.run_dir) if f.endswith(".sock"))
+    daemons = [c.start(kind) for kind in ("errors", "cache", "dispatcher", "intake")]
+    bound = sockets()
+    assert "control-intake.sock" in bound and "intake.sock" in bound and "dispatcher-workers.sock" in bound, bound
+    for d in reversed(daemons):
+        assert d.stop() == 0
+    assert sockets() == []
+    # SIGKILL: the files stay; the next instance binds over them and serves
+    errors = c.start("errors")
+    errors.kill()
+    assert sockets() == ["control-errors.sock", "errors-pub.sock", "errors.sock"]
+    errors = c.start("errors")
+    assert c.status("errors")["pid"] == errors.pid
+    assert errors.stop() == 0
+    assert sockets() == []
 
 
 def test_daemonize_detaches_and_the_pid_file_names_the_daemon(make_cluster):
