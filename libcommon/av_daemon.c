@@ -752,8 +752,8 @@ setup_loop(av_daemon_t *d)
 /* A socket file left behind reads as a daemon that died ("stale socket" in
  * availctl status). Removed while the instance lock is still held, so never
  * a file that a next instance has bound. */
-static void
-remove_bound_files(av_daemon_t *d)
+void
+av_daemon_remove_bound_files(av_daemon_t *d)
 {
     for (uint32_t i = 0; i < d->n_bound_files; i++) {
         if (unlink(d->bound_files[i]) < 0 && errno != ENOENT)
@@ -776,7 +776,7 @@ teardown(av_daemon_t *d)
     if (d->loop)
         sd_event_unref(d->loop);
     remove_pid_file(d);
-    remove_bound_files(d);
+    av_daemon_remove_bound_files(d);
     av_lock_release(&d->lock_fd);
     av_config_free(&d->cfg);
     free(d->config_path);

@@ -101,6 +101,8 @@ void av_reporter_close(av_daemon_t *d);
 /* Tests: the monotonic clock (us) av_report reads; NULL restores av_mono_us. */
 void av_report_set_clock(uint64_t (*mono_us)(void));
 int av_daemon_reload(av_daemon_t *d, char *err, size_t errlen);
+/* The stop: removes the ipc:// files the daemon bound (bound_files). */
+void av_daemon_remove_bound_files(av_daemon_t *d);
 void av_daemon_apply_logging(av_daemon_t *d);
 /* `needs_restart`: [KEY...], one map pair of a control reply. */
 void av_daemon_pack_needs_restart(const av_daemon_t *d, msgpack_packer *pk);

@@ -99,6 +99,7 @@ unit_daemon_destroy(unit_daemon_t **u_p)
     av_control_close(d);
     av_reporter_close(d);
     av_watches_close(d);
+    av_daemon_remove_bound_files(d);
     sd_event_source_disable_unref(d->post);
     sd_event_source_disable_unref(d->defer);
     if (d->loop)
