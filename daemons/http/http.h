@@ -50,7 +50,7 @@ struct api_req {
     char *body;
     size_t body_len;
     bool body_too_big;       /* past the bound: the rest is read and dropped */
-    size_t body_dropped;     /* bytes dropped so, bounded by http_drop_max() */
+    size_t body_dropped;     /* bytes dropped so far, at most http_drop_max() */
     /* the names as asked, and each one's answer once final */
     uint32_t n_names;
     char **names;
