@@ -133,12 +133,18 @@ def test_silent_connections_are_closed_sooner_when_slots_run_low(make_cluster):
         socks = flood(port, [f"127.0.0.{2 + k}" for k in range(4)], 16)  # 4 each: every share full
         wait_until(lambda: c.status("intake")["gauges"]["gateway_clients"] == 16, what="16 idle connections")
         assert ask_line(port, "newcomer.test") == f"newcomer.test {truth('newcomer.test')}\r\n".encode()
-        wait_until(lambda: c.status("intake")["gauges"]["gateway_clients"] == 0, timeout=30,
-                   what="the silent connections closed")
-        counters = c.status("intake")["counters"]
+        # Silent ones are closed after a second while three quarters of the
+        # slots (12) are taken: all at once when they were accepted together,
+        # or, when a busy machine spread their accepts over a scan, until
+        # fewer than 12 are left, which then keep the minute of
+        # gateway_timeout_ms like any connection when slots are plenty.
+        wait_until(lambda: c.status("intake")["gauges"]["gateway_clients"] < 12, timeout=30,
+                   what="the silent connections closed while slots ran low")
+        status = c.status("intake")
+        counters, left = status["counters"], status["gauges"]["gateway_clients"]
         # the newcomer took the oldest one's slot (unless a slow machine
         # let a second pass first and the short timeout made room)
-        assert counters["gateway_evicted"] + counters["gateway_timeouts"] == 16, counters
+        assert counters["gateway_evicted"] + counters["gateway_timeouts"] == 16 - left, (counters, left)
         assert counters["gateway_evicted"] <= 1 and counters["gateway_refused"] == 0, counters
     finally:
         for s in socks:
