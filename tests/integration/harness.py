@@ -116,6 +116,7 @@ class Daemon:
     def __init__(self, cluster, kind, instance=None, extra_args=(), env=None, listen_fds=(), wrap=()):
         self.listen_fds = list(listen_fds)  # sockets passed as a socket unit would
         self.wrap = list(wrap)  # a command the daemon runs under: ["ip", "netns", "exec", NS]
+        self.last_stop_s = None  # SIGTERM to exit, of the last stop()
         self.cluster = cluster
         self.kind = kind
         self.instance = instance
@@ -193,7 +194,7 @@ class Daemon:
         t0 = time.monotonic()
         try:
             rc = self.proc.wait(timeout)
-            self.last_stop_s = time.monotonic() - t0  # SIGTERM to exit
+            self.last_stop_s = time.monotonic() - t0
             return rc
         except subprocess.TimeoutExpired:
             self.proc.kill()

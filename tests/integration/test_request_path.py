@@ -117,10 +117,8 @@ def test_a_registry_host_that_cannot_be_resolved_is_unknown_dns_failure(make_clu
     c.start("querier", "isolated", wrap=["unshare", "-n"])
     c.start("intake")
     for name in ("anything.nodns", "anything.nodnsrdap"):
-        t0 = time.monotonic()
         a = c.ask(name, timeout=30)
         assert (a["status"], a["reason"]) == ("unknown", "dns_failure"), (name, a)
-        assert time.monotonic() - t0 < 15, name
     # The querier counts it under its own name, and the rest keeps answering.
     counters = c.status("querier-isolated")["counters"]
     assert any(k.endswith("dns_failures") and v >= 1 for k, v in counters.items()), counters
