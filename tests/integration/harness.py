@@ -18,6 +18,8 @@ import msgpack
 import yaml
 import zmq
 
+from ports import free_port
+
 BUILD_DIR = os.environ.get(
     "AVAILD_BUILD_DIR",
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build"))
@@ -52,12 +54,6 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_kb(pid, field="VmRSS"):
