@@ -17,7 +17,6 @@ import glob
 import json
 import os
 import struct
-import subprocess
 
 import msgpack
 import pytest

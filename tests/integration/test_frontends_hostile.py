@@ -6,14 +6,12 @@ the push way's handshake loses nothing, and what is echoed is UTF-8.
 Memory is intake's peak resident set (VmHWM) over the test, under ASan:
 the bounds have a wide margin (grows < 100 MB where HEAD grew by 300 MB to
 a GB)."""
-import os
 import socket
 import struct
 import threading
 import time
 
 import msgpack
-import pytest
 import zmq
 
 from harness import FakeRegistry, rss_kb, truth, wait_until, whois_registry

@@ -2,7 +2,6 @@
 (issue 12, item 6): a well-behaved client from another address keeps
 getting answers, whether the flood comes from one address or from many."""
 import socket
-import time
 
 import pytest
 

@@ -9,7 +9,7 @@ import time
 import msgpack
 import zmq
 
-from harness import Daemon, FakeRegistry, truth, wait_until, whois_registry
+from harness import FakeRegistry, truth, wait_until, whois_registry
 
 
 def test_intake_restarts_on_inherited_sockets_and_refuses_no_connection(make_cluster):

@@ -3,14 +3,13 @@ against nginx with a test CA (and its rate limiting), the two DAS line
 formats with every RC code, and the DNS pre-check against nsd serving a
 test TLD zone with delegations."""
 import json
-import os
 import shutil
 import subprocess
 import time
 
 import pytest
 
-from harness import FakeRegistry, free_port, truth, wait_until, whois_registry
+from harness import FakeRegistry, free_port, wait_until, whois_registry
 
 
 # ---- RDAP against nginx ---------------------------------------------------

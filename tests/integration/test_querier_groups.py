@@ -2,7 +2,6 @@
 keeps its own budget, so one registry that throttles and one that never
 answers do not hold back the others; and a registry moves to a querier of
 its own by config and reload, under load, with nothing lost."""
-import copy
 import threading
 import time
 

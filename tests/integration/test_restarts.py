@@ -2,7 +2,6 @@
 restarted dispatcher, queriers handing work back, graceful stops, and
 messages from older or newer daemons."""
 import signal
-import threading
 import time
 
 import msgpack
