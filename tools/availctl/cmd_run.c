@@ -377,10 +377,11 @@ on_child(sd_event_source *s, const siginfo_t *si, void *userdata)
      * loop). */
     if (!was_ready && c->in_batch) {
         c->in_batch = false;
-        if (--r->waiting_left == 0) {
-            fprintf(stderr, "availctl run: %s did not start: starting the rest without it\n", c->ident);
+        /* Said whether or not it was the last of its batch: which of them
+         * gets ready or dies first is up to the machine. */
+        fprintf(stderr, "availctl run: %s did not start: starting the rest without it\n", c->ident);
+        if (--r->waiting_left == 0)
             start_next(r);
-        }
     }
     return 0;
 }
