@@ -3,7 +3,6 @@ nested bodies, idle and half-sent connections, invalid UTF-8. Each gets a
 clear 4xx or is closed; memory stays bounded; other clients keep being
 served."""
 import socket
-import time
 
 import pytest
 
@@ -121,7 +120,10 @@ def test_nesting_100000_deep_and_invalid_utf8_are_400(make_cluster, registry):
 
 
 def test_2000_idle_connections_do_not_keep_others_out(make_cluster, registry):
-    c = http_cluster(make_cluster, registry, idle_timeout_s=5)
+    # idle_timeout_s long enough that the idle ones are still held when the
+    # request below is answered, also on a slow machine: that they are
+    # still there afterwards is what shows they did not keep it out.
+    c = http_cluster(make_cluster, registry, idle_timeout_s=30)
     d = http_daemon(c)
     idle = []
     for _ in range(2000):
@@ -136,20 +138,19 @@ def test_2000_idle_connections_do_not_keep_others_out(make_cluster, registry):
         s.sendall(b"GET /v1/status?domain=a.test HTTP/1.1\r\nHost: x\r\n")
         half.append(s)
     wait_until(lambda: c.status("http")["gauges"]["connections"] >= 2000, timeout=30, what="2,000 connections")
-    t0 = time.monotonic()
     status, doc, _ = get_json(c, "/v1/status?domain=free-b.test")
     assert status == 200 and doc["status"][0]["availability"] == "available"
-    assert time.monotonic() - t0 < 10
+    assert c.status("http")["gauges"]["connections"] >= 2000, "answered only once the idle ones were closed"
     assert rss_kb(d.pid, "RssAnon") < 200 * 1024, "2,000 idle connections took more than 200 MB"
     # The idle and half-sent ones are closed after idle_timeout_s.
     for s in half:
-        s.settimeout(30)
+        s.settimeout(90)
         try:
             said = s.recv(100)
         except ConnectionResetError:
             said = b""
         assert said == b"" or said.startswith(b"HTTP/1.1 4"), said
-    wait_until(lambda: c.status("http")["gauges"]["connections"] < 100, timeout=40,
+    wait_until(lambda: c.status("http")["gauges"]["connections"] < 100, timeout=90,
                what="idle connections closed")
     for s in idle + half:
         s.close()
