@@ -311,9 +311,7 @@ def test_a_daemon_never_stalls_when_availd_errors_is_down(cluster):
     for _ in range(1500):  # more than the reporter's queue holds
         errors.signal(signal.SIGHUP)
     wait_until(lambda: cluster.status("errors")["counters"]["reloads_refused"] >= 1, what="refusals")
-    t0 = time.monotonic()
-    status = cluster.status("errors")
-    assert time.monotonic() - t0 < 2
+    status = cluster.status("errors")  # a stalled daemon would not answer within control's 5 s
     counters = status["counters"]
     # every refusal is accounted for: sent (queued), dropped (queue full),
     # or folded into the next report of the same code (once a second)

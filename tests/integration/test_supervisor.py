@@ -302,13 +302,13 @@ def test_an_unprivileged_availctl_is_told_permission_denied(make_cluster, superv
     errors = c.start("errors")
     c.start("cache")
     supervisors.configs.append(c.config_path)
-    ctl = NOBODY + [binary("availctl"), "-c", c.config_path, "--timeout", "5000"]
+    ctl = NOBODY + [binary("availctl"), "-c", c.config_path, "--timeout", "30000"]
 
     def as_nobody(*args):
         t0 = time.monotonic()
         r = subprocess.run(ctl + list(args), capture_output=True, text=True, timeout=60)
-        # said at once, not after waiting out the timeout
-        assert time.monotonic() - t0 < 4.5, (args, r.stdout, r.stderr)
+        # said at once, not after waiting out the timeout (30 s)
+        assert time.monotonic() - t0 < 20, (args, r.stdout, r.stderr)
         return r
 
     # the runtime directory is not nobody's to enter
