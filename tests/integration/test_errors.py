@@ -59,6 +59,8 @@ def test_pushed_events_come_back_by_query_and_by_topic_prefix(cluster):
     got = []
     while len(got) < 2 and sub_prefix.poll(5000):
         topic, body = sub_prefix.recv_multipart()
+        if topic.startswith(b"notice.probe."):
+            continue  # a probe later than the drain above: a busy machine's pause
         got.append((topic.decode(), msgpack.unpackb(body)))
     assert [t for t, _ in got] == ["err.querier-denic.denic", "err.querier-denic.denic"]
     assert [b["text"] for _, b in got] == ["event 0", "event 4"]

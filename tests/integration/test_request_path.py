@@ -197,6 +197,8 @@ def test_a_batch_of_500_mixed_names_gets_500_answers_each_once(make_cluster, reg
         got = {}
         while len(got) < 500 and sub.poll(10000):
             topic, body = sub.recv_multipart()
+            if topic.startswith(b"batch-pull/probe"):
+                continue  # a probe's answer later than the drain above
             a = msgpack.unpackb(body, raw=False)
             assert topic == b"batch-pull/1" and a["id"] == "batch-pull/1"
             assert a["idx"] not in got, f"idx {a['idx']} answered twice"
@@ -225,6 +227,8 @@ def test_200_concurrent_checks_of_one_name_cause_one_registry_query(make_cluster
         topics = set()
         while len(topics) < 200 and sub.poll(10000):
             topic, body = sub.recv_multipart()
+            if topic.startswith(b"same/probe"):
+                continue  # a probe's answer later than the drain above
             a = msgpack.unpackb(body, raw=False)
             assert a["status"] == truth("coalesce-me.test") and a["source"] == "whois"
             assert topic not in topics
