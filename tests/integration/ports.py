@@ -32,6 +32,9 @@ def _ephemeral_low():
         return 32768
 
 
+_HIGH = min(_ephemeral_low(), 65536)  # ports below this one
+
+
 def reserve(port):
     """True when no other process holds `port`. POSIX locks do not conflict
     within one process, hence the set of ports this process gave out."""
@@ -60,14 +63,12 @@ def _bindable(port):
 def free_port():
     """A port no other user of this function is given while this process
     lives, not bound now, and outside the range outgoing connections use."""
-    high = min(_ephemeral_low(), 65536)
-    if high - LOWEST < 1000:
-        raise RuntimeError(f"no room for test ports below the ephemeral range (it starts at {high})")
-    candidates = list(range(LOWEST, high))
-    start = random.randrange(len(candidates))
-    for i in range(len(candidates)):
-        port = candidates[(start + i) % len(candidates)]
-        if reserve(port):
-            if _bindable(port):
-                return port
-    raise RuntimeError(f"no free port in {LOWEST}-{high - 1}")
+    count = _HIGH - LOWEST
+    if count < 1000:
+        raise RuntimeError(f"no room for test ports below the ephemeral range (it starts at {_HIGH})")
+    start = random.randrange(count)
+    for i in range(count):
+        port = LOWEST + (start + i) % count
+        if reserve(port) and _bindable(port):
+            return port
+    raise RuntimeError(f"no free port in {LOWEST}-{_HIGH - 1}")
